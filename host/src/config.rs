@@ -1,0 +1,298 @@
+//! `tinytown.toml`, the one config file of a town.
+//!
+//! It names the town, says which Redis holds it, and declares what only the operator may decide
+//! for an agent: its capabilities (`exec` and its allow-list) and its limits. The live registry
+//! of agents is in Redis (`tt spawn` writes there); an agent declared here is spawned by
+//! `tt host` if it does not exist yet. Grants are never read from Redis, so write access to Redis
+//! does not give anyone the power to run programs.
+//!
+//! Secrets are not written here by `tt`: a Redis password comes from an environment variable or
+//! from a file readable only by its owner.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error;
+use crate::limits::{ExecDefaults, Limits};
+use crate::model::validate_name;
+
+pub const FILE_NAME: &str = "tinytown.toml";
+/// The town's private directory (embedded Redis, compiled-plugin cache, logs).
+pub const STATE_DIR: &str = ".tt";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub town: TownSection,
+    #[serde(default)]
+    pub redis: RedisSection,
+    #[serde(default)]
+    pub host: HostSection,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSection>,
+    /// The directory holding tinytown.toml; paths in the file are relative to it.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TownSection {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path/to.sock`. Empty: the embedded server.
+    pub url: Option<String>,
+    /// Treat `url` as one node of a Redis Cluster.
+    #[serde(default)]
+    pub cluster: bool,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Name of the environment variable that holds the password.
+    pub password_env: Option<String>,
+    /// A file (mode 0600) whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// Embedded server only: `always`, `everysec` (default) or `no`. See the README.
+    pub appendfsync: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSection {
+    /// A message delivered to a host that stops answering is reclaimed by another after this.
+    pub lease_ms: u64,
+    /// How often a host writes its heartbeat and refreshes the leases of messages in hand.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        HostSection { lease_ms: 30_000, heartbeat_ms: 1_000 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    pub role: Option<String>,
+    pub plugin: Option<PathBuf>,
+    pub nickname: Option<String>,
+    /// Passed to the plugin's `init`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Overrides of the town-wide `[limits]`, field by field.
+    #[serde(default)]
+    pub limits: Option<toml::Table>,
+    /// The `exec` grant. Absent: the agent may not run programs.
+    pub exec: Option<ExecGrant>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecGrant {
+    /// Programs the agent may run: paths (relative to the town dir) or names found on PATH.
+    /// Matched on the resolved, canonical path.
+    pub allow: Vec<String>,
+    /// Environment variables passed through; everything else is cleared.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory (relative to the town dir); default `.tt/work/<agent>`.
+    pub workdir: Option<PathBuf>,
+    pub timeout_ms: Option<u64>,
+    pub output_bytes: Option<usize>,
+}
+
+impl ExecGrant {
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(ExecDefaults::TIMEOUT_MS)
+    }
+    pub fn output_bytes(&self) -> usize {
+        self.output_bytes.unwrap_or(ExecDefaults::OUTPUT_BYTES)
+    }
+}
+
+impl Config {
+    /// A fresh config for `tt init`.
+    pub fn new(name: &str, dir: &Path) -> Config {
+        Config {
+            town: TownSection { name: name.to_string() },
+            redis: RedisSection::default(),
+            host: HostSection::default(),
+            limits: Limits::default(),
+            agents: BTreeMap::new(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Finds `tinytown.toml` in `start` or its parents.
+    pub fn find(start: &Path) -> Result<PathBuf> {
+        let mut dir = Some(start);
+        while let Some(d) = dir {
+            if d.join(FILE_NAME).is_file() {
+                return Ok(d.to_path_buf());
+            }
+            dir = d.parent();
+        }
+        Err(error::fail(
+            format!("no {FILE_NAME} in {} or its parents", start.display()),
+            "run `tt init` to create a town here, or pass --town DIR (or set TT_TOWN)",
+        ))
+    }
+
+    pub fn load(dir: &Path) -> Result<Config> {
+        let path = dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            error::fail(
+                format!("cannot read {}: {e}", path.display()),
+                "run `tt init` to create a town here, or pass --town DIR (or set TT_TOWN)",
+            )
+        })?;
+        let mut config = Config::parse(&text).map_err(|e| {
+            error::fail(
+                format!("{} is not valid: {e}", path.display()),
+                "fix the line and field named above; `tt init --force` writes a fresh file",
+            )
+        })?;
+        config.dir = dir.to_path_buf();
+        Ok(config)
+    }
+
+    /// Parses and checks the text of a config file. The error names the line and the field.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        validate_name(&config.town.name)
+            .map_err(|e| format!("[town] name: {}", crate::error::one_line(&e)))?;
+        for (name, agent) in &config.agents {
+            validate_name(name).map_err(|e| format!("[agents.{name}]: {}", crate::error::one_line(&e)))?;
+            config
+                .limits_for_section(agent)
+                .map_err(|e| format!("[agents.{name}.limits]: {e}"))?;
+        }
+        if let Some(f) = &config.redis.appendfsync {
+            if !matches!(f.as_str(), "always" | "everysec" | "no") {
+                return Err(format!(
+                    "[redis] appendfsync = {f:?}: use \"always\", \"everysec\" or \"no\""
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let text = toml::to_string_pretty(self).context("serialising tinytown.toml")?;
+        std::fs::write(self.dir.join(FILE_NAME), text)
+            .with_context(|| format!("writing {}", self.dir.join(FILE_NAME).display()))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(STATE_DIR)
+    }
+
+    /// The town-wide limits with the agent's overrides applied.
+    pub fn limits_for(&self, agent: &str) -> Limits {
+        match self.agents.get(agent) {
+            Some(section) => self.limits_for_section(section).unwrap_or(self.limits),
+            None => self.limits,
+        }
+    }
+
+    fn limits_for_section(&self, section: &AgentSection) -> Result<Limits, String> {
+        let Some(overrides) = &section.limits else { return Ok(self.limits) };
+        let mut base = toml::Table::try_from(self.limits).map_err(|e| e.to_string())?;
+        for (k, v) in overrides {
+            base.insert(k.clone(), v.clone());
+        }
+        base.try_into::<Limits>().map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// Resolves a path from the config file (relative to the town dir).
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    /// The Redis password, if one is configured, from its env var or its 0600 file.
+    pub fn redis_password(&self) -> Result<Option<String>> {
+        if let Some(var) = &self.redis.password_env {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(error::fail(
+                    format!("[redis] password_env names ${var}, which is not set"),
+                    format!("export {var}=... before running tt"),
+                )),
+            };
+        }
+        if let Some(file) = &self.redis.password_file {
+            let path = self.resolve(file);
+            let meta = std::fs::metadata(&path).map_err(|e| {
+                error::fail(
+                    format!("[redis] password_file {}: {e}", path.display()),
+                    "create it with the password on its first line, mode 0600",
+                )
+            })?;
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(error::fail(
+                    format!(
+                        "[redis] password_file {} is readable by others (mode {:o})",
+                        path.display(),
+                        meta.permissions().mode() & 0o777
+                    ),
+                    format!("chmod 600 {}", path.display()),
+                ));
+            }
+            let text = std::fs::read_to_string(&path)?;
+            return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_parses_with_defaults() {
+        let c = Config::parse("[town]\nname = \"demo\"\n").unwrap();
+        assert_eq!(c.town.name, "demo");
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.agents.is_empty());
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = Config::parse("[town]\nname = \"demo\"\n[limits]\ncall_timeout = 5\n").unwrap_err();
+        assert!(e.contains("line 4") && e.contains("call_timeout"), "{e}");
+        let e = Config::parse("[town]\nname = 5\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = Config::parse("[town]\nname = \"../x\"\n").unwrap_err();
+        assert!(e.contains("[town] name"), "{e}");
+        let e = Config::parse("[town]\nname=\"a\"\n[redis]\nappendfsync=\"sometimes\"\n").unwrap_err();
+        assert!(e.contains("appendfsync"), "{e}");
+    }
+
+    #[test]
+    fn agent_limits_override_field_by_field() {
+        let c = Config::parse(
+            "[town]\nname=\"a\"\n[limits]\nmemory_mb=32\n[agents.w.limits]\ncall_timeout_ms=50\n",
+        )
+        .unwrap();
+        let l = c.limits_for("w");
+        assert_eq!((l.call_timeout_ms, l.memory_mb), (50, 32));
+        let e = Config::parse("[town]\nname=\"a\"\n[agents.w.limits]\nmemroy_mb=1\n").unwrap_err();
+        assert!(e.contains("memroy_mb"), "{e}");
+    }
+}

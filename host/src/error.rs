@@ -1,0 +1,88 @@
+//! Errors a person can act on.
+//!
+//! Anything that reaches the user is an `anyhow::Error`. Where we know what went wrong and what
+//! to do about it, the error carries a [`UserError`]: a one-line message that names the thing,
+//! and a hint. `main` prints both and picks the exit code: 1 for a failure, 2 for a usage error.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserError {
+    pub message: String,
+    pub hint: Option<String>,
+    /// True when the command line itself was wrong (exit code 2).
+    pub usage: bool,
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// A failure with a hint on what to do.
+pub fn fail(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    UserError { message: message.into(), hint: Some(hint.into()), usage: false }.into()
+}
+
+/// A bad command line (exit code 2).
+pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    UserError { message: message.into(), hint: Some(hint.into()), usage: true }.into()
+}
+
+/// The [`UserError`] behind an error, if there is one.
+pub fn user_error(err: &anyhow::Error) -> Option<&UserError> {
+    err.chain().find_map(|e| e.downcast_ref::<UserError>())
+}
+
+/// Turns an error reply from our Lua scripts (`TT <code> <message>`) into a [`UserError`].
+/// Other Redis errors pass through unchanged.
+pub fn from_redis(err: redis::RedisError) -> anyhow::Error {
+    let text = err.to_string();
+    if err.code() == Some("TT") {
+        let rest = err.detail().unwrap_or("").trim();
+        let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+        let hint = match code {
+            "NOAGENT" => "`tt list` shows the agents; `tt spawn NAME --role ROLE` adds one",
+            "EXISTS" => "pick another name, or `tt kill NAME` then `tt prune` to reuse it",
+            "NOTASK" => "`tt tasks` lists the tasks",
+            "ILLEGAL" => "`tt task show ID` shows its state; a finished task cannot change again",
+            "NOTBACKLOG" => "`tt backlog list` shows what is still waiting",
+            "RESERVED" => "`conductor` and `supervisor` are the humans' mailbox",
+            "BADSTATE" => "`tt list` shows each agent's state",
+            "TOOBIG" => "send a path or a summary instead of the whole content",
+            _ => "this is a bug in tinytown; please report it with the command you ran",
+        };
+        return fail(message, hint);
+    }
+    if text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("NOPERM") {
+        return fail(
+            format!("Redis refused our credentials: {text}"),
+            "check [redis] username and password_env/password_file in tinytown.toml",
+        );
+    }
+    anyhow::Error::new(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_error_survives_context() {
+        let e = fail("agent `x` not found", "try tt list").context("while sending");
+        let u = user_error(&e).expect("user error kept");
+        assert_eq!(u.message, "agent `x` not found");
+        assert!(!u.usage);
+    }
+}
+
+/// The message of an error on one line, without its hint.
+pub fn one_line(err: &anyhow::Error) -> String {
+    match user_error(err) {
+        Some(u) => u.message.clone(),
+        None => format!("{err:#}").replace('\n', " "),
+    }
+}

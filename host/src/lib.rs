@@ -1,0 +1,20 @@
+//! tinytown: a town of agents whose mailboxes and tasks live in Redis and whose roles run as
+//! sandboxed WebAssembly components.
+//!
+//! - [`town`] is the service layer every command goes through; [`db`] and `lua/apply.lua` are
+//!   the one write path (atomic, checked, idempotent); [`keys`] names every Redis key.
+//! - [`config`] reads `tinytown.toml`; [`limits`] holds every default limit.
+//! - [`embedded`] runs the town's private `redis-server` when no URL is configured.
+//! - [`cli`] is the `tt` command line, a thin shell over [`town`].
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod error;
+pub mod keys;
+pub mod limits;
+pub mod model;
+pub mod plugin;
+pub mod streams;
+pub mod town;

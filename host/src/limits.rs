@@ -1,0 +1,55 @@
+//! Every default limit, in one place. `tinytown.toml` can override the per-agent ones under
+//! `[limits]` (town-wide) and `[agents.NAME.limits]`.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest agent name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Largest message body accepted by `tt send` and by the applier (bytes).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Largest task description (bytes).
+pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
+/// Events kept in the town's capped event stream (approximate trim).
+pub const EVENTS_KEPT: usize = 100_000;
+/// How many entries one mailbox read takes at most.
+pub const READ_BATCH: usize = 64;
+
+/// Per-agent limits on one handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock budget of the guest's own computation per call (exec time excluded).
+    pub call_timeout_ms: u64,
+    /// Linear memory cap of one instance.
+    pub memory_mb: u64,
+    /// Fuel per call; 0 turns fuel metering off (the epoch deadline still applies).
+    pub fuel: u64,
+    /// Deliveries before a message is dead-lettered.
+    pub max_deliveries: u32,
+    /// Most actions one handling may return.
+    pub max_actions: usize,
+    /// Most bytes of action payload (bodies, descriptions, texts) one handling may return.
+    pub max_action_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout_ms: 2_000,
+            memory_mb: 128,
+            fuel: 0,
+            max_deliveries: 5,
+            max_actions: 1_000,
+            max_action_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Limits on the `exec` capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecDefaults;
+
+impl ExecDefaults {
+    pub const TIMEOUT_MS: u64 = 10 * 60 * 1000;
+    pub const OUTPUT_BYTES: usize = 1 << 20;
+}

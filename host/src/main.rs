@@ -1,0 +1,42 @@
+use clap::Parser;
+
+use tinytown::cli::{self, Cli};
+use tinytown::error::user_error;
+
+fn main() {
+    let cli = Cli::parse();
+    if cli.command.is_short_lived() {
+        // `tt list | head` should end quietly, as other CLI tools do. Long-running commands keep
+        // Rust's default (SIGPIPE ignored) so a closed socket is an error they handle.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = runtime.block_on(cli::run(cli)) {
+        match user_error(&err) {
+            Some(u) => {
+                eprintln!("error: {}", u.message);
+                if let Some(h) = &u.hint {
+                    eprintln!("hint: {h}");
+                }
+                std::process::exit(if u.usage { 2 } else { 1 });
+            }
+            None => {
+                eprintln!("error: {err:#}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
