@@ -155,6 +155,46 @@ pub enum Command {
     },
     /// Stop the embedded Redis of this town.
     Shutdown,
+    /// Run the town: serve agents' mailboxes with their Wasm roles.
+    Host {
+        /// Exit once every served mailbox is empty and nothing is in flight.
+        #[arg(long)]
+        until_idle: bool,
+        /// Serve only these agents (repeatable).
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+        /// This host's name (default: the machine's host name); keep it stable across restarts.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Messages that could not be handled, with the reason.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    List {
+        #[arg(short = 'n', long, default_value_t = 100)]
+        count: usize,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Put dead letters back into their agents' mailboxes.
+    Retry {
+        entries: Vec<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead letters.
+    Drop {
+        entries: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,7 +237,7 @@ pub enum BacklogCommand {
 impl Command {
     /// Commands that print and exit (everything but hosts and followers).
     pub fn is_short_lived(&self) -> bool {
-        !matches!(self, Command::Events { follow: true, .. })
+        !matches!(self, Command::Events { follow: true, .. } | Command::Host { .. })
     }
 }
 
@@ -227,6 +267,17 @@ pub async fn run(cli: Cli) -> Result<()> {
     let town = Town::open(&dir).await?;
     match cli.command {
         Command::Init { .. } | Command::Shutdown => unreachable!("handled above"),
+        Command::Host { until_idle, agents, name } => {
+            for a in &agents {
+                validate_name(a)?;
+            }
+            let name = name.unwrap_or_else(crate::host::default_host_name);
+            validate_name(&name)
+                .map_err(|_| error::usage(format!("invalid host name {name:?}"), "pass --name NAME"))?;
+            let opts = crate::host::HostOptions { name, until_idle, agents };
+            crate::host::run(std::sync::Arc::new(town), opts).await?;
+        }
+        Command::Dlq { command } => dlq_command(&town, command).await?,
         Command::Spawn { name, role, plugin, nickname } => {
             let a = town.spawn(&name, &role, plugin.as_deref(), nickname.as_deref()).await?;
             let plugin = a.plugin.as_deref().unwrap_or("no plugin yet");
@@ -506,6 +557,44 @@ async fn backlog_command(town: &Town, command: BacklogCommand) -> Result<()> {
             println!("{} removed from the backlog ({})", t.id, t.state);
         }
     }
+    Ok(())
+}
+
+async fn dlq_command(town: &Town, command: DlqCommand) -> Result<()> {
+    let (entries, all, retry) = match command {
+        DlqCommand::List { count, json } => {
+            let letters = town.dead_letters(count).await?;
+            if json.json {
+                return print_json(&letters);
+            }
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for l in letters {
+                let f = |k: &str| l.fields.get(k).cloned().unwrap_or_default();
+                println!(
+                    "{}  {} {} (attempts {}): {}",
+                    l.id,
+                    f("agent"),
+                    if f("orig.id").is_empty() { f("entry") } else { f("orig.id") },
+                    f("attempts"),
+                    f("reason")
+                );
+            }
+            return Ok(());
+        }
+        DlqCommand::Retry { entries, all } => (entries, all, true),
+        DlqCommand::Drop { entries, all } => (entries, all, false),
+    };
+    let ids = if all {
+        town.dead_letters(usize::MAX).await?.into_iter().map(|e| e.id).collect()
+    } else if entries.is_empty() {
+        return Err(error::usage("name the dead letters (ids from `tt dlq list`) or pass --all", "tt dlq list"));
+    } else {
+        entries
+    };
+    let n = town.dlq_act(&ids, retry).await?;
+    println!("{} {n} dead letter{}", if retry { "retried" } else { "dropped" }, if n == 1 { "" } else { "s" });
     Ok(())
 }
 

@@ -52,6 +52,7 @@ pub fn from_redis(err: redis::RedisError) -> anyhow::Error {
             "NOTBACKLOG" => "`tt backlog list` shows what is still waiting",
             "RESERVED" => "`conductor` and `supervisor` are the humans' mailbox",
             "BADSTATE" => "`tt list` shows each agent's state",
+            "NODLQ" => "`tt dlq list` shows the dead letters",
             "TOOBIG" => "send a path or a summary instead of the whole content",
             _ => "this is a bug in tinytown; please report it with the command you ran",
         };

@@ -485,6 +485,30 @@ impl Town {
         self.need_task(id).await
     }
 
+    // ----- dead letters -----------------------------------------------------------------------
+
+    pub async fn dead_letters(&self, n: usize) -> Result<Vec<Event>> {
+        let mut c = self.db.conn.clone();
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(self.db.keys.dlq())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(n)
+            .query_async(&mut c)
+            .await?;
+        Ok(streams::entries(&v).into_iter().map(|e| Event { fields: e.text_map(), id: e.id }).collect())
+    }
+
+    /// Puts dead letters back into their mailboxes (`retry`) or deletes them.
+    pub async fn dlq_act(&self, entries: &[String], retry: bool) -> Result<usize> {
+        let op = if retry { "dlq_retry" } else { "dlq_drop" };
+        for id in entries {
+            self.db.apply_ops(CONDUCTOR, vec![json!({"op": op, "entry": id})]).await?;
+        }
+        Ok(entries.len())
+    }
+
     // ----- status and events ------------------------------------------------------------------
 
     pub async fn status(&self, events: usize) -> Result<Status> {

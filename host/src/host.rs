@@ -1,0 +1,643 @@
+//! `tt host`: serves a town's agents.
+//!
+//! One tokio task per agent (a [`Runner`]) reads the agent's urgent and normal streams through
+//! the consumer group, hands each batch to the agent's long-lived Wasm instance on a blocking
+//! thread, and applies every message's actions together with its acknowledgement in one Lua call
+//! (idempotent by message id). Agents run concurrently, so a slow or failing one never holds up
+//! another.
+//!
+//! Nothing is lost: a message leaves the pending list only in the same atomic step that applies
+//! its effects. A retryable error or a trap is retried with backoff on a fresh instance; after
+//! `max_deliveries` attempts, or on a permanent error, the message moves to the dead-letter
+//! stream with the reason. Messages left pending by a host that died are reclaimed after the
+//! lease (XAUTOCLAIM), and a handling that takes long keeps its lease fresh.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use redis::AsyncCommands;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::actions;
+use crate::db::{Ack, Applied, Conn, Unit};
+use crate::exec::ExecGrant;
+use crate::keys::GROUP;
+use crate::limits::{Limits, READ_BATCH};
+use crate::lookup::TownLookup;
+use crate::model::{now_ms, Kind, Message};
+use crate::runtime::{Failure, Grants, Instance, Lookup, Plugin, Runtime};
+use crate::streams::{self, Entry};
+use crate::town::Town;
+
+/// How long one mailbox read blocks; also the longest a stop request waits for an idle agent.
+const READ_BLOCK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// This host's consumer name; stable across restarts so it finds its own pending messages.
+    pub name: String,
+    /// Exit once every served mailbox is empty and nothing is in flight.
+    pub until_idle: bool,
+    /// Serve only these agents (all when empty).
+    pub agents: Vec<String>,
+}
+
+pub fn default_host_name() -> String {
+    let mut buf = [0u8; 256];
+    let n = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let raw = if n == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "host".into()
+    };
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
+}
+
+/// What the supervisor knows about a runner.
+#[derive(Default)]
+struct Activity {
+    /// True while the runner has a batch in hand or retries waiting.
+    busy: AtomicBool,
+    /// Reads since the last one that returned something.
+    empty_reads: AtomicU64,
+    handled: AtomicU64,
+    done: AtomicBool,
+}
+
+pub async fn run(town: Arc<Town>, opts: HostOptions) -> Result<()> {
+    let fuel = town.config.limits.fuel > 0
+        || town.config.agents.keys().any(|a| town.config.limits_for(a).fuel > 0);
+    let runtime = Arc::new(Runtime::new(Some(town.config.state_dir().join("cache")), fuel)?);
+    spawn_declared(&town).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(watch_signals(stop_tx.clone()));
+    let lookup: Arc<dyn Lookup> =
+        Arc::new(TownLookup { town: town.clone(), handle: tokio::runtime::Handle::current() });
+    let started = now_ms();
+    let mut runners: HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
+    let mut last_beat = Instant::now() - heartbeat;
+    let mut idle_rounds = 0;
+    tracing::info!(host = %opts.name, town = %town.config.town.name, "host started");
+    loop {
+        if *stop_rx.borrow() {
+            break;
+        }
+        for name in town.agent_names().await? {
+            if runners.contains_key(&name) || !(opts.agents.is_empty() || opts.agents.contains(&name)) {
+                continue;
+            }
+            let activity = Arc::new(Activity::default());
+            let runner = Runner::new(
+                town.clone(),
+                runtime.clone(),
+                lookup.clone(),
+                &name,
+                &opts.name,
+                activity.clone(),
+                stop_rx.clone(),
+            )
+            .await?;
+            runners.insert(name, (activity, tokio::spawn(runner.run())));
+        }
+        runners.retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
+        if last_beat.elapsed() >= heartbeat {
+            last_beat = Instant::now();
+            write_heartbeat(&town, &opts.name, started, &runners).await;
+        }
+        if opts.until_idle {
+            let quiet = runners.values().all(|(a, _)| {
+                !a.busy.load(Ordering::Relaxed) && a.empty_reads.load(Ordering::Relaxed) >= 1
+            });
+            if quiet && served_mailboxes_empty(&town, runners.keys()).await? {
+                idle_rounds += 1;
+                if idle_rounds >= 2 {
+                    break;
+                }
+            } else {
+                idle_rounds = 0;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    for (_, (_, handle)) in runners.drain() {
+        let _ = handle.await;
+    }
+    let mut c = town.db.conn.clone();
+    let _: Result<(), _> = c.hdel(town.db.keys.hosts(), &opts.name).await;
+    tracing::info!(host = %opts.name, "host stopped");
+    Ok(())
+}
+
+async fn watch_signals(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("stop requested: finishing the messages in hand");
+    let _ = stop.send(true);
+}
+
+/// Spawns agents declared in tinytown.toml (with role and plugin) that do not exist yet.
+async fn spawn_declared(town: &Town) -> Result<()> {
+    for (name, section) in &town.config.agents {
+        let (Some(role), Some(_)) = (&section.role, &section.plugin) else { continue };
+        if town.agent(name).await?.is_none() {
+            town.spawn(name, role, None, section.nickname.as_deref()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn served_mailboxes_empty<'a>(
+    town: &Town,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<bool> {
+    for name in names {
+        let Some(agent) = town.agent(name).await? else { continue };
+        if matches!(agent.state.as_str(), "stopped" | "cold" | "interrupted") {
+            continue;
+        }
+        if town.mailbox_depth(name).await? != (0, 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn write_heartbeat(
+    town: &Town,
+    host: &str,
+    started: u64,
+    runners: &HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>,
+) {
+    let agents: BTreeMap<&String, u64> =
+        runners.iter().map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed))).collect();
+    let beat = json!({
+        "name": host, "pid": std::process::id(), "started_ms": started, "seen_ms": now_ms(),
+        "agents": agents,
+    });
+    let mut c = town.db.conn.clone();
+    let _: Result<(), _> = c.hset(town.db.keys.hosts(), host, beat.to_string()).await;
+}
+
+/// The live plugin of an agent and its instance.
+struct Live {
+    plugin: Plugin,
+    instance: Option<Instance>,
+}
+
+/// One message in a batch.
+struct Delivery {
+    stream: String,
+    kind: &'static str,
+    entry: Entry,
+    /// Came back from a pending list (restart or reclaim), so it may have failed before.
+    redelivered: bool,
+}
+
+struct Runner {
+    town: Arc<Town>,
+    runtime: Arc<Runtime>,
+    lookup: Arc<dyn Lookup>,
+    name: String,
+    consumer: String,
+    activity: Arc<Activity>,
+    stop: watch::Receiver<bool>,
+    reads: Conn,
+    limits: Limits,
+    grants: Grants,
+    init_config: Vec<(String, String)>,
+    live: Option<Live>,
+    /// Plugin path and digest recorded for the agent when we last looked.
+    wanted: Option<(String, Option<String>)>,
+    /// Read our own pending entries first (left by a previous run of this host).
+    recovering: bool,
+    last_claim: Instant,
+    load_error: Option<String>,
+}
+
+impl Runner {
+    async fn new(
+        town: Arc<Town>,
+        runtime: Arc<Runtime>,
+        lookup: Arc<dyn Lookup>,
+        name: &str,
+        consumer: &str,
+        activity: Arc<Activity>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Runner> {
+        let section = town.config.agents.get(name).cloned().unwrap_or_default();
+        let grants = Grants {
+            exec: match &section.exec {
+                Some(g) => Some(Arc::new(ExecGrant::from_config(&town.config, name, g)?)),
+                None => None,
+            },
+        };
+        let reads = town.db.dedicated(READ_BLOCK).await?;
+        Ok(Runner {
+            limits: town.config.limits_for(name),
+            init_config: section.config.into_iter().collect(),
+            grants,
+            reads,
+            town,
+            runtime,
+            lookup,
+            name: name.to_string(),
+            consumer: consumer.to_string(),
+            activity,
+            stop,
+            live: None,
+            wanted: None,
+            recovering: true,
+            last_claim: Instant::now(),
+            load_error: None,
+        })
+    }
+
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        while !*self.stop.borrow() && !self.activity.done.load(Ordering::Relaxed) {
+            match self.step().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    // Redis went away or refused something: keep the messages, try again.
+                    tracing::warn!(agent = %self.name, "{}; retrying in {:?}", crate::error::one_line(&e), backoff);
+                    self.activity.busy.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.activity.done.store(true, Ordering::Relaxed);
+    }
+
+    /// One round: check the agent's state and plugin, read a batch, handle it, apply it.
+    async fn step(&mut self) -> Result<()> {
+        let Some(agent) = self.town.agent(&self.name).await? else {
+            // Pruned: nothing left to serve.
+            self.live = None;
+            self.activity.done.store(true, Ordering::Relaxed);
+            return Ok(());
+        };
+        if matches!(agent.state.as_str(), "stopped" | "cold" | "interrupted") {
+            self.live = None;
+            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(READ_BLOCK).await;
+            return Ok(());
+        }
+        let wanted = agent.plugin.clone().map(|p| (p, agent.digest.clone()));
+        if wanted != self.wanted || self.live.is_none() {
+            self.wanted = wanted.clone();
+            self.switch_plugin(wanted).await;
+        }
+        if self.live.is_none() {
+            // No usable plugin: the mail waits in the mailbox.
+            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(READ_BLOCK).await;
+            return Ok(());
+        }
+        let batch = self.read().await?;
+        if batch.is_empty() {
+            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
+            if agent.state == "closing" && self.town.mailbox_depth(&self.name).await? == (0, 0) {
+                self.town
+                    .db
+                    .apply_ops(
+                        &self.name,
+                        vec![json!({"op": "agent_state", "name": self.name, "state": "cold",
+                                    "from": ["closing"]})],
+                    )
+                    .await?;
+            }
+            return Ok(());
+        }
+        self.activity.busy.store(true, Ordering::Relaxed);
+        self.activity.empty_reads.store(0, Ordering::Relaxed);
+        let n = batch.len() as u64;
+        self.handle_batch(batch).await?;
+        self.activity.handled.fetch_add(n, Ordering::Relaxed);
+        self.activity.busy.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Loads the agent's recorded plugin; on failure keeps the old one (if any) and says why.
+    async fn switch_plugin(&mut self, wanted: Option<(String, Option<String>)>) {
+        let Some((path, _digest)) = wanted else {
+            if self.load_error.is_none() {
+                tracing::warn!(agent = %self.name, "has no plugin; its mail waits (tt swap {} PLUGIN)", self.name);
+                self.load_error = Some("no plugin".into());
+            }
+            return;
+        };
+        let full = self.town.config.resolve(&PathBuf::from(&path));
+        let runtime = self.runtime.clone();
+        let grants = self.grants.clone();
+        let name = self.name.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&name, &full, &grants)).await;
+        match loaded {
+            Ok(Ok(plugin)) => {
+                if self.live.as_ref().is_some_and(|l| l.plugin.digest == plugin.digest) {
+                    return;
+                }
+                tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
+                self.live = Some(Live { plugin, instance: None });
+                self.load_error = None;
+            }
+            Ok(Err(e)) => {
+                let msg = crate::error::one_line(&e);
+                if self.load_error.as_deref() != Some(&msg) {
+                    tracing::error!(agent = %self.name, "cannot load plugin: {msg}");
+                    self.load_error = Some(msg);
+                }
+            }
+            Err(e) => tracing::error!(agent = %self.name, "plugin loader panicked: {e}"),
+        }
+    }
+
+    /// Reads the next batch: our own leftovers first, then stale entries of dead hosts, then new
+    /// mail, urgent before normal.
+    async fn read(&mut self) -> Result<Vec<Delivery>> {
+        let keys = &self.town.db.keys;
+        let streams = [(keys.urgent(&self.name), "urgent"), (keys.inbox(&self.name), "inbox")];
+        let lease = Duration::from_millis(self.town.config.host.lease_ms);
+        if !self.recovering && self.last_claim.elapsed() >= lease / 2 {
+            self.last_claim = Instant::now();
+            let mut out = Vec::new();
+            for (stream, kind) in &streams {
+                let v: redis::Value = redis::cmd("XAUTOCLAIM")
+                    .arg(stream)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(lease.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(READ_BATCH)
+                    .query_async(&mut self.reads)
+                    .await?;
+                let (_, entries) = streams::autoclaim_reply(&v);
+                out.extend(entries.into_iter().map(|entry| Delivery {
+                    stream: stream.clone(),
+                    kind,
+                    entry,
+                    redelivered: true,
+                }));
+            }
+            if !out.is_empty() {
+                tracing::info!(agent = %self.name, n = out.len(), "reclaimed messages of a host that stopped answering");
+                return Ok(out);
+            }
+        }
+        let id = if self.recovering { "0" } else { ">" };
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(READ_BATCH);
+        if !self.recovering {
+            cmd.arg("BLOCK").arg(READ_BLOCK.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&streams[0].0).arg(&streams[1].0).arg(id).arg(id);
+        let v: redis::Value = cmd.query_async(&mut self.reads).await?;
+        let mut out = Vec::new();
+        for (stream, entries) in streams::read_reply(&v) {
+            let kind = if stream == streams[0].0 { "urgent" } else { "inbox" };
+            out.extend(entries.into_iter().map(|entry| Delivery {
+                stream: stream.clone(),
+                kind,
+                entry,
+                redelivered: self.recovering,
+            }));
+        }
+        out.sort_by_key(|d| d.kind != "urgent");
+        if self.recovering && out.is_empty() {
+            self.recovering = false;
+        }
+        if self.recovering && !out.is_empty() {
+            tracing::info!(agent = %self.name, n = out.len(), "resuming messages left in hand by a previous run");
+        }
+        Ok(out)
+    }
+
+    /// Handles a batch on a blocking thread (keeping the leases fresh meanwhile) and applies it.
+    async fn handle_batch(&mut self, batch: Vec<Delivery>) -> Result<()> {
+        let Some(live) = self.live.take() else { return Ok(()) };
+        let ids: Vec<(String, String)> =
+            batch.iter().map(|d| (d.stream.clone(), d.entry.id.clone())).collect();
+        let ctx = HandleCtx {
+            town: self.town.clone(),
+            runtime: self.runtime.clone(),
+            lookup: self.lookup.clone(),
+            agent: self.name.clone(),
+            limits: self.limits,
+            grants: self.grants.clone(),
+            init_config: self.init_config.clone(),
+            rt: tokio::runtime::Handle::current(),
+        };
+        let mut job = tokio::task::spawn_blocking(move || ctx.handle_all(live, batch));
+        let lease = Duration::from_millis(self.town.config.host.lease_ms);
+        let mut refresh = tokio::time::interval(lease / 3);
+        refresh.tick().await;
+        let (live, result) = loop {
+            tokio::select! {
+                done = &mut job => break done?,
+                _ = refresh.tick() => {
+                    refresh_leases(&self.town, &self.name, &self.consumer, &ids).await
+                }
+            }
+        };
+        self.live = Some(live);
+        result
+    }
+}
+
+/// Resets the idle time of entries in hand, so no other host reclaims a healthy handling.
+async fn refresh_leases(town: &Town, agent: &str, consumer: &str, ids: &[(String, String)]) {
+    let mut c = town.db.conn.clone();
+    for (stream, id) in ids {
+        let r: Result<redis::Value, _> = redis::cmd("XCLAIM")
+            .arg(stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(id)
+            .arg("JUSTID")
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(agent = %agent, "could not refresh the lease of {id}: {e}");
+        }
+    }
+}
+
+/// Everything a blocking handling thread needs.
+struct HandleCtx {
+    town: Arc<Town>,
+    runtime: Arc<Runtime>,
+    lookup: Arc<dyn Lookup>,
+    agent: String,
+    limits: Limits,
+    grants: Grants,
+    init_config: Vec<(String, String)>,
+    rt: tokio::runtime::Handle,
+}
+
+impl HandleCtx {
+    fn handle_all(&self, mut live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
+        let mut units = Vec::new();
+        for d in batch {
+            let (unit, looked) = self.handle_one(&mut live, d);
+            units.push(unit);
+            // A role that consulted the town must see its previous decision applied first.
+            if looked {
+                if let Err(e) = self.apply(&mut units) {
+                    return (live, Err(e));
+                }
+            }
+        }
+        let r = self.apply(&mut units);
+        (live, r)
+    }
+
+    fn apply(&self, units: &mut Vec<Unit>) -> Result<()> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        let results = self.rt.block_on(self.town.db.apply(units))?;
+        for (unit, r) in units.iter().zip(&results) {
+            report(&self.agent, unit, r);
+        }
+        units.clear();
+        Ok(())
+    }
+
+    /// Handles one delivery to the end: a unit that applies its actions or dead-letters it.
+    /// Also says whether the role looked at the town while deciding.
+    fn handle_one(&self, live: &mut Live, d: Delivery) -> (Unit, bool) {
+        let member = format!("{}/{}", d.kind, d.entry.id);
+        let mut unit = Unit {
+            by: Some(self.agent.clone()),
+            digest: Some(live.plugin.digest.to_string()),
+            ack: Some(Ack {
+                stream: d.stream.clone(),
+                entry: d.entry.id.clone(),
+                agent: self.agent.clone(),
+                kind: d.kind.to_string(),
+                member: member.clone(),
+            }),
+            dlq: true,
+            orig: Some(d.entry.text_map().into_iter().map(|(k, v)| (k, v.into())).collect()),
+            ..Default::default()
+        };
+        let msg = match Message::decode(&d.entry.fields) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(agent = %self.agent, entry = %d.entry.id, "{e}");
+                unit.dead = Some(e.to_string());
+                return (unit, false);
+            }
+        };
+        let mut attempt = if d.redelivered { self.previous_attempts(&member) } else { 0 };
+        if matches!(msg.kind, Kind::TaskAssign | Kind::Reject) {
+            if let Some(task) = &msg.task {
+                let op = json!({"op": "mark_running", "task": task});
+                if let Err(e) = self.rt.block_on(self.town.db.apply_ops(&self.agent, vec![op])) {
+                    tracing::warn!(agent = %self.agent, "could not mark {task} running: {e}");
+                }
+            }
+        }
+        loop {
+            attempt += 1;
+            unit.attempts = Some(attempt);
+            let failure = match self.call(live, &msg, attempt) {
+                Ok(actions) => match actions::to_ops(&actions, &self.limits) {
+                    Ok(ops) => {
+                        let looked = live.instance.as_ref().is_some_and(|i| i.lookups() > 0);
+                        unit.ops = ops;
+                        return (unit, looked);
+                    }
+                    Err(reason) => Failure { reason, retryable: false, trapped: false },
+                },
+                Err(f) => f,
+            };
+            tracing::warn!(
+                agent = %self.agent, msg = %msg.id, attempt, limit = self.limits.max_deliveries,
+                "{}", failure.reason
+            );
+            if !failure.retryable {
+                unit.dead = Some(format!("permanent error: {}", failure.reason));
+                return (unit, false);
+            }
+            if attempt >= self.limits.max_deliveries {
+                unit.dead = Some(format!("failed {attempt} times; last: {}", failure.reason));
+                return (unit, false);
+            }
+            self.record_attempt(&member);
+            std::thread::sleep(backoff(attempt));
+        }
+    }
+
+    /// Calls the agent's instance, creating a fresh one when there is none.
+    fn call(&self, live: &mut Live, msg: &Message, attempt: u32) -> Result<Vec<crate::runtime::wit::Action>, Failure> {
+        if live.instance.is_none() {
+            let inst = self.runtime.instantiate(
+                &live.plugin,
+                &self.agent,
+                &self.limits,
+                &self.grants,
+                &self.init_config,
+                self.lookup.clone(),
+            )?;
+            live.instance = Some(inst);
+        }
+        let inst = live.instance.as_mut().expect("just created");
+        let r = inst.handle(actions::to_wit(msg, attempt));
+        if let Err(f) = &r {
+            if f.trapped {
+                live.instance = None;
+            }
+        }
+        r
+    }
+
+    fn previous_attempts(&self, member: &str) -> u32 {
+        let mut c = self.town.db.conn.clone();
+        let key = self.town.db.keys.attempts(&self.agent);
+        self.rt
+            .block_on(async move { c.hget::<_, _, Option<u32>>(key, member).await })
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    fn record_attempt(&self, member: &str) {
+        let mut c = self.town.db.conn.clone();
+        let key = self.town.db.keys.attempts(&self.agent);
+        let _: Result<i64, _> = self.rt.block_on(async move { c.hincr(key, member, 1).await });
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((25u64 << attempt.min(6)).min(2_000))
+}
+
+fn report(agent: &str, unit: &Unit, r: &Applied) {
+    let member = unit.ack.as_ref().map(|a| a.member.as_str()).unwrap_or("?");
+    match r.s.as_str() {
+        "dlq" => tracing::warn!(
+            agent, msg = member, "dead-lettered: {}", r.reason.as_deref().unwrap_or("?")
+        ),
+        "dup" => tracing::info!(agent, msg = member, "already applied; acknowledged only"),
+        _ => tracing::debug!(agent, msg = member, actions = unit.ops.len(), "applied"),
+    }
+}
