@@ -68,6 +68,10 @@ struct Activity {
     empty_reads: AtomicU64,
     handled: AtomicU64,
     done: AtomicBool,
+    /// The agent has no plugin: its mailbox is read by people, not by this host.
+    unserved: AtomicBool,
+    /// Why the agent's plugin cannot run, while it cannot.
+    blocked: std::sync::Mutex<Option<String>>,
 }
 
 pub async fn run(town: Arc<Town>, opts: HostOptions) -> Result<()> {
@@ -115,9 +119,29 @@ pub async fn run(town: Arc<Town>, opts: HostOptions) -> Result<()> {
             let quiet = runners.values().all(|(a, _)| {
                 !a.busy.load(Ordering::Relaxed) && a.empty_reads.load(Ordering::Relaxed) >= 1
             });
-            if quiet && served_mailboxes_empty(&town, runners.keys()).await? {
+            let blocked: Vec<String> = runners
+                .iter()
+                .filter_map(|(n, (a, _))| {
+                    let why = a.blocked.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+                    let _ = n;
+                    Some(why)
+                })
+                .collect();
+            let waiting = runners.iter().filter_map(|(n, (a, _))| {
+                let blocked = a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
+                (!blocked && !a.unserved.load(Ordering::Relaxed)).then_some(n)
+            });
+            if quiet && served_mailboxes_empty(&town, waiting).await? {
                 idle_rounds += 1;
                 if idle_rounds >= 2 {
+                    let stuck = stuck_mail(&town, &runners).await?;
+                    if !stuck.is_empty() {
+                        let _ = stop_tx.send(true);
+                        return Err(crate::error::fail(
+                            format!("mail is waiting for agents that cannot run: {}", blocked.join("; ")),
+                            format!("fix the plugin or its grants; the mail of {} is kept", stuck.join(", ")),
+                        ));
+                    }
                     break;
                 }
             } else {
@@ -176,6 +200,22 @@ async fn served_mailboxes_empty<'a>(
         }
     }
     Ok(true)
+}
+
+/// Agents that cannot run but have mail.
+async fn stuck_mail(
+    town: &Town,
+    runners: &HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>,
+) -> Result<Vec<String>> {
+    let mut stuck = Vec::new();
+    for (name, (a, _)) in runners {
+        let blocked = a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
+        if blocked && town.mailbox_depth(name).await? != (0, 0) {
+            stuck.push(name.clone());
+        }
+    }
+    stuck.sort();
+    Ok(stuck)
 }
 
 async fn write_heartbeat(
@@ -334,13 +374,20 @@ impl Runner {
         Ok(())
     }
 
+    fn set_blocked(&mut self, why: Option<String>) {
+        self.load_error = why.clone();
+        *self.activity.blocked.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// Loads the agent's recorded plugin; on failure keeps the old one (if any) and says why.
     async fn switch_plugin(&mut self, wanted: Option<(String, Option<String>)>) {
         let Some((path, _digest)) = wanted else {
+            // A mailbox-only agent: someone else reads its mail (tt inbox), nothing to serve.
             if self.load_error.is_none() {
-                tracing::warn!(agent = %self.name, "has no plugin; its mail waits (tt swap {} PLUGIN)", self.name);
+                tracing::info!(agent = %self.name, "has no plugin; not served (tt swap {} PLUGIN)", self.name);
                 self.load_error = Some("no plugin".into());
             }
+            self.activity.unserved.store(true, Ordering::Relaxed);
             return;
         };
         let full = self.town.config.resolve(&PathBuf::from(&path));
@@ -355,13 +402,19 @@ impl Runner {
                 }
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
                 self.live = Some(Live { plugin, instance: None });
-                self.load_error = None;
+                self.activity.unserved.store(false, Ordering::Relaxed);
+                self.set_blocked(None);
             }
             Ok(Err(e)) => {
-                let msg = crate::error::one_line(&e);
+                let mut msg = crate::error::one_line(&e);
+                if let Some(hint) = crate::error::user_error(&e).and_then(|u| u.hint.clone()) {
+                    msg = format!("{msg} ({hint})");
+                }
                 if self.load_error.as_deref() != Some(&msg) {
                     tracing::error!(agent = %self.name, "cannot load plugin: {msg}");
-                    self.load_error = Some(msg);
+                }
+                if self.live.is_none() {
+                    self.set_blocked(Some(msg));
                 }
             }
             Err(e) => tracing::error!(agent = %self.name, "plugin loader panicked: {e}"),

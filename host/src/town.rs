@@ -494,7 +494,7 @@ impl Town {
             .arg("-")
             .arg("+")
             .arg("COUNT")
-            .arg(n)
+            .arg(n.min(i64::MAX as usize))
             .query_async(&mut c)
             .await?;
         Ok(streams::entries(&v).into_iter().map(|e| Event { fields: e.text_map(), id: e.id }).collect())

@@ -1,0 +1,376 @@
+//! End-to-end tests of `tt host`: real Redis, real compiled plugins (plugins/dist, built by
+//! `bash plugins/build.sh`), the real `tt` binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{expect_code, run_timeout, TestTown};
+use serde_json::Value;
+
+fn plugin(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run `bash plugins/build.sh` first", p.display());
+    p.canonicalize().unwrap().display().to_string()
+}
+
+fn sha256(path: &str) -> String {
+    tinytown::plugin::Digest::of(&std::fs::read(path).unwrap()).to_string()
+}
+
+fn config(body: &str) -> String {
+    format!("[town]\nname = \"test\"\n\n[host]\nlease_ms = 2000\nheartbeat_ms = 200\n\n{body}")
+}
+
+/// Runs `tt host --until-idle`, asserting it exits 0 within `limit`.
+fn host_until_idle(town: &TestTown, limit: Duration) -> String {
+    let args = ["host", "--until-idle", "--name", "h1"];
+    let out = run_timeout(town.command(&args), limit);
+    expect_code(&args, &out, 0);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn dead_letters(town: &TestTown) -> Vec<Value> {
+    town.json(&["dlq", "list", "--json"]).as_array().unwrap().clone()
+}
+
+fn state(town: &TestTown, agent: &str, key: &str) -> String {
+    town.redis(&["HGET", &town.key(&format!("state:{agent}")), key])
+}
+
+fn chaos_town(extra: &str) -> TestTown {
+    let town = TestTown::new();
+    town.write_config(&config(&format!(
+        "[agents.c]\nrole = \"chaos\"\nplugin = \"{}\"\n{extra}",
+        plugin("chaos")
+    )));
+    town.ok(&["spawn", "c", "--role", "chaos"]);
+    town
+}
+
+#[test]
+fn review_loop_end_to_end() {
+    let town = TestTown::new();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
+    for f in ["coder.sh", "check.sh"] {
+        std::fs::copy(demo.join(f), town.path().join(f)).unwrap();
+    }
+    std::fs::create_dir_all(town.path().join("work")).unwrap();
+    let (worker, reviewer, conductor) = (plugin("worker"), plugin("reviewer"), plugin("conductor"));
+    town.write_config(&config(&format!(
+        r#"
+[agents.alice]
+role = "worker"
+plugin = "{worker}"
+config = {{ program = "./coder.sh", reviewer = "bob" }}
+exec = {{ allow = ["./coder.sh"], env = ["PATH"], workdir = "work" }}
+
+[agents.bob]
+role = "reviewer"
+plugin = "{reviewer}"
+config = {{ program = "./check.sh", notify = "mayor" }}
+exec = {{ allow = ["./check.sh"], env = ["PATH"], workdir = "work" }}
+
+[agents.mayor]
+role = "conductor"
+plugin = "{conductor}"
+"#
+    )));
+    for (n, r) in [("alice", "worker"), ("bob", "reviewer"), ("mayor", "conductor")] {
+        town.ok(&["spawn", n, "--role", r]);
+    }
+    town.ok(&["backlog", "add", "Write greet.sh so that it prints: Hello, tinytown!"]);
+    host_until_idle(&town, Duration::from_secs(60));
+
+    let t = town.task("t1");
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(t["owner"], "alice");
+    assert_eq!(t["rejections"], 1);
+    assert_eq!(t["result"], "check passed");
+
+    let events = town.events();
+    let states: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "task" && e["task"] == "t1")
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["pending", "assigned", "running", "in-review", "rejected", "assigned", "running", "in-review", "completed"]
+    );
+    let pos = |pred: &dyn Fn(&Value) -> bool| {
+        events.iter().position(pred).unwrap_or_else(|| panic!("event missing in {events:#?}"))
+    };
+    let reject = pos(&|e| e["type"] == "sent" && e["kind"] == "verdict:reject" && e["to"] == "alice");
+    let second_review = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["type"] == "sent" && e["kind"] == "review-request")
+        .map(|(i, _)| i)
+        .nth(1)
+        .expect("a second review request");
+    let completed = pos(&|e| e["type"] == "task" && e["to"] == "completed");
+    let informed = pos(&|e| e["type"] == "sent" && e["to"] == "conductor");
+    assert!(reject < second_review && second_review < completed && completed < informed);
+    let body = events[reject]["body"].as_str().unwrap();
+    assert!(body.contains(r#"expected "Hello, tinytown!", got "Helo, tinytown!""#), "{body}");
+
+    let inbox = town.inbox("conductor");
+    let msg = &inbox["waiting"][0]["message"];
+    assert_eq!(msg["from"], "mayor");
+    assert!(msg["body"].as_str().unwrap().contains("task t1 completed by alice"), "{inbox}");
+
+    // Every handling records the digest of the plugin that decided it.
+    let digests = [("alice", sha256(&worker)), ("bob", sha256(&reviewer)), ("mayor", sha256(&conductor))];
+    let handled: Vec<&Value> = events.iter().filter(|e| e["type"] == "handled").collect();
+    assert!(handled.len() >= 7, "{handled:#?}");
+    for e in handled {
+        let want = &digests.iter().find(|(a, _)| e["agent"] == *a).unwrap().1;
+        assert_eq!(e["digest"].as_str().unwrap(), want);
+    }
+    assert!(dead_letters(&town).is_empty());
+}
+
+#[test]
+fn errors_are_retried_then_dead_lettered_with_the_reason() {
+    let town = chaos_town("limits = { max_deliveries = 3 }\n");
+    for body in ["error", "fatal", "flaky 3", "ok"] {
+        town.ok(&["send", "c", body]);
+    }
+    host_until_idle(&town, Duration::from_secs(30));
+    let dlq = dead_letters(&town);
+    assert_eq!(dlq.len(), 2, "{dlq:#?}");
+    let by_body = |b: &str| dlq.iter().find(|d| d["orig.body"] == b).unwrap_or_else(|| panic!("{b} not dead-lettered"));
+    let e = by_body("error");
+    assert_eq!(e["attempts"], "3");
+    assert_eq!(e["reason"], "failed 3 times; last: chaos: retryable error");
+    let f = by_body("fatal");
+    assert_eq!(f["attempts"], "1");
+    assert_eq!(f["reason"], "permanent error: chaos: permanent error");
+    let logs: Vec<Value> = town.events().into_iter().filter(|e| e["type"] == "log").collect();
+    assert!(logs.iter().any(|l| l["body"] == "flaky succeeded at attempt 3"), "{logs:#?}");
+
+    // A dead letter can be put back: it fails again and returns, still with its reason.
+    let id = e["id"].as_str().unwrap().to_string();
+    town.ok(&["dlq", "retry", &id]);
+    assert_eq!(dead_letters(&town).len(), 1);
+    host_until_idle(&town, Duration::from_secs(30));
+    assert_eq!(dead_letters(&town).len(), 2);
+    town.ok(&["dlq", "drop", "--all"]);
+    assert!(dead_letters(&town).is_empty());
+    let err = town.fails(&["dlq", "retry", "1-1"], 1);
+    assert!(err.contains("dead letter 1-1 not found") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn a_trap_gets_a_fresh_instance_and_the_agent_keeps_serving() {
+    let town = chaos_town("limits = { max_deliveries = 2 }\n");
+    for body in ["count", "panic", "count", "trap", "count"] {
+        town.ok(&["send", "c", body]);
+    }
+    host_until_idle(&town, Duration::from_secs(30));
+    assert_eq!(state(&town, "c", "count"), "3");
+    let dlq = dead_letters(&town);
+    assert_eq!(dlq.len(), 2, "{dlq:#?}");
+    for d in &dlq {
+        let reason = d["reason"].as_str().unwrap();
+        assert!(reason.starts_with("failed 2 times; last: trapped"), "{reason}");
+    }
+}
+
+#[test]
+fn runaway_guests_are_stopped_and_others_are_unaffected() {
+    let chaos = plugin("chaos");
+    let town = TestTown::new();
+    town.write_config(&config(&format!(
+        r#"
+[agents.looper]
+plugin = "{chaos}"
+limits = {{ call_timeout_ms = 100, max_deliveries = 2 }}
+
+[agents.hog]
+plugin = "{chaos}"
+limits = {{ memory_mb = 16, max_deliveries = 1 }}
+
+[agents.steady]
+plugin = "{chaos}"
+"#
+    )));
+    for n in ["looper", "hog", "steady"] {
+        town.ok(&["spawn", n, "--role", "chaos"]);
+    }
+    town.ok(&["send", "looper", "loop"]);
+    town.ok(&["send", "hog", "alloc"]);
+    for _ in 0..30 {
+        town.ok(&["send", "steady", "count"]);
+    }
+    let started = Instant::now();
+    let log = host_until_idle(&town, Duration::from_secs(30));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(state(&town, "steady", "count"), "30");
+    let dlq = dead_letters(&town);
+    let reason = |a: &str| dlq.iter().find(|d| d["agent"] == a).map(|d| d["reason"].as_str().unwrap().to_string());
+    let r = reason("looper").expect("looper dead-lettered");
+    assert!(r.contains("exceeded its time limit of 100 ms"), "{r}");
+    let r = reason("hog").expect("hog dead-lettered");
+    assert!(r.contains("memory limit of 16 MiB"), "{r}");
+    assert!(log.contains("looper") && log.contains("time limit"), "the log names agent and limit: {log}");
+}
+
+#[test]
+fn a_plugin_importing_ungranted_exec_is_refused_at_load() {
+    let town = TestTown::new();
+    town.write_config(&config(&format!(
+        "[agents.w]\nrole = \"worker\"\nplugin = \"{}\"\nconfig = {{ program = \"true\", reviewer = \"w\" }}\n",
+        plugin("worker")
+    )));
+    town.ok(&["spawn", "w"]);
+    town.ok(&["assign", "w", "do it"]);
+    let args = ["host", "--until-idle"];
+    let out = run_timeout(town.command(&args), Duration::from_secs(30));
+    let err = expect_code(&args, &out, 1);
+    assert!(err.contains("imports the `exec` capability, which is not granted"), "{err}");
+    assert!(err.contains("[agents.w.exec]"), "{err}");
+    // Nothing was lost: the assignment is still in the mailbox.
+    let inbox = town.inbox("w");
+    let n = inbox["waiting"].as_array().unwrap().len() + inbox["delivered"].as_array().unwrap().len();
+    assert_eq!(n, 1, "{inbox}");
+}
+
+#[test]
+fn a_redelivered_message_whose_actions_were_applied_is_only_acknowledged() {
+    let town = TestTown::new();
+    town.ok(&["spawn", "r"]);
+    town.ok(&["spawn", "sink"]);
+    town.ok(&["send", "r", "hello"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        let keys = t.db.keys.clone();
+        let mut c = t.db.conn.clone();
+        // Host A takes the message; its lease runs out and host B reclaims it.
+        let v: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP").arg("tt").arg("hostA").arg("STREAMS").arg(keys.inbox("r")).arg(">")
+            .query_async(&mut c).await.unwrap();
+        let (_, entries) = tinytown::streams::read_reply(&v).pop().unwrap();
+        let entry = entries[0].id.clone();
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(keys.inbox("r")).arg("tt").arg("hostB").arg(0).arg(&entry)
+            .query_async(&mut c).await.unwrap();
+        // Both handle it and apply the same effects; only the first takes effect.
+        let unit = tinytown::db::Unit {
+            ops: vec![serde_json::json!({"op": "send", "to": "sink", "body": "forwarded"})],
+            by: Some("r".into()),
+            ack: Some(tinytown::db::Ack {
+                stream: keys.inbox("r"),
+                entry: entry.clone(),
+                agent: "r".into(),
+                kind: "inbox".into(),
+                member: format!("inbox/{entry}"),
+            }),
+            dlq: true,
+            ..Default::default()
+        };
+        let first = t.db.apply(std::slice::from_ref(&unit)).await.unwrap();
+        let second = t.db.apply(std::slice::from_ref(&unit)).await.unwrap();
+        assert_eq!(first[0].s, "ok");
+        assert_eq!(second[0].s, "dup");
+    });
+    assert_eq!(town.xlen("inbox:sink"), 1);
+    let inbox = town.inbox("r");
+    assert_eq!(inbox["delivered"].as_array().unwrap().len(), 0, "acknowledged: {inbox}");
+}
+
+#[test]
+fn sigterm_finishes_the_messages_in_hand_and_loses_nothing() {
+    let town = chaos_town("");
+    let n = 300;
+    for _ in 0..n {
+        town.ok(&["send", "c", "count"]);
+    }
+    let mut child = town
+        .command(&["host", "--name", "h1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state(&town, "c", "count").parse::<u32>().unwrap_or(0) < 20 {
+        assert!(Instant::now() < deadline, "host handled nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "host did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    host_until_idle(&town, Duration::from_secs(60));
+    assert_eq!(state(&town, "c", "count"), n.to_string(), "every message handled exactly once");
+    assert!(dead_letters(&town).is_empty());
+}
+
+#[test]
+fn exec_runs_only_allow_listed_programs_in_a_bare_environment() {
+    let town = TestTown::new();
+    let dir = town.path();
+    let script = |name: &str, body: &str| {
+        let p: PathBuf = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    script("check.sh", "cat >/dev/null; env | sort >&2; exit 3");
+    script("other.sh", "exit 0");
+    script("slow.sh", "sleep 5");
+    std::os::unix::fs::symlink(dir.join("other.sh"), dir.join("sneaky.sh")).unwrap();
+    let reviewer = plugin("reviewer");
+    let section = |name: &str, program: &str| {
+        format!(
+            "[agents.{name}]\nrole = \"reviewer\"\nplugin = \"{reviewer}\"\n\
+             config = {{ program = \"{program}\" }}\n\
+             exec = {{ allow = [\"./check.sh\", \"./slow.sh\"], env = [\"PATH\"], timeout_ms = 300 }}\n\
+             limits = {{ call_timeout_ms = 100 }}\n\n"
+        )
+    };
+    town.write_config(&config(&format!(
+        "{}{}{}",
+        section("plain", "./check.sh"),
+        section("sneaky", "./sneaky.sh"),
+        section("slow", "./slow.sh")
+    )));
+    for n in ["plain", "sneaky", "slow", "owner"] {
+        town.ok(&["spawn", n, "--role", "reviewer"]);
+    }
+    // Put one task per reviewer in review, as a worker would.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        for (i, reviewer) in ["plain", "sneaky", "slow"].iter().enumerate() {
+            let id = t.assign("owner", "work", None).await.unwrap();
+            assert_eq!(id, format!("t{}", i + 1));
+            let op = serde_json::json!({"op": "request_review", "task": id, "reviewer": reviewer, "body": "diff"});
+            t.db.apply_ops("owner", vec![op]).await.unwrap();
+        }
+    });
+    host_until_idle(&town, Duration::from_secs(30));
+    // A bare environment: only the allow-listed PATH, nothing of ours.
+    let r1 = town.task("t1")["result"].as_str().unwrap().to_string();
+    assert!(r1.starts_with("check failed (exit 3): PATH="), "{r1}");
+    assert!(!r1.contains("HOME=") && !r1.contains("TT_TOWN"), "{r1}");
+    // A symlink to a program outside the allow-list is judged by where it leads.
+    let r2 = town.task("t2")["result"].as_str().unwrap().to_string();
+    assert!(r2.starts_with("check could not run: program `./sneaky.sh`"), "{r2}");
+    assert!(r2.contains("other.sh") && r2.contains("not in the exec allow-list"), "{r2}");
+    // The exec timeout (300 ms) applies, and exec time does not count against the
+    // guest's own 100 ms budget.
+    assert_eq!(town.task("t3")["result"], "check timed out");
+    assert!(dead_letters(&town).is_empty());
+    let escalations = town.inbox("conductor");
+    assert!(escalations.to_string().contains("reviewer sneaky cannot run its check"), "{escalations}");
+}
