@@ -74,13 +74,24 @@ struct Activity {
     blocked: std::sync::Mutex<Option<String>>,
 }
 
+/// Runs until SIGINT/SIGTERM (or until idle, with `until_idle`).
 pub async fn run(town: Arc<Town>, opts: HostOptions) -> Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(watch_signals(stop_tx.clone()));
+    run_until(town, opts, stop_tx, stop_rx).await
+}
+
+/// Runs until `stop` turns true (or until idle, with `until_idle`).
+pub async fn run_until(
+    town: Arc<Town>,
+    opts: HostOptions,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> Result<()> {
     let fuel = town.config.limits.fuel > 0
         || town.config.agents.keys().any(|a| town.config.limits_for(a).fuel > 0);
     let runtime = Arc::new(Runtime::new(Some(town.config.state_dir().join("cache")), fuel)?);
     spawn_declared(&town).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(watch_signals(stop_tx.clone()));
     let lookup: Arc<dyn Lookup> =
         Arc::new(TownLookup { town: town.clone(), handle: tokio::runtime::Handle::current() });
     let started = now_ms();
