@@ -60,7 +60,7 @@ pub struct RedisSection {
     pub password_env: Option<String>,
     /// A file (mode 0600) whose first line is the password.
     pub password_file: Option<PathBuf>,
-    /// Embedded server only: `always`, `everysec` (default) or `no`. See the README.
+    /// Embedded server only: `always` (default), `everysec` or `no`. See the README.
     pub appendfsync: Option<String>,
 }
 

@@ -23,6 +23,9 @@ use crate::model::now_ms;
 const APPLY_LUA: &str = include_str!("lua/apply.lua");
 /// How long a handled message's id is remembered for deduplication.
 const APPLIED_KEEP_MS: u64 = 7 * 24 * 3600 * 1000;
+/// The embedded Redis fsyncs its AOF before answering a write: an acknowledged change
+/// survives a crash of Redis or of the machine. The README explains the other settings.
+pub const DEFAULT_APPENDFSYNC: &str = "always";
 /// Replies slower than this are treated as a lost connection (blocking reads set their own).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -219,7 +222,7 @@ fn target(config: &Config) -> Result<Target> {
         info.set_redis_settings(settings)
     };
     let Some(url) = config.redis.url.as_deref().filter(|u| !u.is_empty()) else {
-        let fsync = config.redis.appendfsync.as_deref().unwrap_or("everysec");
+        let fsync = config.redis.appendfsync.as_deref().unwrap_or(DEFAULT_APPENDFSYNC);
         let socket = Embedded::new(config).ensure(fsync)?;
         let info = redis::ConnectionAddr::Unix(socket).into_connection_info()?;
         return Ok(Target::Single(redis::Client::open(with_auth(info))?));

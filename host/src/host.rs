@@ -122,6 +122,7 @@ pub async fn run_until(
             runners.insert(name, (activity, tokio::spawn(runner.run())));
         }
         runners.retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
+        revive_embedded_redis(&town).await;
         if last_beat.elapsed() >= heartbeat {
             last_beat = Instant::now();
             write_heartbeat(&town, &opts.name, started, &runners).await;
@@ -169,6 +170,25 @@ pub async fn run_until(
     let _: Result<(), _> = c.hdel(town.db.keys.hosts(), &opts.name).await;
     tracing::info!(host = %opts.name, "host stopped");
     Ok(())
+}
+
+/// The town's own Redis is ours to keep alive: if it died, start it again (its AOF brings the
+/// town back); the connections reconnect by themselves.
+async fn revive_embedded_redis(town: &Town) {
+    if town.config.redis.url.as_deref().is_some_and(|u| !u.is_empty()) {
+        return;
+    }
+    let embedded = crate::embedded::Embedded::new(&town.config);
+    if embedded.is_up() {
+        return;
+    }
+    let fsync = town.config.redis.appendfsync.clone().unwrap_or_else(|| crate::db::DEFAULT_APPENDFSYNC.into());
+    tracing::warn!("the town's Redis is not answering; starting it again");
+    match tokio::task::spawn_blocking(move || embedded.ensure(&fsync)).await {
+        Ok(Ok(_)) => tracing::info!("the town's Redis is back"),
+        Ok(Err(e)) => tracing::error!("cannot restart the town's Redis: {}", crate::error::one_line(&e)),
+        Err(e) => tracing::error!("cannot restart the town's Redis: {e}"),
+    }
 }
 
 async fn watch_signals(stop: watch::Sender<bool>) {
@@ -611,6 +631,14 @@ impl HandleCtx {
                 return (unit, false);
             }
         };
+        if msg.body.len() > crate::limits::MAX_MESSAGE_BYTES {
+            unit.dead = Some(format!(
+                "message body is {} bytes; the limit is {}",
+                msg.body.len(),
+                crate::limits::MAX_MESSAGE_BYTES
+            ));
+            return (unit, false);
+        }
         let mut attempt = if d.redelivered { self.previous_attempts(&member) } else { 0 };
         if matches!(msg.kind, Kind::TaskAssign | Kind::Reject) {
             if let Some(task) = &msg.task {
