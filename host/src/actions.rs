@@ -15,7 +15,11 @@ pub fn to_wit(m: &Message, attempt: u32) -> wit::Message {
         recipient: m.to.clone(),
         kind: kind_to_wit(&m.kind, &m.body),
         body: m.body.clone(),
-        priority: if m.urgent { wit::Priority::Urgent } else { wit::Priority::Normal },
+        priority: if m.urgent {
+            wit::Priority::Urgent
+        } else {
+            wit::Priority::Normal
+        },
         task_id: m.task.clone(),
         correlation_id: m.corr.clone(),
         sent_at_ms: m.ts,
@@ -54,15 +58,28 @@ fn kind_from_wit(k: &wit::Kind) -> Kind {
 /// A short, stable text of an action, for shadow-mode comparisons and logs.
 pub fn describe(a: &wit::Action) -> String {
     match a {
-        wit::Action::Send(o) => format!("send {} to {}: {}", kind_from_wit(&o.kind).as_str(), o.to, o.body),
-        wit::Action::Assign(x) => format!("assign {} to {}", x.task_id.as_deref().unwrap_or("new task"), x.agent),
-        wit::Action::RequestReview(r) => format!("request-review {} from {}", r.task_id, r.reviewer),
+        wit::Action::Send(o) => format!(
+            "send {} to {}: {}",
+            kind_from_wit(&o.kind).as_str(),
+            o.to,
+            o.body
+        ),
+        wit::Action::Assign(x) => format!(
+            "assign {} to {}",
+            x.task_id.as_deref().unwrap_or("new task"),
+            x.agent
+        ),
+        wit::Action::RequestReview(r) => {
+            format!("request-review {} from {}", r.task_id, r.reviewer)
+        }
         wit::Action::Approve(o) => format!("approve {}: {}", o.task_id, o.text),
         wit::Action::Reject(o) => format!("reject {}: {}", o.task_id, o.text),
         wit::Action::Complete(o) => format!("complete {}: {}", o.task_id, o.text),
         wit::Action::Fail(o) => format!("fail {}: {}", o.task_id, o.text),
         wit::Action::Escalate(t) => format!("escalate: {t}"),
-        wit::Action::SetState((k, v)) => format!("set-state {k}={}", v.as_deref().unwrap_or("(deleted)")),
+        wit::Action::SetState((k, v)) => {
+            format!("set-state {k}={}", v.as_deref().unwrap_or("(deleted)"))
+        }
         wit::Action::Log((_, t)) => format!("log: {t}"),
     }
 }
@@ -91,9 +108,10 @@ fn payload_bytes(a: &wit::Action) -> usize {
         wit::Action::Send(o) => o.body.len() + o.to.len(),
         wit::Action::Assign(x) => x.description.len() + x.agent.len(),
         wit::Action::RequestReview(r) => r.body.len(),
-        wit::Action::Approve(o) | wit::Action::Reject(o) | wit::Action::Complete(o) | wit::Action::Fail(o) => {
-            o.text.len()
-        }
+        wit::Action::Approve(o)
+        | wit::Action::Reject(o)
+        | wit::Action::Complete(o)
+        | wit::Action::Fail(o) => o.text.len(),
         wit::Action::Escalate(t) => t.len(),
         wit::Action::SetState((k, v)) => k.len() + v.as_ref().map_or(0, String::len),
         wit::Action::Log((_, t)) => t.len(),
@@ -123,12 +141,18 @@ fn op(a: &wit::Action) -> Value {
         wit::Action::RequestReview(r) => {
             json!({"op": "request_review", "reviewer": r.reviewer, "task": r.task_id, "body": r.body})
         }
-        wit::Action::Approve(o) => json!({"op": "verdict", "approve": true, "task": o.task_id, "text": o.text}),
-        wit::Action::Reject(o) => json!({"op": "verdict", "approve": false, "task": o.task_id, "text": o.text}),
+        wit::Action::Approve(o) => {
+            json!({"op": "verdict", "approve": true, "task": o.task_id, "text": o.text})
+        }
+        wit::Action::Reject(o) => {
+            json!({"op": "verdict", "approve": false, "task": o.task_id, "text": o.text})
+        }
         wit::Action::Complete(o) => {
             json!({"op": "transition", "to": "completed", "task": o.task_id, "text": o.text})
         }
-        wit::Action::Fail(o) => json!({"op": "transition", "to": "failed", "task": o.task_id, "text": o.text}),
+        wit::Action::Fail(o) => {
+            json!({"op": "transition", "to": "failed", "task": o.task_id, "text": o.text})
+        }
         wit::Action::Escalate(t) => json!({"op": "escalate", "text": t}),
         wit::Action::SetState((k, v)) => json!({"op": "set_state", "key": k, "value": v}),
         wit::Action::Log((l, t)) => json!({"op": "log", "level": level(l), "text": t}),

@@ -15,7 +15,11 @@ use crate::model::{validate_name, Kind, Task};
 use crate::town::{Event, Inbox, Lifecycle, MailItem, Town};
 
 #[derive(Parser, Debug)]
-#[command(name = "tt", version, about = "tinytown: agents with Redis mailboxes and Wasm roles")]
+#[command(
+    name = "tt",
+    version,
+    about = "tinytown: agents with Redis mailboxes and Wasm roles"
+)]
 pub struct Cli {
     /// The town directory (where tinytown.toml is); default: the current directory or a parent.
     #[arg(long, global = true, env = "TT_TOWN")]
@@ -79,6 +83,7 @@ pub enum Command {
     /// Send a message.
     Send {
         to: String,
+        /// The message; `-` reads it from standard input.
         body: String,
         /// Read before anything else in the mailbox.
         #[arg(long)]
@@ -167,6 +172,18 @@ pub enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Measure speed and memory on this machine (a throwaway town under /tmp).
+    Bench {
+        /// Where the compiled plugins are (default: plugins/dist of the repository).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Messages per throughput run.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// The embedded Redis's AOF fsync policy: always, everysec or no.
+        #[arg(long, default_value = crate::db::DEFAULT_APPENDFSYNC)]
+        appendfsync: String,
+    },
     /// Messages that could not be handled, with the reason.
     Dlq {
         #[command(subcommand)]
@@ -214,7 +231,9 @@ pub enum TaskCommand {
         #[arg(long)]
         error: String,
     },
-    Cancel { id: String },
+    Cancel {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,14 +249,22 @@ pub enum BacklogCommand {
         json: Json,
     },
     /// Give a backlog task to an agent (exactly one of several claims wins).
-    Claim { task: String, agent: String },
-    Remove { task: String },
+    Claim {
+        task: String,
+        agent: String,
+    },
+    Remove {
+        task: String,
+    },
 }
 
 impl Command {
     /// Commands that print and exit (everything but hosts and followers).
     pub fn is_short_lived(&self) -> bool {
-        !matches!(self, Command::Events { follow: true, .. } | Command::Host { .. })
+        !matches!(
+            self,
+            Command::Events { follow: true, .. } | Command::Host { .. } | Command::Bench { .. }
+        )
     }
 }
 
@@ -257,29 +284,68 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Command::Init { name, force } = &cli.command {
         return init(cli.town.clone(), name.clone(), *force).await;
     }
+    if let Command::Bench {
+        plugins,
+        messages,
+        appendfsync,
+    } = cli.command
+    {
+        let plugins = plugins.unwrap_or_else(crate::bench::default_plugins_dir);
+        return crate::bench::run(crate::bench::BenchOptions {
+            plugins,
+            messages,
+            appendfsync,
+        })
+        .await;
+    }
     let dir = town_dir(&cli.town)?;
     if let Command::Shutdown = &cli.command {
         let config = Config::load(&dir)?;
         let stopped = Embedded::new(&config).stop()?;
-        println!("{}", if stopped { "embedded Redis stopped" } else { "embedded Redis was not running" });
+        println!(
+            "{}",
+            if stopped {
+                "embedded Redis stopped"
+            } else {
+                "embedded Redis was not running"
+            }
+        );
         return Ok(());
     }
     let town = Town::open(&dir).await?;
     match cli.command {
-        Command::Init { .. } | Command::Shutdown => unreachable!("handled above"),
-        Command::Host { until_idle, agents, name } => {
+        Command::Init { .. } | Command::Shutdown | Command::Bench { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Host {
+            until_idle,
+            agents,
+            name,
+        } => {
             for a in &agents {
                 validate_name(a)?;
             }
             let name = name.unwrap_or_else(crate::host::default_host_name);
-            validate_name(&name)
-                .map_err(|_| error::usage(format!("invalid host name {name:?}"), "pass --name NAME"))?;
-            let opts = crate::host::HostOptions { name, until_idle, agents };
+            validate_name(&name).map_err(|_| {
+                error::usage(format!("invalid host name {name:?}"), "pass --name NAME")
+            })?;
+            let opts = crate::host::HostOptions {
+                name,
+                until_idle,
+                agents,
+            };
             crate::host::run(std::sync::Arc::new(town), opts).await?;
         }
         Command::Dlq { command } => dlq_command(&town, command).await?,
-        Command::Spawn { name, role, plugin, nickname } => {
-            let a = town.spawn(&name, &role, plugin.as_deref(), nickname.as_deref()).await?;
+        Command::Spawn {
+            name,
+            role,
+            plugin,
+            nickname,
+        } => {
+            let a = town
+                .spawn(&name, &role, plugin.as_deref(), nickname.as_deref())
+                .await?;
             let plugin = a.plugin.as_deref().unwrap_or("no plugin yet");
             println!("spawned {} ({}, {plugin})", a.name, a.role);
         }
@@ -300,7 +366,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                     a.waiting,
                     a.in_flight,
                     a.active_tasks,
-                    a.agent.nickname.map(|n| format!("  ({n})")).unwrap_or_default()
+                    a.agent
+                        .nickname
+                        .map(|n| format!("  ({n})"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -322,7 +391,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("pruned {}", removed.join(", "));
             }
         }
-        Command::Send { to, body, urgent, info, query, ack, from } => {
+        Command::Send {
+            to,
+            body,
+            urgent,
+            info,
+            query,
+            ack,
+            from,
+        } => {
             let kind = if info {
                 Kind::Info
             } else if query {
@@ -332,10 +409,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else {
                 Kind::Task
             };
+            let body = if body == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+                    error::usage(
+                        format!("cannot read the body from stdin: {e}"),
+                        "pipe UTF-8 text into `tt send TO -`",
+                    )
+                })?;
+                text
+            } else {
+                body
+            };
             let id = town.send(&to, &body, kind, urgent, from.as_deref()).await?;
             println!("sent {id} to {to}{}", if urgent { " (urgent)" } else { "" });
         }
-        Command::Inbox { agent, all, clear, json } => {
+        Command::Inbox {
+            agent,
+            all,
+            clear,
+            json,
+        } => {
             if clear {
                 let who = agent.as_deref().unwrap_or("conductor");
                 if !crate::model::is_conductor(who) {
@@ -344,7 +438,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                         "agents' mail is acknowledged by the host that handles it",
                     ));
                 }
-                println!("marked {} messages read", town.clear_conductor_inbox().await?);
+                println!(
+                    "marked {} messages read",
+                    town.clear_conductor_inbox().await?
+                );
                 return Ok(());
             }
             let names = if all {
@@ -359,13 +456,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                 boxes.push(town.inbox(&n).await?);
             }
             if json.json {
-                return if all { print_json(&boxes) } else { print_json(&boxes[0]) };
+                return if all {
+                    print_json(&boxes)
+                } else {
+                    print_json(&boxes[0])
+                };
             }
             for b in boxes {
                 print_inbox(&b);
             }
         }
-        Command::Assign { agent, description, from } => {
+        Command::Assign {
+            agent,
+            description,
+            from,
+        } => {
             let id = town.assign(&agent, &description, from.as_deref()).await?;
             println!("assigned {id} to {agent}");
         }
@@ -399,11 +504,20 @@ pub async fn run(cli: Cli) -> Result<()> {
             for a in &status.agents {
                 print!(
                     "  {:<16} {:<10} {:<11} waiting {:<4} in hand {:<3} tasks {}",
-                    a.agent.name, a.agent.role, a.agent.state, a.waiting, a.in_flight, a.active_tasks
+                    a.agent.name,
+                    a.agent.role,
+                    a.agent.state,
+                    a.waiting,
+                    a.in_flight,
+                    a.active_tasks
                 );
                 if deep {
                     let digest = a.agent.digest.as_deref().map(|d| &d[..12.min(d.len())]);
-                    print!("  plugin {} @{}", a.agent.plugin.as_deref().unwrap_or("-"), digest.unwrap_or("-"));
+                    print!(
+                        "  plugin {} @{}",
+                        a.agent.plugin.as_deref().unwrap_or("-"),
+                        digest.unwrap_or("-")
+                    );
                     if let Some(ms) = a.agent.swapped_ms {
                         print!(" swapped {}", format_ms(ms));
                     }
@@ -413,7 +527,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             let mut states: Vec<_> = status.tasks.iter().collect();
             states.sort();
             let line: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
-            println!("tasks: {}", if line.is_empty() { "none".into() } else { line.join(", ") });
+            println!(
+                "tasks: {}",
+                if line.is_empty() {
+                    "none".into()
+                } else {
+                    line.join(", ")
+                }
+            );
             if deep {
                 println!("hosts:");
                 if status.hosts.is_empty() {
@@ -428,17 +549,30 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("  {}", format_event(e));
             }
         }
-        Command::Events { follow, agent, count, json } => {
+        Command::Events {
+            follow,
+            agent,
+            count,
+            json,
+        } => {
             let past = town.events(count, agent.as_deref()).await?;
-            let mut last = past.last().map(|e| e.id.clone()).unwrap_or_else(|| "$".into());
+            let mut last = match past.last() {
+                Some(e) => e.id.clone(),
+                None => town.last_event_id().await?,
+            };
             for e in &past {
                 print_event(e, json.json)?;
             }
-            while follow {
-                for e in town.events_after(&last, Duration::from_secs(5)).await? {
-                    last = e.id.clone();
-                    if agent.as_deref().is_none_or(|a| e.fields.values().any(|v| v == a)) {
-                        print_event(&e, json.json)?;
+            if follow {
+                loop {
+                    for e in town.events_after(&last, Duration::from_secs(5)).await? {
+                        last = e.id.clone();
+                        if agent
+                            .as_deref()
+                            .is_none_or(|a| crate::town::event_mentions(&e, a))
+                        {
+                            print_event(&e, json.json)?;
+                        }
                     }
                 }
             }
@@ -468,21 +602,49 @@ async fn init(town: Option<PathBuf>, name: Option<String>, force: bool) -> Resul
     validate_name(&name)
         .map_err(|_| error::usage(format!("invalid town name {name:?}"), "pass --name NAME"))?;
     let config = Config::new(&name, &dir);
+    let previous = std::fs::read(&file).ok();
     config.save()?;
     std::fs::create_dir_all(dir.join(STATE_DIR))?;
     add_to_gitignore(&dir)?;
-    let town = Town::open(&dir).await?;
+    let town = match Town::open(&dir).await {
+        Ok(t) => t,
+        Err(e) => {
+            // Leave no half-made town behind: a second `tt init` must not be refused.
+            match previous {
+                Some(bytes) => std::fs::write(&file, bytes)?,
+                None => std::fs::remove_file(&file)?,
+            }
+            return Err(e);
+        }
+    };
     let mut c = town.db.conn.clone();
     let _: String = redis::cmd("PING").query_async(&mut c).await?;
-    println!("town {name} ready in {} (redis: {})", dir.display(), town.config.redis.url.as_deref().unwrap_or("embedded, .tt/redis.sock"));
+    println!(
+        "town {name} ready in {} (redis: {})",
+        dir.display(),
+        town.config
+            .redis
+            .url
+            .as_deref()
+            .unwrap_or("embedded, .tt/redis.sock")
+    );
     Ok(())
 }
 
 fn default_town_name(dir: &Path) -> String {
-    let raw = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let raw = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let cleaned: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_start_matches('-').to_string();
     if cleaned.is_empty() {
@@ -495,10 +657,17 @@ fn default_town_name(dir: &Path) -> String {
 fn add_to_gitignore(dir: &Path) -> Result<()> {
     let path = dir.join(".gitignore");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    if text.lines().any(|l| l.trim() == ".tt/" || l.trim() == ".tt" || l.trim() == "/.tt") {
+    if text
+        .lines()
+        .any(|l| l.trim() == ".tt/" || l.trim() == ".tt" || l.trim() == "/.tt")
+    {
         return Ok(());
     }
-    let sep = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+    let sep = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
     std::fs::write(&path, format!("{text}{sep}.tt/\n"))?;
     Ok(())
 }
@@ -522,7 +691,9 @@ async fn task_command(town: &Town, command: TaskCommand) -> Result<()> {
             }
             return Ok(());
         }
-        TaskCommand::Complete { id, result } => town.transition(&id, "completed", Some(&result)).await?,
+        TaskCommand::Complete { id, result } => {
+            town.transition(&id, "completed", Some(&result)).await?
+        }
         TaskCommand::Fail { id, error } => town.transition(&id, "failed", Some(&error)).await?,
         TaskCommand::Cancel { id } => town.transition(&id, "cancelled", None).await?,
     };
@@ -576,7 +747,11 @@ async fn dlq_command(town: &Town, command: DlqCommand) -> Result<()> {
                     "{}  {} {} (attempts {}): {}",
                     l.id,
                     f("agent"),
-                    if f("orig.id").is_empty() { f("entry") } else { f("orig.id") },
+                    if f("orig.id").is_empty() {
+                        f("entry")
+                    } else {
+                        f("orig.id")
+                    },
                     f("attempts"),
                     f("reason")
                 );
@@ -587,14 +762,25 @@ async fn dlq_command(town: &Town, command: DlqCommand) -> Result<()> {
         DlqCommand::Drop { entries, all } => (entries, all, false),
     };
     let ids = if all {
-        town.dead_letters(usize::MAX).await?.into_iter().map(|e| e.id).collect()
+        town.dead_letters(usize::MAX)
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
     } else if entries.is_empty() {
-        return Err(error::usage("name the dead letters (ids from `tt dlq list`) or pass --all", "tt dlq list"));
+        return Err(error::usage(
+            "name the dead letters (ids from `tt dlq list`) or pass --all",
+            "tt dlq list",
+        ));
     } else {
         entries
     };
     let n = town.dlq_act(&ids, retry).await?;
-    println!("{} {n} dead letter{}", if retry { "retried" } else { "dropped" }, if n == 1 { "" } else { "s" });
+    println!(
+        "{} {n} dead letter{}",
+        if retry { "retried" } else { "dropped" },
+        if n == 1 { "" } else { "s" }
+    );
     Ok(())
 }
 
@@ -603,7 +789,11 @@ fn report_state(a: crate::model::Agent) {
 }
 
 fn print_task_line(t: &Task) {
-    let tags = if t.tags.is_empty() { String::new() } else { format!(" [{}]", t.tags.join(",")) };
+    let tags = if t.tags.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", t.tags.join(","))
+    };
     println!(
         "{:<6} {:<10} {:<12} {}{}",
         t.id,
@@ -642,10 +832,17 @@ fn format_mail(m: &MailItem) -> String {
             msg.id,
             msg.kind.as_str(),
             msg.from,
-            msg.task.as_deref().map(|t| format!(" [{t}]")).unwrap_or_default(),
+            msg.task
+                .as_deref()
+                .map(|t| format!(" [{t}]"))
+                .unwrap_or_default(),
             msg.body.replace('\n', " ⏎ ")
         ),
-        None => format!("entry {} ({})", m.entry, m.error.as_deref().unwrap_or("unreadable")),
+        None => format!(
+            "entry {} ({})",
+            m.entry,
+            m.error.as_deref().unwrap_or("unreadable")
+        ),
     }
 }
 
@@ -664,13 +861,21 @@ pub fn format_event(e: &Event) -> String {
             f("from"),
             f("to"),
             f("kind"),
-            if f("task").is_empty() { String::new() } else { format!(" [{}]", f("task")) },
+            if f("task").is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", f("task"))
+            },
             f("body").replace('\n', " ⏎ ")
         ),
         "task" => format!(
             "task {}  {} -> {}  by {}",
             f("task"),
-            if f("from").is_empty() { "new".into() } else { f("from") },
+            if f("from").is_empty() {
+                "new".into()
+            } else {
+                f("from")
+            },
             f("to"),
             f("by")
         ),
@@ -683,7 +888,12 @@ pub fn format_event(e: &Event) -> String {
             &f("digest")[..12.min(f("digest").len())]
         ),
         "dead-letter" => format!("{} DEAD LETTER {}: {}", f("agent"), f("msg"), f("body")),
-        "swap" => format!("{} now runs {} ({})", f("agent"), f("plugin"), &f("digest")[..12.min(f("digest").len())]),
+        "swap" => format!(
+            "{} now runs {} ({})",
+            f("agent"),
+            f("plugin"),
+            &f("digest")[..12.min(f("digest").len())]
+        ),
         "log" => format!("{} [{}] {}", f("agent"), f("level"), f("body")),
         "escalated" => format!("{} ESCALATED: {}", f("agent"), f("body")),
         other => format!("{other} {:?}", e.fields),

@@ -75,7 +75,10 @@ pub struct HostSection {
 
 impl Default for HostSection {
     fn default() -> Self {
-        HostSection { lease_ms: 30_000, heartbeat_ms: 1_000 }
+        HostSection {
+            lease_ms: 30_000,
+            heartbeat_ms: 1_000,
+        }
     }
 }
 
@@ -123,7 +126,9 @@ impl Config {
     /// A fresh config for `tt init`.
     pub fn new(name: &str, dir: &Path) -> Config {
         Config {
-            town: TownSection { name: name.to_string() },
+            town: TownSection {
+                name: name.to_string(),
+            },
             redis: RedisSection::default(),
             host: HostSection::default(),
             limits: Limits::default(),
@@ -172,7 +177,8 @@ impl Config {
         validate_name(&config.town.name)
             .map_err(|e| format!("[town] name: {}", crate::error::one_line(&e)))?;
         for (name, agent) in &config.agents {
-            validate_name(name).map_err(|e| format!("[agents.{name}]: {}", crate::error::one_line(&e)))?;
+            validate_name(name)
+                .map_err(|e| format!("[agents.{name}]: {}", crate::error::one_line(&e)))?;
             config
                 .limits_for_section(agent)
                 .map_err(|e| format!("[agents.{name}.limits]: {e}"))?;
@@ -206,12 +212,15 @@ impl Config {
     }
 
     fn limits_for_section(&self, section: &AgentSection) -> Result<Limits, String> {
-        let Some(overrides) = &section.limits else { return Ok(self.limits) };
+        let Some(overrides) = &section.limits else {
+            return Ok(self.limits);
+        };
         let mut base = toml::Table::try_from(self.limits).map_err(|e| e.to_string())?;
         for (k, v) in overrides {
             base.insert(k.clone(), v.clone());
         }
-        base.try_into::<Limits>().map_err(|e| e.to_string().trim().replace('\n', " "))
+        base.try_into::<Limits>()
+            .map_err(|e| e.to_string().trim().replace('\n', " "))
     }
 
     /// Resolves a path from the config file (relative to the town dir).
@@ -280,7 +289,8 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = Config::parse("[town]\nname = \"../x\"\n").unwrap_err();
         assert!(e.contains("[town] name"), "{e}");
-        let e = Config::parse("[town]\nname=\"a\"\n[redis]\nappendfsync=\"sometimes\"\n").unwrap_err();
+        let e =
+            Config::parse("[town]\nname=\"a\"\n[redis]\nappendfsync=\"sometimes\"\n").unwrap_err();
         assert!(e.contains("appendfsync"), "{e}");
     }
 

@@ -121,6 +121,9 @@ pub struct Applied {
     pub tasks: String,
     #[serde(default)]
     pub reason: Option<String>,
+    /// Messages removed by `clear_conductor`.
+    #[serde(default)]
+    pub cleared: Option<u64>,
 }
 
 impl Applied {
@@ -133,7 +136,10 @@ impl Applied {
 }
 
 fn split_ids(s: &str) -> Vec<String> {
-    s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect()
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl Db {
@@ -156,9 +162,18 @@ impl Db {
                 Conn::Single(cm)
             }
             Target::Cluster(client) => Conn::Cluster(
-                client.get_async_connection().await.map_err(|e| connect_err(config, e))?,
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| connect_err(config, e))?,
             ),
         };
+        // Credentials are checked on first use: ask once, so a refusal is reported as such.
+        let mut probe = conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut probe)
+            .await
+            .map_err(|e| connect_err(config, e))?;
         Ok(Db {
             conn,
             keys: Keys::new(&config.town.name),
@@ -202,7 +217,11 @@ impl Db {
 
     /// Applies one unit made of `ops` on behalf of `by`; a refused op is the error.
     pub async fn apply_ops(&self, by: &str, ops: Vec<serde_json::Value>) -> Result<Applied> {
-        let unit = Unit { ops, by: Some(by.to_string()), ..Default::default() };
+        let unit = Unit {
+            ops,
+            by: Some(by.to_string()),
+            ..Default::default()
+        };
         let mut r = self.apply(&[unit]).await?;
         r.pop().context("the applier returned no result")
     }
@@ -222,7 +241,11 @@ fn target(config: &Config) -> Result<Target> {
         info.set_redis_settings(settings)
     };
     let Some(url) = config.redis.url.as_deref().filter(|u| !u.is_empty()) else {
-        let fsync = config.redis.appendfsync.as_deref().unwrap_or(DEFAULT_APPENDFSYNC);
+        let fsync = config
+            .redis
+            .appendfsync
+            .as_deref()
+            .unwrap_or(DEFAULT_APPENDFSYNC);
         let socket = Embedded::new(config).ensure(fsync)?;
         let info = redis::ConnectionAddr::Unix(socket).into_connection_info()?;
         return Ok(Target::Single(redis::Client::open(with_auth(info))?));
@@ -250,7 +273,16 @@ fn target(config: &Config) -> Result<Target> {
 
 fn connect_err(config: &Config, e: redis::RedisError) -> anyhow::Error {
     let text = e.to_string();
-    if text.contains("WRONGPASS") || text.contains("NOAUTH") || text.contains("NOPERM") {
+    let refused = [
+        "WRONGPASS",
+        "NOAUTH",
+        "NOPERM",
+        "AuthenticationFailed",
+        "authentication failed",
+    ];
+    if refused.iter().any(|r| text.contains(r))
+        || e.kind() == redis::ErrorKind::AuthenticationFailed
+    {
         return error::fail(
             format!("Redis refused the password: {text}"),
             "check [redis] username and password_env/password_file in tinytown.toml",
@@ -260,7 +292,11 @@ fn connect_err(config: &Config, e: redis::RedisError) -> anyhow::Error {
 }
 
 fn unreachable_err(config: &Config, why: &str) -> anyhow::Error {
-    let url = config.redis.url.clone().unwrap_or_else(|| "the embedded Redis".into());
+    let url = config
+        .redis
+        .url
+        .clone()
+        .unwrap_or_else(|| "the embedded Redis".into());
     error::fail(
         format!("cannot reach Redis at {url}: {why}"),
         "is the server running and the URL in [redis] url right? \

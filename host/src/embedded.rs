@@ -25,7 +25,9 @@ pub struct Embedded {
 
 impl Embedded {
     pub fn new(config: &Config) -> Embedded {
-        Embedded { dir: config.state_dir() }
+        Embedded {
+            dir: config.state_dir(),
+        }
     }
 
     /// Where the server listens. A town in a deep directory gets its socket in a private
@@ -38,7 +40,9 @@ impl Embedded {
         use sha2::Digest;
         let hash = sha2::Sha256::digest(self.dir.as_os_str().as_encoded_bytes());
         let short: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        std::env::temp_dir().join(format!("tt-{short}")).join("redis.sock")
+        std::env::temp_dir()
+            .join(format!("tt-{short}"))
+            .join("redis.sock")
     }
 
     fn pidfile(&self) -> PathBuf {
@@ -78,7 +82,14 @@ impl Embedded {
             .arg(&socket)
             .args(["--unixsocketperm", "700", "--dir"])
             .arg(&data)
-            .args(["--appendonly", "yes", "--appendfsync", appendfsync, "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                appendfsync,
+                "--save",
+                "",
+            ])
             .args(["--daemonize", "yes", "--pidfile"])
             .arg(self.pidfile())
             .arg("--logfile")
@@ -101,20 +112,29 @@ impl Embedded {
         let tail = std::fs::read_to_string(&log).unwrap_or_default();
         let last = tail.lines().last().unwrap_or("no log").to_string();
         Err(error::fail(
-            format!("redis-server did not answer on {} within 10 s: {last}", socket.display()),
+            format!(
+                "redis-server did not answer on {} within 10 s: {last}",
+                socket.display()
+            ),
             format!("see {}", log.display()),
         ))
     }
 
     /// The server's pid, if its pidfile names a live process.
     pub fn pid(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pidfile()).ok()?.trim().parse().ok()?;
+        let pid: i32 = std::fs::read_to_string(self.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         (unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
     }
 
     /// Stops the server (SIGTERM makes Redis flush its AOF first). Returns false if none ran.
     pub fn stop(&self) -> Result<bool> {
-        let Some(pid) = self.pid() else { return Ok(false) };
+        let Some(pid) = self.pid() else {
+            return Ok(false);
+        };
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && ping(&self.socket()) {
@@ -131,7 +151,12 @@ impl Embedded {
 /// Zombies (an exited child not yet reaped) still answer kill(pid, 0); /proc tells them apart.
 fn is_running(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -155,7 +180,9 @@ fn find_redis_server() -> Result<PathBuf> {
 }
 
 fn ping(socket: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(socket) else { return false };
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     if s.write_all(b"PING\r\n").is_err() {
         return false;

@@ -24,12 +24,22 @@ impl std::error::Error for UserError {}
 
 /// A failure with a hint on what to do.
 pub fn fail(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    UserError { message: message.into(), hint: Some(hint.into()), usage: false }.into()
+    UserError {
+        message: message.into(),
+        hint: Some(hint.into()),
+        usage: false,
+    }
+    .into()
 }
 
 /// A bad command line (exit code 2).
 pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    UserError { message: message.into(), hint: Some(hint.into()), usage: true }.into()
+    UserError {
+        message: message.into(),
+        hint: Some(hint.into()),
+        usage: true,
+    }
+    .into()
 }
 
 /// The [`UserError`] behind an error, if there is one.

@@ -35,7 +35,11 @@ pub struct ExecGrant {
 
 impl ExecGrant {
     /// Resolves an agent's grant from tinytown.toml; errors name the entry that does not exist.
-    pub fn from_config(config: &Config, agent: &str, grant: &config::ExecGrant) -> Result<ExecGrant> {
+    pub fn from_config(
+        config: &Config,
+        agent: &str,
+        grant: &config::ExecGrant,
+    ) -> Result<ExecGrant> {
         let mut allow = Vec::new();
         for entry in &grant.allow {
             let resolved = resolve(&config.dir, entry).ok_or_else(|| {
@@ -74,7 +78,10 @@ impl ExecGrant {
     /// Runs `cmd` for `agent`. `Err` when the program is not allowed or cannot start.
     pub fn run(&self, agent: &str, cmd: wit::Command) -> Result<wit::Output, String> {
         let program = resolve(&self.town_dir, &cmd.program).ok_or_else(|| {
-            format!("program `{}` not found (looked on PATH and in the town directory)", cmd.program)
+            format!(
+                "program `{}` not found (looked on PATH and in the town directory)",
+                cmd.program
+            )
         })?;
         if !self.allow.contains(&program) {
             tracing::warn!(agent, program = %program.display(), "exec refused: not allow-listed");
@@ -93,7 +100,11 @@ impl ExecGrant {
             .current_dir(&self.workdir)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -106,8 +117,14 @@ impl ExecGrant {
             });
         }
         let cap = self.output_bytes;
-        let out = child.stdout.take().map(|s| std::thread::spawn(move || read_capped(s, cap)));
-        let err = child.stderr.take().map(|s| std::thread::spawn(move || read_capped(s, cap)));
+        let out = child
+            .stdout
+            .take()
+            .map(|s| std::thread::spawn(move || read_capped(s, cap)));
+        let err = child
+            .stderr
+            .take()
+            .map(|s| std::thread::spawn(move || read_capped(s, cap)));
         let started = Instant::now();
         let mut timed_out = false;
         let status = loop {
@@ -127,7 +144,11 @@ impl ExecGrant {
         let (stdout, t1) = out.and_then(|h| h.join().ok()).unwrap_or_default();
         let (stderr, t2) = err.and_then(|h| h.join().ok()).unwrap_or_default();
         Ok(wit::Output {
-            status: if timed_out { None } else { status.and_then(|s| s.code()) },
+            status: if timed_out {
+                None
+            } else {
+                status.and_then(|s| s.code())
+            },
             stdout,
             stderr,
             timed_out,
@@ -157,7 +178,11 @@ fn read_capped(mut r: impl Read, cap: usize) -> (String, bool) {
 /// A bare name through PATH, anything with a `/` relative to `base`; canonical, or None.
 fn resolve(base: &Path, program: &str) -> Option<PathBuf> {
     if program.contains('/') {
-        return base.join(program).canonicalize().ok().filter(|p| p.is_file());
+        return base
+            .join(program)
+            .canonicalize()
+            .ok()
+            .filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -56,7 +56,15 @@ pub fn default_host_name() -> String {
     } else {
         "host".into()
     };
-    raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// What the supervisor knows about a runner.
@@ -89,11 +97,20 @@ pub async fn run_until(
     stop_rx: watch::Receiver<bool>,
 ) -> Result<()> {
     let fuel = town.config.limits.fuel > 0
-        || town.config.agents.keys().any(|a| town.config.limits_for(a).fuel > 0);
-    let runtime = Arc::new(Runtime::new(Some(town.config.state_dir().join("cache")), fuel)?);
+        || town
+            .config
+            .agents
+            .keys()
+            .any(|a| town.config.limits_for(a).fuel > 0);
+    let runtime = Arc::new(Runtime::new(
+        Some(town.config.state_dir().join("cache")),
+        fuel,
+    )?);
     spawn_declared(&town).await?;
-    let lookup: Arc<dyn Lookup> =
-        Arc::new(TownLookup { town: town.clone(), handle: tokio::runtime::Handle::current() });
+    let lookup: Arc<dyn Lookup> = Arc::new(TownLookup {
+        town: town.clone(),
+        handle: tokio::runtime::Handle::current(),
+    });
     let started = now_ms();
     let mut runners: HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
@@ -105,7 +122,9 @@ pub async fn run_until(
             break;
         }
         for name in town.agent_names().await? {
-            if runners.contains_key(&name) || !(opts.agents.is_empty() || opts.agents.contains(&name)) {
+            if runners.contains_key(&name)
+                || !(opts.agents.is_empty() || opts.agents.contains(&name))
+            {
                 continue;
             }
             let activity = Arc::new(Activity::default());
@@ -134,7 +153,11 @@ pub async fn run_until(
             let blocked: Vec<String> = runners
                 .iter()
                 .filter_map(|(n, (a, _))| {
-                    let why = a.blocked.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+                    let why = a
+                        .blocked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone()?;
                     let _ = n;
                     Some(why)
                 })
@@ -150,8 +173,14 @@ pub async fn run_until(
                     if !stuck.is_empty() {
                         let _ = stop_tx.send(true);
                         return Err(crate::error::fail(
-                            format!("mail is waiting for agents that cannot run: {}", blocked.join("; ")),
-                            format!("fix the plugin or its grants; the mail of {} is kept", stuck.join(", ")),
+                            format!(
+                                "mail is waiting for agents that cannot run: {}",
+                                blocked.join("; ")
+                            ),
+                            format!(
+                                "fix the plugin or its grants; the mail of {} is kept",
+                                stuck.join(", ")
+                            ),
                         ));
                     }
                     break;
@@ -175,27 +204,42 @@ pub async fn run_until(
 /// The town's own Redis is ours to keep alive: if it died, start it again (its AOF brings the
 /// town back); the connections reconnect by themselves.
 async fn revive_embedded_redis(town: &Town) {
-    if town.config.redis.url.as_deref().is_some_and(|u| !u.is_empty()) {
+    if town
+        .config
+        .redis
+        .url
+        .as_deref()
+        .is_some_and(|u| !u.is_empty())
+    {
         return;
     }
     let embedded = crate::embedded::Embedded::new(&town.config);
     if embedded.is_up() {
         return;
     }
-    let fsync = town.config.redis.appendfsync.clone().unwrap_or_else(|| crate::db::DEFAULT_APPENDFSYNC.into());
+    let fsync = town
+        .config
+        .redis
+        .appendfsync
+        .clone()
+        .unwrap_or_else(|| crate::db::DEFAULT_APPENDFSYNC.into());
     tracing::warn!("the town's Redis is not answering; starting it again");
     match tokio::task::spawn_blocking(move || embedded.ensure(&fsync)).await {
         Ok(Ok(_)) => tracing::info!("the town's Redis is back"),
-        Ok(Err(e)) => tracing::error!("cannot restart the town's Redis: {}", crate::error::one_line(&e)),
+        Ok(Err(e)) => tracing::error!(
+            "cannot restart the town's Redis: {}",
+            crate::error::one_line(&e)
+        ),
         Err(e) => tracing::error!("cannot restart the town's Redis: {e}"),
     }
 }
 
 async fn watch_signals(stop: watch::Sender<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! {
@@ -209,9 +253,12 @@ async fn watch_signals(stop: watch::Sender<bool>) {
 /// Spawns agents declared in tinytown.toml (with role and plugin) that do not exist yet.
 async fn spawn_declared(town: &Town) -> Result<()> {
     for (name, section) in &town.config.agents {
-        let (Some(role), Some(_)) = (&section.role, &section.plugin) else { continue };
+        let (Some(role), Some(_)) = (&section.role, &section.plugin) else {
+            continue;
+        };
         if town.agent(name).await?.is_none() {
-            town.spawn(name, role, None, section.nickname.as_deref()).await?;
+            town.spawn(name, role, None, section.nickname.as_deref())
+                .await?;
         }
     }
     Ok(())
@@ -222,7 +269,9 @@ async fn served_mailboxes_empty<'a>(
     names: impl Iterator<Item = &'a String>,
 ) -> Result<bool> {
     for name in names {
-        let Some(agent) = town.agent(name).await? else { continue };
+        let Some(agent) = town.agent(name).await? else {
+            continue;
+        };
         if matches!(agent.state.as_str(), "stopped" | "cold" | "interrupted") {
             continue;
         }
@@ -255,8 +304,10 @@ async fn write_heartbeat(
     started: u64,
     runners: &HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>,
 ) {
-    let agents: BTreeMap<&String, u64> =
-        runners.iter().map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed))).collect();
+    let agents: BTreeMap<&String, u64> = runners
+        .iter()
+        .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
+        .collect();
     let beat = json!({
         "name": host, "pid": std::process::id(), "started_ms": started, "seen_ms": now_ms(),
         "agents": agents,
@@ -389,8 +440,10 @@ impl Runner {
                     .db
                     .apply_ops(
                         &self.name,
-                        vec![json!({"op": "agent_state", "name": self.name, "state": "cold",
-                                    "from": ["closing"]})],
+                        vec![
+                            json!({"op": "agent_state", "name": self.name, "state": "cold",
+                                    "from": ["closing"]}),
+                        ],
                     )
                     .await?;
             }
@@ -407,7 +460,11 @@ impl Runner {
 
     fn set_blocked(&mut self, why: Option<String>) {
         self.load_error = why.clone();
-        *self.activity.blocked.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        *self
+            .activity
+            .blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     /// Loads the agent's recorded plugin; on failure keeps the old one (if any) and says why.
@@ -428,11 +485,18 @@ impl Runner {
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&name, &full, &grants)).await;
         match loaded {
             Ok(Ok(plugin)) => {
-                if self.live.as_ref().is_some_and(|l| l.plugin.digest == plugin.digest) {
+                if self
+                    .live
+                    .as_ref()
+                    .is_some_and(|l| l.plugin.digest == plugin.digest)
+                {
                     return;
                 }
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
-                self.live = Some(Live { plugin, instance: None });
+                self.live = Some(Live {
+                    plugin,
+                    instance: None,
+                });
                 self.activity.unserved.store(false, Ordering::Relaxed);
                 self.set_blocked(None);
             }
@@ -456,7 +520,10 @@ impl Runner {
     /// mail, urgent before normal.
     async fn read(&mut self) -> Result<Vec<Delivery>> {
         let keys = &self.town.db.keys;
-        let streams = [(keys.urgent(&self.name), "urgent"), (keys.inbox(&self.name), "inbox")];
+        let streams = [
+            (keys.urgent(&self.name), "urgent"),
+            (keys.inbox(&self.name), "inbox"),
+        ];
         let lease = Duration::from_millis(self.town.config.host.lease_ms);
         if !self.recovering && self.last_claim.elapsed() >= lease / 2 {
             self.last_claim = Instant::now();
@@ -487,15 +554,27 @@ impl Runner {
         }
         let id = if self.recovering { "0" } else { ">" };
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(READ_BATCH);
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(READ_BATCH);
         if !self.recovering {
             cmd.arg("BLOCK").arg(READ_BLOCK.as_millis() as u64);
         }
-        cmd.arg("STREAMS").arg(&streams[0].0).arg(&streams[1].0).arg(id).arg(id);
+        cmd.arg("STREAMS")
+            .arg(&streams[0].0)
+            .arg(&streams[1].0)
+            .arg(id)
+            .arg(id);
         let v: redis::Value = cmd.query_async(&mut self.reads).await?;
         let mut out = Vec::new();
         for (stream, entries) in streams::read_reply(&v) {
-            let kind = if stream == streams[0].0 { "urgent" } else { "inbox" };
+            let kind = if stream == streams[0].0 {
+                "urgent"
+            } else {
+                "inbox"
+            };
             out.extend(entries.into_iter().map(|entry| Delivery {
                 stream: stream.clone(),
                 kind,
@@ -515,9 +594,13 @@ impl Runner {
 
     /// Handles a batch on a blocking thread (keeping the leases fresh meanwhile) and applies it.
     async fn handle_batch(&mut self, batch: Vec<Delivery>) -> Result<()> {
-        let Some(live) = self.live.take() else { return Ok(()) };
-        let ids: Vec<(String, String)> =
-            batch.iter().map(|d| (d.stream.clone(), d.entry.id.clone())).collect();
+        let Some(live) = self.live.take() else {
+            return Ok(());
+        };
+        let ids: Vec<(String, String)> = batch
+            .iter()
+            .map(|d| (d.stream.clone(), d.entry.id.clone()))
+            .collect();
         let ctx = HandleCtx {
             town: self.town.clone(),
             runtime: self.runtime.clone(),
@@ -620,7 +703,13 @@ impl HandleCtx {
                 member: member.clone(),
             }),
             dlq: true,
-            orig: Some(d.entry.text_map().into_iter().map(|(k, v)| (k, v.into())).collect()),
+            orig: Some(
+                d.entry
+                    .text_map()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into()))
+                    .collect(),
+            ),
             ..Default::default()
         };
         let msg = match Message::decode(&d.entry.fields) {
@@ -639,11 +728,18 @@ impl HandleCtx {
             ));
             return (unit, false);
         }
-        let mut attempt = if d.redelivered { self.previous_attempts(&member) } else { 0 };
+        let mut attempt = if d.redelivered {
+            self.previous_attempts(&member)
+        } else {
+            0
+        };
         if matches!(msg.kind, Kind::TaskAssign | Kind::Reject) {
             if let Some(task) = &msg.task {
                 let op = json!({"op": "mark_running", "task": task});
-                if let Err(e) = self.rt.block_on(self.town.db.apply_ops(&self.agent, vec![op])) {
+                if let Err(e) = self
+                    .rt
+                    .block_on(self.town.db.apply_ops(&self.agent, vec![op]))
+                {
                     tracing::warn!(agent = %self.agent, "could not mark {task} running: {e}");
                 }
             }
@@ -658,7 +754,11 @@ impl HandleCtx {
                         unit.ops = ops;
                         return (unit, looked);
                     }
-                    Err(reason) => Failure { reason, retryable: false, trapped: false },
+                    Err(reason) => Failure {
+                        reason,
+                        retryable: false,
+                        trapped: false,
+                    },
                 },
                 Err(f) => f,
             };
@@ -680,7 +780,12 @@ impl HandleCtx {
     }
 
     /// Calls the agent's instance, creating a fresh one when there is none.
-    fn call(&self, live: &mut Live, msg: &Message, attempt: u32) -> Result<Vec<crate::runtime::wit::Action>, Failure> {
+    fn call(
+        &self,
+        live: &mut Live,
+        msg: &Message,
+        attempt: u32,
+    ) -> Result<Vec<crate::runtime::wit::Action>, Failure> {
         if live.instance.is_none() {
             let inst = self.runtime.instantiate(
                 &live.plugin,
@@ -715,7 +820,9 @@ impl HandleCtx {
     fn record_attempt(&self, member: &str) {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
-        let _: Result<i64, _> = self.rt.block_on(async move { c.hincr(key, member, 1).await });
+        let _: Result<i64, _> = self
+            .rt
+            .block_on(async move { c.hincr(key, member, 1).await });
     }
 }
 
@@ -727,7 +834,10 @@ fn report(agent: &str, unit: &Unit, r: &Applied) {
     let member = unit.ack.as_ref().map(|a| a.member.as_str()).unwrap_or("?");
     match r.s.as_str() {
         "dlq" => tracing::warn!(
-            agent, msg = member, "dead-lettered: {}", r.reason.as_deref().unwrap_or("?")
+            agent,
+            msg = member,
+            "dead-lettered: {}",
+            r.reason.as_deref().unwrap_or("?")
         ),
         "dup" => tracing::info!(agent, msg = member, "already applied; acknowledged only"),
         _ => tracing::debug!(agent, msg = member, actions = unit.ops.len(), "applied"),

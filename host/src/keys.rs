@@ -19,7 +19,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(town: &str) -> Self {
-        Keys { prefix: format!("tt:{{{town}}}:") }
+        Keys {
+            prefix: format!("tt:{{{town}}}:"),
+        }
     }
 
     /// `tt:{town}:`, handed to the Lua scripts so they can name keys themselves.

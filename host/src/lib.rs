@@ -11,6 +11,7 @@
 //! - [`cli`] is the `tt` command line, a thin shell over [`town`].
 
 pub mod actions;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;

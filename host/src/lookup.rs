@@ -45,7 +45,11 @@ impl TownLookup {
 
 impl Lookup for TownLookup {
     fn task(&self, id: &str) -> Option<wit::TaskInfo> {
-        self.handle.block_on(self.town.task(id)).ok().flatten().map(task_info)
+        self.handle
+            .block_on(self.town.task(id))
+            .ok()
+            .flatten()
+            .map(task_info)
     }
 
     fn agent(&self, name: &str) -> Option<wit::AgentInfo> {
@@ -54,7 +58,10 @@ impl Lookup for TownLookup {
     }
 
     fn agents(&self, role: Option<&str>) -> Vec<wit::AgentInfo> {
-        let names = self.handle.block_on(self.town.agent_names()).unwrap_or_default();
+        let names = self
+            .handle
+            .block_on(self.town.agent_names())
+            .unwrap_or_default();
         names
             .iter()
             .filter_map(|n| self.handle.block_on(self.town.agent(n)).ok().flatten())
@@ -76,6 +83,9 @@ impl Lookup for TownLookup {
         use redis::AsyncCommands;
         let mut c = self.town.db.conn.clone();
         let k = self.town.db.keys.state(agent);
-        self.handle.block_on(async move { c.hget::<_, _, Option<String>>(k, key).await }).ok().flatten()
+        self.handle
+            .block_on(async move { c.hget::<_, _, Option<String>>(k, key).await })
+            .ok()
+            .flatten()
     }
 }

@@ -17,7 +17,9 @@ use crate::limits::MAX_NAME_LEN;
 /// Checks an agent name: 1–64 letters, digits, `-` or `_`, not starting with `-`.
 /// That leaves no room for path tricks (`../`), control characters or key separators (`:`).
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars || name.starts_with('-') {
         return Err(error::usage(
             format!("invalid agent name {:?}", name.escape_debug().to_string()),
@@ -284,7 +286,10 @@ mod tests {
     use super::*;
 
     fn entry(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
     }
 
     fn good() -> Vec<(&'static str, &'static str)> {
@@ -314,15 +319,24 @@ mod tests {
     fn rejects_foreign_entries_with_the_field_named() {
         let mut missing = good();
         missing.retain(|(k, _)| *k != "from");
-        assert!(Message::decode(&entry(&missing)).unwrap_err().0.contains("`from`"));
+        assert!(Message::decode(&entry(&missing))
+            .unwrap_err()
+            .0
+            .contains("`from`"));
 
         let mut bad_kind = good();
         bad_kind[3] = ("kind", "gossip");
-        assert!(Message::decode(&entry(&bad_kind)).unwrap_err().0.contains("gossip"));
+        assert!(Message::decode(&entry(&bad_kind))
+            .unwrap_err()
+            .0
+            .contains("gossip"));
 
         let mut bad_ts = good();
         bad_ts[8] = ("ts", "soon");
-        assert!(Message::decode(&entry(&bad_ts)).unwrap_err().0.contains("`ts`"));
+        assert!(Message::decode(&entry(&bad_ts))
+            .unwrap_err()
+            .0
+            .contains("`ts`"));
 
         let mut raw = entry(&good());
         raw[4].1 = vec![0xff, 0xfe];
@@ -338,14 +352,28 @@ mod tests {
         for ok in ["alice", "w-1", "Bob_2"] {
             validate_name(ok).unwrap();
         }
-        for bad in ["", "../etc", "a b", "a:b", "-x", "tab\there", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../etc",
+            "a b",
+            "a:b",
+            "-x",
+            "tab\there",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn kinds_round_trip() {
-        for k in [Kind::Task, Kind::Approve, Kind::Custom("ping".into()), Kind::ReviewRequest] {
+        for k in [
+            Kind::Task,
+            Kind::Approve,
+            Kind::Custom("ping".into()),
+            Kind::ReviewRequest,
+        ] {
             assert_eq!(Kind::parse(&k.as_str()).unwrap(), k);
         }
         assert!(Kind::parse("custom:").is_err());

@@ -89,7 +89,10 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -100,7 +103,12 @@ struct Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> Result<bool, wasmtime::Error> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> Result<bool, wasmtime::Error> {
         if desired > self.memory_bytes {
             self.denied = Some(desired);
             return Ok(false);
@@ -108,7 +116,12 @@ impl wasmtime::ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> Result<bool, wasmtime::Error> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> Result<bool, wasmtime::Error> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -211,17 +224,28 @@ impl Runtime {
     /// `cache_dir` holds compiled components; `fuel` turns on fuel metering engine-wide.
     pub fn new(cache_dir: Option<PathBuf>, fuel: bool) -> Result<Runtime> {
         let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true).epoch_interruption(true).consume_fuel(fuel);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let weak = engine.weak();
-        let ticker = std::thread::Builder::new().name("tt-epoch".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
-        Ok(Runtime { engine, cache_dir, fuel, compiled: Mutex::new(HashMap::new()), _ticker: ticker })
+        let ticker = std::thread::Builder::new()
+            .name("tt-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            cache_dir,
+            fuel,
+            compiled: Mutex::new(HashMap::new()),
+            _ticker: ticker,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -239,7 +263,12 @@ impl Runtime {
     /// Compiles `bytes` (or loads them from the cache). Errors name the file and what is wrong.
     pub fn compile(&self, path: &Path, bytes: &[u8]) -> Result<(Digest, Component, bool)> {
         let digest = Digest::of(bytes);
-        if let Some(c) = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
             return Ok((digest, c.clone(), true));
         }
         check_is_component(path, bytes)?;
@@ -257,12 +286,13 @@ impl Runtime {
         let component = match component {
             Some(c) => c,
             None => {
-                let compiled = self.engine.precompile_component(bytes).map_err(|e| {
-                    error::fail(
+                let compiled =
+                    self.engine.precompile_component(bytes).map_err(|e| {
+                        error::fail(
                         format!("{} is not a valid component: {}", path.display(), e.root_cause()),
                         "rebuild it with a component toolchain; `tt plugin check FILE` explains",
                     )
-                })?;
+                    })?;
                 if let Some(p) = &cached {
                     if let Some(dir) = p.parent() {
                         std::fs::create_dir_all(dir)?;
@@ -293,18 +323,28 @@ impl Runtime {
         })?;
         let (digest, component, _) = self.compile(path, &bytes)?;
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         for name in &imports {
             check_import(agent, path, name, grants)?;
         }
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         if !exports.iter().any(|e| e == "handle") {
             return Err(error::fail(
                 format!(
                     "{} does not export `handle`: it is not a tinytown:agent component \
                      (exports: {})",
                     path.display(),
-                    if exports.is_empty() { "none".into() } else { exports.join(", ") }
+                    if exports.is_empty() {
+                        "none".into()
+                    } else {
+                        exports.join(", ")
+                    }
                 ),
                 "build it against world `agent` or `agent-exec` of wit/agent.wit",
             ));
@@ -312,7 +352,11 @@ impl Runtime {
         let linker = self.linker(grants)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             error::fail(
-                format!("{} cannot be linked for agent `{agent}`: {}", path.display(), e.root_cause()),
+                format!(
+                    "{} cannot be linked for agent `{agent}`: {}",
+                    path.display(),
+                    e.root_cause()
+                ),
                 format!("it must be built against tinytown:agent@{WIT_VERSION} (wit/agent.wit)"),
             )
         })?;
@@ -353,7 +397,10 @@ impl Runtime {
         let state = State {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
-            limiter: Limiter { memory_bytes: (limits.memory_mb as usize) << 20, denied: None },
+            limiter: Limiter {
+                memory_bytes: (limits.memory_mb as usize) << 20,
+                denied: None,
+            },
             agent: agent.to_string(),
             lookup,
             exec: grants.exec.clone(),
@@ -371,7 +418,13 @@ impl Runtime {
             handle: None,
             digest: plugin.digest,
             // With metering on, every store needs fuel; agents without a budget get no limit.
-            fuel: self.fuel.then(|| if limits.fuel > 0 { limits.fuel } else { u64::MAX }),
+            fuel: self.fuel.then(|| {
+                if limits.fuel > 0 {
+                    limits.fuel
+                } else {
+                    u64::MAX
+                }
+            }),
             calls: 0,
         };
         inst.arm();
@@ -451,7 +504,7 @@ fn check_import(agent: &str, path: &Path, name: &str, grants: &Grants) -> Result
         let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
         let compatible = version
             .strip_prefix("0.1.")
-            .is_some_and(|patch| patch.parse::<u32>().is_ok_and(|p| p <= 0));
+            .is_some_and(|patch| patch.parse::<u32>().is_ok_and(|p| p == 0));
         if !compatible {
             return Err(error::fail(
                 format!(
@@ -474,7 +527,10 @@ fn check_import(agent: &str, path: &Path, name: &str, grants: &Grants) -> Result
                 format!("grant it in tinytown.toml: [agents.{agent}.exec] allow = [\"program\"]"),
             )),
             other => Err(error::fail(
-                format!("{} imports unknown interface tinytown:agent/{other}", path.display()),
+                format!(
+                    "{} imports unknown interface tinytown:agent/{other}",
+                    path.display()
+                ),
                 "rebuild the plugin against this repository's wit/agent.wit",
             )),
         }
@@ -482,7 +538,10 @@ fn check_import(agent: &str, path: &Path, name: &str, grants: &Grants) -> Result
         Ok(())
     } else {
         Err(error::fail(
-            format!("{} imports `{name}`, which no tinytown host provides", path.display()),
+            format!(
+                "{} imports `{name}`, which no tinytown host provides",
+                path.display()
+            ),
             "a role may import only tinytown:agent/* and wasi:* interfaces",
         ))
     }
@@ -515,13 +574,21 @@ impl Instance {
     /// Handles one message. On `Err` with `trapped`, this instance must be dropped.
     pub fn handle(&mut self, msg: wit::Message) -> Result<Vec<wit::Action>, Failure> {
         let Some(handle) = self.handle.clone() else {
-            return Err(Failure { reason: "instance is not ready".into(), retryable: true, trapped: true });
+            return Err(Failure {
+                reason: "instance is not ready".into(),
+                retryable: true,
+                trapped: true,
+            });
         };
         self.arm();
         self.calls += 1;
         match handle.call(&mut self.store, (msg,)) {
             Ok((Ok(actions),)) => Ok(actions),
-            Ok((Err(e),)) => Err(Failure { reason: e.message, retryable: e.retryable, trapped: false }),
+            Ok((Err(e),)) => Err(Failure {
+                reason: e.message,
+                retryable: e.retryable,
+                trapped: false,
+            }),
             Err(e) => Err(self.failure(e, "while handling")),
         }
     }
@@ -545,7 +612,10 @@ impl Instance {
         } else {
             match e.downcast_ref::<Trap>() {
                 Some(Trap::OutOfFuel) => {
-                    format!("ran out of fuel ({} units per call)", self.fuel.unwrap_or(0))
+                    format!(
+                        "ran out of fuel ({} units per call)",
+                        self.fuel.unwrap_or(0)
+                    )
                 }
                 Some(Trap::UnreachableCodeReached) => {
                     "trapped: the guest panicked or aborted (wasm `unreachable`)".into()
@@ -554,6 +624,10 @@ impl Instance {
                 None => format!("failed {during}: {}", e.root_cause()),
             }
         };
-        Failure { reason, retryable: true, trapped: true }
+        Failure {
+            reason,
+            retryable: true,
+            trapped: true,
+        }
     }
 }

@@ -117,7 +117,10 @@ impl Town {
     ) -> Result<Agent> {
         validate_name(name)?;
         validate_name(role).map_err(|_| {
-            error::usage(format!("invalid role {role:?}"), "roles are words like worker, reviewer")
+            error::usage(
+                format!("invalid role {role:?}"),
+                "roles are words like worker, reviewer",
+            )
         })?;
         let plugin = match plugin {
             Some(p) => Some(p.to_path_buf()),
@@ -132,18 +135,25 @@ impl Town {
                         "build the plugins (`bash plugins/build.sh`) or check the path",
                     )
                 })?;
-                (Some(p.display().to_string()), Some(Digest::of(&bytes).to_string()))
+                (
+                    Some(p.display().to_string()),
+                    Some(Digest::of(&bytes).to_string()),
+                )
             }
             None => (None, None),
         };
         self.db
             .apply_ops(
                 CONDUCTOR,
-                vec![json!({"op": "spawn", "name": name, "role": role, "plugin": plugin_str,
-                            "digest": digest, "nickname": nickname})],
+                vec![
+                    json!({"op": "spawn", "name": name, "role": role, "plugin": plugin_str,
+                            "digest": digest, "nickname": nickname}),
+                ],
             )
             .await?;
-        self.agent(name).await?.context("agent vanished right after spawning")
+        self.agent(name)
+            .await?
+            .context("agent vanished right after spawning")
     }
 
     pub async fn agent(&self, name: &str) -> Result<Option<Agent>> {
@@ -184,7 +194,12 @@ impl Town {
         let (waiting, in_flight) = self.mailbox_depth(&agent.name).await?;
         let mut c = self.db.conn.clone();
         let active_tasks: u64 = c.scard(self.db.keys.owned(&agent.name)).await?;
-        Ok(AgentView { agent, waiting, in_flight, active_tasks })
+        Ok(AgentView {
+            agent,
+            waiting,
+            in_flight,
+            active_tasks,
+        })
     }
 
     /// (waiting, delivered-but-unacknowledged) over both of an agent's streams.
@@ -214,11 +229,16 @@ impl Town {
                 return Ok((len, 0));
             }
         };
-        for g in streams::array(&groups) {
-            let m = streams::flat_map(g);
-            if m.get("name").and_then(streams::text).as_deref() != Some(GROUP) {
-                continue;
-            }
+        let ours = streams::array(&groups)
+            .iter()
+            .map(streams::flat_map)
+            .find(|m| m.get("name").and_then(streams::text).as_deref() == Some(GROUP));
+        let Some(m) = ours else {
+            // The humans' mailbox has no consumer group: all of it waits for them.
+            let len: u64 = c.xlen(stream).await.unwrap_or(0);
+            return Ok((len, 0));
+        };
+        {
             let pending = m.get("pending").and_then(streams::int).unwrap_or(0) as u64;
             let lag = match m.get("lag").and_then(streams::int) {
                 Some(l) => l as u64,
@@ -233,9 +253,8 @@ impl Town {
                     streams::entries(&after).len() as u64
                 }
             };
-            return Ok((lag, pending));
+            Ok((lag, pending))
         }
-        Ok((0, 0))
     }
 
     pub async fn lifecycle(&self, name: &str, what: Lifecycle) -> Result<Agent> {
@@ -257,7 +276,11 @@ impl Town {
 
     /// Removes stopped agents (and cold ones with `all`). Returns the names removed.
     pub async fn prune(&self, all: bool) -> Result<Vec<String>> {
-        let states: &[&str] = if all { &["stopped", "cold"] } else { &["stopped"] };
+        let states: &[&str] = if all {
+            &["stopped", "cold"]
+        } else {
+            &["stopped"]
+        };
         let mut removed = Vec::new();
         for agent in self.list().await? {
             if states.contains(&agent.agent.state.as_str()) {
@@ -292,8 +315,10 @@ impl Town {
             .db
             .apply_ops(
                 &Self::who(from),
-                vec![json!({"op": "send", "to": to, "body": body, "kind": kind.as_str(),
-                            "urgent": urgent})],
+                vec![
+                    json!({"op": "send", "to": to, "body": body, "kind": kind.as_str(),
+                            "urgent": urgent}),
+                ],
             )
             .await?;
         r.message_ids().pop().context("the applier sent nothing")
@@ -306,14 +331,19 @@ impl Town {
         }
         let mut waiting = Vec::new();
         let mut delivered = Vec::new();
-        for (label, stream) in
-            [("urgent", self.db.keys.urgent(name)), ("inbox", self.db.keys.inbox(name))]
-        {
+        for (label, stream) in [
+            ("urgent", self.db.keys.urgent(name)),
+            ("inbox", self.db.keys.inbox(name)),
+        ] {
             let (w, d) = self.read_mailbox(&stream, label).await?;
             waiting.extend(w);
             delivered.extend(d);
         }
-        Ok(Inbox { agent: name.to_string(), waiting, delivered })
+        Ok(Inbox {
+            agent: name.to_string(),
+            waiting,
+            delivered,
+        })
     }
 
     async fn read_mailbox(
@@ -327,15 +357,29 @@ impl Town {
                 Ok(m) => (Some(m), None),
                 Err(err) => (None, Some(err.to_string())),
             };
-            MailItem { entry: e.id, stream: label, message, error, consumer: None, deliveries: None }
+            MailItem {
+                entry: e.id,
+                stream: label,
+                message,
+                error,
+                consumer: None,
+                deliveries: None,
+            }
         };
         let mut last = "0-0".to_string();
-        let groups: Option<redis::Value> =
-            redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(&mut c).await.ok();
+        let groups: Option<redis::Value> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async(&mut c)
+            .await
+            .ok();
         for g in groups.iter().flat_map(|g| streams::array(g).to_vec()) {
             let m = streams::flat_map(&g);
             if m.get("name").and_then(streams::text).as_deref() == Some(GROUP) {
-                last = m.get("last-delivered-id").and_then(streams::text).unwrap_or(last);
+                last = m
+                    .get("last-delivered-id")
+                    .and_then(streams::text)
+                    .unwrap_or(last);
             }
         }
         let after: redis::Value = redis::cmd("XRANGE")
@@ -358,9 +402,15 @@ impl Town {
                 .unwrap_or(redis::Value::Nil);
             for p in streams::array(&pending) {
                 let parts = streams::array(p);
-                let Some(id) = parts.first().and_then(streams::text) else { continue };
-                let one: redis::Value =
-                    redis::cmd("XRANGE").arg(stream).arg(&id).arg(&id).query_async(&mut c).await?;
+                let Some(id) = parts.first().and_then(streams::text) else {
+                    continue;
+                };
+                let one: redis::Value = redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg(&id)
+                    .arg(&id)
+                    .query_async(&mut c)
+                    .await?;
                 for e in streams::entries(&one) {
                     let mut it = item(e);
                     it.consumer = parts.get(1).and_then(streams::text);
@@ -374,24 +424,27 @@ impl Town {
 
     /// Marks everything in the humans' `conductor` mailbox as read.
     pub async fn clear_conductor_inbox(&self) -> Result<u64> {
-        let mut c = self.db.conn.clone();
-        let mut n = 0;
-        for stream in [self.db.keys.urgent(CONDUCTOR), self.db.keys.inbox(CONDUCTOR)] {
-            let len: u64 = c.xlen(&stream).await?;
-            n += len;
-            let _: () = c.del(&stream).await?;
-        }
-        Ok(n)
+        let r = self
+            .db
+            .apply_ops(CONDUCTOR, vec![json!({"op": "clear_conductor"})])
+            .await?;
+        Ok(r.cleared.unwrap_or(0))
     }
 
     // ----- tasks ------------------------------------------------------------------------------
 
     pub async fn assign(&self, agent: &str, desc: &str, from: Option<&str>) -> Result<String> {
         validate_name(agent)?;
+        if let Some(f) = from {
+            validate_name(f)?;
+        }
         check_len("task description", desc, MAX_DESCRIPTION_BYTES)?;
         let r = self
             .db
-            .apply_ops(&Self::who(from), vec![json!({"op": "assign", "agent": agent, "desc": desc})])
+            .apply_ops(
+                &Self::who(from),
+                vec![json!({"op": "assign", "agent": agent, "desc": desc})],
+            )
             .await?;
         first_task(r)
     }
@@ -405,11 +458,17 @@ impl Town {
 
     pub async fn need_task(&self, id: &str) -> Result<Task> {
         self.task(id).await?.ok_or_else(|| {
-            error::fail(format!("task `{id}` not found"), "`tt tasks` lists the tasks")
+            error::fail(
+                format!("task `{id}` not found"),
+                "`tt tasks` lists the tasks",
+            )
         })
     }
 
     pub async fn tasks(&self, state: Option<&str>, agent: Option<&str>) -> Result<Vec<Task>> {
+        if let Some(a) = agent {
+            validate_name(a)?;
+        }
         if let Some(s) = state {
             if !crate::model::TASK_STATES.contains(&s) {
                 return Err(error::usage(
@@ -424,7 +483,8 @@ impl Town {
         for id in ids {
             let h: HashMap<String, String> = c.hgetall(self.db.keys.task(&id)).await?;
             let t = Task::from_hash(&id, &h);
-            if state.is_some_and(|s| s != t.state) || agent.is_some_and(|a| t.owner.as_deref() != Some(a))
+            if state.is_some_and(|s| s != t.state)
+                || agent.is_some_and(|a| t.owner.as_deref() != Some(a))
             {
                 continue;
             }
@@ -474,14 +534,19 @@ impl Town {
         validate_task_id(id)?;
         validate_name(agent)?;
         self.db
-            .apply_ops(CONDUCTOR, vec![json!({"op": "backlog_claim", "task": id, "agent": agent})])
+            .apply_ops(
+                CONDUCTOR,
+                vec![json!({"op": "backlog_claim", "task": id, "agent": agent})],
+            )
             .await?;
         self.need_task(id).await
     }
 
     pub async fn backlog_remove(&self, id: &str) -> Result<Task> {
         validate_task_id(id)?;
-        self.db.apply_ops(CONDUCTOR, vec![json!({"op": "backlog_remove", "task": id})]).await?;
+        self.db
+            .apply_ops(CONDUCTOR, vec![json!({"op": "backlog_remove", "task": id})])
+            .await?;
         self.need_task(id).await
     }
 
@@ -497,14 +562,22 @@ impl Town {
             .arg(n.min(i64::MAX as usize))
             .query_async(&mut c)
             .await?;
-        Ok(streams::entries(&v).into_iter().map(|e| Event { fields: e.text_map(), id: e.id }).collect())
+        Ok(streams::entries(&v)
+            .into_iter()
+            .map(|e| Event {
+                fields: e.text_map(),
+                id: e.id,
+            })
+            .collect())
     }
 
     /// Puts dead letters back into their mailboxes (`retry`) or deletes them.
     pub async fn dlq_act(&self, entries: &[String], retry: bool) -> Result<usize> {
         let op = if retry { "dlq_retry" } else { "dlq_drop" };
         for id in entries {
-            self.db.apply_ops(CONDUCTOR, vec![json!({"op": op, "entry": id})]).await?;
+            self.db
+                .apply_ops(CONDUCTOR, vec![json!({"op": op, "entry": id})])
+                .await?;
         }
         Ok(entries.len())
     }
@@ -522,12 +595,19 @@ impl Town {
         let dead_letters: u64 = c.xlen(self.db.keys.dlq()).await?;
         let (w, _) = self.mailbox_depth(CONDUCTOR).await?;
         let hosts: HashMap<String, String> = c.hgetall(self.db.keys.hosts()).await?;
-        let mut hosts: Vec<serde_json::Value> =
-            hosts.values().filter_map(|v| serde_json::from_str(v).ok()).collect();
+        let mut hosts: Vec<serde_json::Value> = hosts
+            .values()
+            .filter_map(|v| serde_json::from_str(v).ok())
+            .collect();
         hosts.sort_by_key(|h| h["name"].as_str().unwrap_or("").to_string());
         Ok(Status {
             town: self.config.town.name.clone(),
-            redis: self.config.redis.url.clone().unwrap_or_else(|| "embedded".into()),
+            redis: self
+                .config
+                .redis
+                .url
+                .clone()
+                .unwrap_or_else(|| "embedded".into()),
             agents,
             conductor_inbox: w,
             tasks,
@@ -540,8 +620,15 @@ impl Town {
 
     /// The last `n` events, oldest first, optionally about one agent.
     pub async fn events(&self, n: usize, agent: Option<&str>) -> Result<Vec<Event>> {
+        if let Some(a) = agent {
+            validate_name(a)?;
+        }
         let mut c = self.db.conn.clone();
-        let scan = if agent.is_some() { n.saturating_mul(20).max(1000) } else { n };
+        let scan = if agent.is_some() {
+            n.saturating_mul(20).max(1000)
+        } else {
+            n
+        };
         let v: redis::Value = redis::cmd("XREVRANGE")
             .arg(self.db.keys.events())
             .arg("+")
@@ -552,12 +639,32 @@ impl Town {
             .await?;
         let mut out: Vec<Event> = streams::entries(&v)
             .into_iter()
-            .map(|e| Event { fields: e.text_map(), id: e.id })
+            .map(|e| Event {
+                fields: e.text_map(),
+                id: e.id,
+            })
             .filter(|e| agent.is_none_or(|a| event_mentions(e, a)))
             .take(n)
             .collect();
         out.reverse();
         Ok(out)
+    }
+
+    /// The id of the newest event (`0-0` when there is none), to follow from.
+    pub async fn last_event_id(&self) -> Result<String> {
+        let mut c = self.db.conn.clone();
+        let v: redis::Value = redis::cmd("XREVRANGE")
+            .arg(self.db.keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await?;
+        Ok(streams::entries(&v)
+            .pop()
+            .map(|e| e.id)
+            .unwrap_or_else(|| "0-0".into()))
     }
 
     /// Events after `last` (exclusive), waiting up to `block` for new ones.
@@ -574,7 +681,10 @@ impl Town {
         Ok(streams::read_reply(&v)
             .into_iter()
             .flat_map(|(_, es)| es)
-            .map(|e| Event { fields: e.text_map(), id: e.id })
+            .map(|e| Event {
+                fields: e.text_map(),
+                id: e.id,
+            })
             .collect())
     }
 
@@ -587,7 +697,10 @@ impl Town {
             }
             if timeout.is_some_and(|t| start.elapsed() >= t) {
                 return Err(error::fail(
-                    format!("the town is still busy after {:?}", timeout.unwrap_or_default()),
+                    format!(
+                        "the town is still busy after {:?}",
+                        timeout.unwrap_or_default()
+                    ),
                     "`tt status` shows what is in flight; is `tt host` running?",
                 ));
             }
@@ -612,12 +725,17 @@ impl Town {
     }
 }
 
-fn event_mentions(e: &Event, agent: &str) -> bool {
-    ["agent", "from", "to", "by"].iter().any(|k| e.fields.get(*k).map(String::as_str) == Some(agent))
+pub fn event_mentions(e: &Event, agent: &str) -> bool {
+    ["agent", "from", "to", "by"]
+        .iter()
+        .any(|k| e.fields.get(*k).map(String::as_str) == Some(agent))
 }
 
 fn first_task(r: Applied) -> Result<String> {
-    r.task_ids().into_iter().next().context("the applier created no task")
+    r.task_ids()
+        .into_iter()
+        .next()
+        .context("the applier created no task")
 }
 
 fn check_len(what: &str, text: &str, max: usize) -> Result<()> {

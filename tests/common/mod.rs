@@ -107,8 +107,9 @@ impl TestTown {
     /// `ok()` and parse stdout as one JSON document.
     pub fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(args);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("`tt {}` printed invalid JSON ({e}):\n{out}", args.join(" ")))
+        serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!("`tt {}` printed invalid JSON ({e}):\n{out}", args.join(" "))
+        })
     }
 
     /// `ok()` and parse every stdout line as JSON (for `tt events --json`).
@@ -116,15 +117,17 @@ impl TestTown {
         self.ok(args)
             .lines()
             .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("`tt {}` printed a bad line ({e}): {l}", args.join(" ")))
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("`tt {}` printed a bad line ({e}): {l}", args.join(" "))
+                })
             })
             .collect()
     }
 
     /// Overwrites tinytown.toml.
     pub fn write_config(&self, toml_text: &str) {
-        std::fs::write(self.path().join("tinytown.toml"), toml_text).expect("writing tinytown.toml");
+        std::fs::write(self.path().join("tinytown.toml"), toml_text)
+            .expect("writing tinytown.toml");
     }
 
     pub fn read_config(&self) -> String {
@@ -144,9 +147,16 @@ impl TestTown {
     /// `redis-cli -s <socket> args…` against the embedded Redis; returns its trimmed output.
     pub fn redis(&self, args: &[&str]) -> String {
         let mut c = Command::new("redis-cli");
-        c.arg("-s").arg(self.socket()).args(args).stdin(Stdio::null());
+        c.arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::null());
         let out = run(c);
-        assert!(out.status.success(), "redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -154,7 +164,8 @@ impl TestTown {
     pub fn xlen(&self, rest: &str) -> u64 {
         let key = self.key(rest);
         let n = self.redis(&["XLEN", &key]);
-        n.parse().unwrap_or_else(|_| panic!("XLEN {key} answered {n:?}"))
+        n.parse()
+            .unwrap_or_else(|_| panic!("XLEN {key} answered {n:?}"))
     }
 
     /// `tt task show ID --json`.
@@ -164,7 +175,10 @@ impl TestTown {
 
     /// `tt list --json`.
     pub fn agents(&self) -> Vec<Value> {
-        self.json(&["list", "--json"]).as_array().expect("list --json is an array").clone()
+        self.json(&["list", "--json"])
+            .as_array()
+            .expect("list --json is an array")
+            .clone()
     }
 
     /// One agent from `tt list --json`.
@@ -174,7 +188,10 @@ impl TestTown {
 
     /// The names `tt list --json` shows.
     pub fn agent_names(&self) -> Vec<String> {
-        self.agents().iter().map(|a| a["name"].as_str().unwrap_or_default().to_string()).collect()
+        self.agents()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// `tt inbox NAME --json`.
@@ -214,7 +231,9 @@ impl Drop for TestTown {
         // `tt shutdown` could not read the config (a test broke it): stop our server by its pid,
         // after checking that the pid really is the redis-server of this town.
         let pidfile = self.path().join(".tt").join("redis.pid");
-        let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok())
+        let Some(pid) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
         else {
             return;
         };
@@ -248,32 +267,62 @@ fn describe(args: &[&str], out: &Output) -> String {
 
 /// Asserts exit 0; returns stdout.
 pub fn expect_ok(args: &[&str], out: &Output) -> String {
-    assert!(out.status.success(), "expected success: {}", describe(args, out));
+    assert!(
+        out.status.success(),
+        "expected success: {}",
+        describe(args, out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Asserts the exit code; returns stderr.
 pub fn expect_code(args: &[&str], out: &Output, code: i32) -> String {
-    assert_eq!(out.status.code(), Some(code), "expected exit code {code}: {}", describe(args, out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit code {code}: {}",
+        describe(args, out)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Checks stderr of a refused command: one `error:` line naming every needle, then a `hint:`.
 pub fn refusal(args: &[&str], code: i32, stderr: &str, needles: &[&str]) -> Refusal {
     let lines: Vec<&str> = stderr.lines().collect();
-    let errors: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "`tt {}`: expected one `error:` line in stderr:\n{stderr}", args.join(" "));
+    let errors: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("error: "))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "`tt {}`: expected one `error:` line in stderr:\n{stderr}",
+        args.join(" ")
+    );
     let error = lines[errors[0]].trim_start_matches("error: ").to_string();
     for n in needles {
-        assert!(error.contains(n), "`tt {}`: error line {error:?} does not mention {n:?}", args.join(" "));
+        assert!(
+            error.contains(n),
+            "`tt {}`: error line {error:?} does not mention {n:?}",
+            args.join(" ")
+        );
     }
     let hint = lines
         .get(errors[0] + 1)
         .and_then(|l| l.strip_prefix("hint: "))
-        .unwrap_or_else(|| panic!("`tt {}`: no `hint:` line after the error:\n{stderr}", args.join(" ")))
+        .unwrap_or_else(|| {
+            panic!(
+                "`tt {}`: no `hint:` line after the error:\n{stderr}",
+                args.join(" ")
+            )
+        })
         .to_string();
     assert!(!hint.trim().is_empty(), "empty hint:\n{stderr}");
-    Refusal { code, error, hint, stderr: stderr.to_string() }
+    Refusal {
+        code,
+        error,
+        hint,
+        stderr: stderr.to_string(),
+    }
 }
 
 /// Runs a command to completion, panicking after [`TIMEOUT`] (the child is killed).
@@ -352,7 +401,12 @@ impl Running {
             let _ = stderr.read_to_string(&mut s);
             s
         }));
-        Running { child, what: format!("tt {}", args.join(" ")), lines, stderr }
+        Running {
+            child,
+            what: format!("tt {}", args.join(" ")),
+            lines,
+            stderr,
+        }
     }
 
     /// The next stdout line; panics if none comes within `limit`.
@@ -390,7 +444,10 @@ impl Running {
     pub fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default()
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -412,7 +469,10 @@ pub struct ExternalRedis {
 impl ExternalRedis {
     /// Starts `redis-server --port N --save '' --appendonly no` plus `extra` arguments.
     pub fn start(extra: &[&str]) -> ExternalRedis {
-        let dir = tempfile::Builder::new().prefix("ttr").tempdir_in("/tmp").expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ttr")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
         for _ in 0..5 {
             let port = free_port();
             let mut child = Command::new("redis-server")
@@ -431,7 +491,11 @@ impl ExternalRedis {
                     break; // the port was taken after all; try another
                 }
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return ExternalRedis { child, port, _dir: dir };
+                    return ExternalRedis {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }

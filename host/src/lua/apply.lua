@@ -43,6 +43,8 @@ local function s(v)
   return tostring(v)
 end
 
+local function present(v) return v ~= nil and v ~= cjson.null end
+
 local function canonical(name)
   if name == 'supervisor' then return 'conductor' end
   return name
@@ -165,6 +167,7 @@ end
 local function send(m)
   local to = canonical(s(m.to) or '')
   need_agent(to)
+  need_agent(s(m.from) or 'conductor')
   local body = s(m.body) or ''
   check_size('message body', body)
   local stream = key(m.urgent and 'urgent' or 'inbox', to)
@@ -233,11 +236,11 @@ end
 
 -- Sets an agent's lifecycle state, only from the states listed in `from` (any when absent).
 function OPS.agent_state(op)
-  local name = s(op.name)
+  local name = canonical(s(op.name) or '')
   local a = need_agent(name)
   if name == 'conductor' then fail('RESERVED', 'the conductor mailbox has no lifecycle') end
   local cur = a.state or 'idle'
-  if op.from then
+  if present(op.from) then
     local allowed = false
     for _, st in ipairs(op.from) do if st == cur then allowed = true end end
     if not allowed then
@@ -266,10 +269,10 @@ end
 
 -- Removes an agent. Messages it never handled go to the dead-letter stream, not away.
 function OPS.prune(op)
-  local name = s(op.name)
+  local name = canonical(s(op.name) or '')
   local a = need_agent(name)
   if name == 'conductor' then fail('RESERVED', 'the conductor mailbox cannot be pruned') end
-  local ok_states = op.states or {'stopped'}
+  local ok_states = present(op.states) and op.states or {'stopped'}
   local ok = false
   for _, st in ipairs(ok_states) do if st == (a.state or 'idle') then ok = true end end
   if not ok then
@@ -308,6 +311,19 @@ function OPS.prune(op)
       key('owned', name), key('attempts', name))
     redis.call('SREM', key('agents'), name)
     event({type = 'agent', agent = name, to = 'pruned', by = s(op.by)})
+  end)
+end
+
+-- The humans read their mailbox with `tt inbox`; this marks all of it read.
+function OPS.clear_conductor(op)
+  later(function()
+    local n = 0
+    for _, kind in ipairs({'urgent', 'inbox'}) do
+      n = n + redis.call('XLEN', key(kind, 'conductor'))
+      redis.call('DEL', key(kind, 'conductor'))
+    end
+    V.cleared = n
+    event({type = 'inbox-cleared', agent = 'conductor', body = n .. ' messages', by = s(op.by)})
   end)
 end
 
@@ -535,6 +551,7 @@ for _, unit in ipairs(UNITS) do
       end
       r.ids = table.concat(V.ids, ',')
       r.tasks = table.concat(V.task_ids, ',')
+      r.cleared = V.cleared
     end
   end
   results[#results + 1] = r

@@ -1,0 +1,473 @@
+//! `tt bench`: the speed and memory numbers, measured on this machine, printed.
+//!
+//! Each run makes a throwaway town under /tmp with its own embedded Redis and the compiled
+//! plugins from `plugins/dist`, so the numbers include everything a real town pays: Lua
+//! applier, AOF, consumer groups, Wasm calls. Targets are printed beside the numbers; nothing
+//! here fails on a miss (that is what a benchmark is for, not a test).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::{AgentSection, Config};
+use crate::db::{Ack, Unit};
+use crate::embedded::Embedded;
+use crate::host::{self, HostOptions};
+use crate::keys::GROUP;
+use crate::streams;
+use crate::town::Town;
+
+pub struct BenchOptions {
+    pub plugins: PathBuf,
+    /// Messages per agent count in the throughput runs.
+    pub messages: usize,
+    pub appendfsync: String,
+}
+
+/// A throwaway town; its Redis stops and its directory goes when dropped.
+struct Scratch {
+    dir: PathBuf,
+    town: Arc<Town>,
+}
+
+impl Scratch {
+    async fn new(opts: &BenchOptions, agents: &[(&str, &str, &[(&str, &str)])]) -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "ttb{}-{}",
+            std::process::id(),
+            crate::model::now_ms() % 100_000
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut config = Config::new("bench", &dir);
+        config.redis.appendfsync = Some(opts.appendfsync.clone());
+        for (name, plugin, cfg) in agents {
+            config.agents.insert(
+                name.to_string(),
+                AgentSection {
+                    role: Some("bench".into()),
+                    plugin: Some(opts.plugins.join(format!("{plugin}.wasm"))),
+                    config: cfg
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                },
+            );
+        }
+        config.save()?;
+        let town = Arc::new(Town::open(&dir).await?);
+        for (name, _, _) in agents {
+            town.spawn(name, "bench", None, None).await?;
+        }
+        Ok(Scratch { dir, town })
+    }
+
+    fn socket(&self) -> PathBuf {
+        Embedded::new(&self.town.config).socket()
+    }
+
+    /// Sends `n` messages to each of `agents`, many per applier call.
+    async fn fill(&self, agents: &[String], n: usize, body: &str) -> Result<()> {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+            let mut ops = Vec::new();
+            for a in agents {
+                for _ in chunk {
+                    ops.push(json!({"op": "send", "to": a, "body": body}));
+                }
+            }
+            self.town.db.apply_ops("conductor", ops).await?;
+        }
+        Ok(())
+    }
+
+    async fn drained(&self, agents: &[String]) -> Result<bool> {
+        for a in agents {
+            if self.town.mailbox_depth(a).await? != (0, 0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Embedded::new(&self.town.config).stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_host(town: &Arc<Town>) -> (watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>) {
+    let (tx, rx) = watch::channel(false);
+    let opts = HostOptions {
+        name: "bench".into(),
+        until_idle: false,
+        agents: vec![],
+    };
+    let handle = tokio::spawn(host::run_until(town.clone(), opts, tx.clone(), rx));
+    (tx, handle)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub async fn run(opts: BenchOptions) -> Result<()> {
+    for p in ["noop", "relay", "chaos"] {
+        let f = opts.plugins.join(format!("{p}.wasm"));
+        if !f.exists() {
+            return Err(crate::error::fail(
+                format!("{} is missing", f.display()),
+                "build the plugins first: bash plugins/build.sh (or pass --plugins DIR)",
+            ));
+        }
+    }
+    println!(
+        "tinytown bench (appendfsync {}, {} cores)",
+        opts.appendfsync,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!();
+    redis_baseline(&opts).await?;
+    cli_send_time(&opts).await?;
+    library_throughput(&opts).await?;
+    for agents in [1, 10, 100] {
+        host_throughput(&opts, agents).await?;
+    }
+    latency(&opts).await?;
+    cold_start(&opts).await?;
+    idle_memory(&opts).await?;
+    Ok(())
+}
+
+/// redis-benchmark's own XADD rate against the same kind of server, for scale.
+async fn redis_baseline(opts: &BenchOptions) -> Result<()> {
+    let s = Scratch::new(opts, &[]).await?;
+    let out = Command::new("redis-benchmark")
+        .arg("-s")
+        .arg(s.socket())
+        .args(["-q", "-n", "100000", "XADD", "bench:stream", "*", "f", "v"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let line = text
+                .split('\r')
+                .filter(|l| l.contains("requests per second"))
+                .last()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            println!("redis-benchmark XADD (unix socket, P=1):       {line}");
+        }
+        _ => println!("redis-benchmark XADD:                          (redis-benchmark not found)"),
+    }
+    Ok(())
+}
+
+/// Median wall time of a whole `tt send` process against a running embedded Redis.
+async fn cli_send_time(opts: &BenchOptions) -> Result<()> {
+    let s = Scratch::new(opts, &[("a", "noop", &[])]).await?;
+    let exe = std::env::current_exe()?;
+    let mut times = Vec::new();
+    for i in 0..60 {
+        let t = Instant::now();
+        let st = Command::new(&exe)
+            .args(["send", "a", &format!("hello {i}")])
+            .env("TT_TOWN", &s.dir)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(st.success(), "tt send failed");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "tt send, whole process (60 runs):              median {}  p90 {}   (target < 5 ms)",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.9))
+    );
+    Ok(())
+}
+
+/// Library level, one connection: send (applier), receive (XREADGROUP), acknowledge (applier).
+async fn library_throughput(opts: &BenchOptions) -> Result<()> {
+    let s = Scratch::new(opts, &[("a", "noop", &[])]).await?;
+    let keys = s.town.db.keys.clone();
+    let n = opts.messages.max(10_000);
+    let batch = 200;
+    let mut conn = s.town.db.conn.clone();
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let ops: Vec<_> = (0..batch)
+            .map(|_| json!({"op": "send", "to": "a", "body": "x"}))
+            .collect();
+        s.town.db.apply_ops("conductor", ops).await?;
+        let v: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg("bench")
+            .arg("COUNT")
+            .arg(batch)
+            .arg("STREAMS")
+            .arg(keys.inbox("a"))
+            .arg(">")
+            .query_async(&mut conn)
+            .await?;
+        let entries: Vec<_> = streams::read_reply(&v)
+            .into_iter()
+            .flat_map(|(_, e)| e)
+            .collect();
+        let units: Vec<Unit> = entries
+            .iter()
+            .map(|e| Unit {
+                by: Some("a".into()),
+                ack: Some(Ack {
+                    stream: keys.inbox("a"),
+                    entry: e.id.clone(),
+                    agent: "a".into(),
+                    kind: "inbox".into(),
+                    member: format!("inbox/{}", e.id),
+                }),
+                dlq: true,
+                ..Default::default()
+            })
+            .collect();
+        s.town.db.apply(&units).await?;
+        done += entries.len();
+    }
+    let el = t.elapsed();
+    println!(
+        "library send+receive+ack, one connection:      {:.0} msg/s ({n} messages in {:.2} s, batches of {batch})   (target >= 30,000)",
+        n as f64 / el.as_secs_f64(),
+        el.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Messages per second through `tt host` with a no-op Rust role.
+async fn host_throughput(opts: &BenchOptions, agents: usize) -> Result<()> {
+    let names: Vec<String> = (0..agents).map(|i| format!("n{i}")).collect();
+    let specs: Vec<(&str, &str, &[(&str, &str)])> = names
+        .iter()
+        .map(|n| (n.as_str(), "noop", &[][..]))
+        .collect();
+    let s = Scratch::new(opts, &specs).await?;
+    let per_agent = (opts.messages / agents).max(200);
+    s.fill(&names, per_agent, "x").await?;
+    let total = per_agent * agents;
+    let t = Instant::now();
+    let (stop, handle) = start_host(&s.town);
+    while !s.drained(&names).await? {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let el = t.elapsed();
+    let _ = stop.send(true);
+    handle.await??;
+    let target = if agents == 10 {
+        "   (target >= 20,000 with 10 agents)"
+    } else {
+        ""
+    };
+    println!(
+        "tt host, no-op role, {agents:>3} agent(s):             {:.0} msg/s ({total} messages in {:.2} s, incl. start){target}",
+        total as f64 / el.as_secs_f64(),
+        el.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Send-to-applied latency at a steady 1,000 msg/s: a relay forwards each message to a sink
+/// mailbox, and the time from the send call to the forward's arrival is measured.
+async fn latency(opts: &BenchOptions) -> Result<()> {
+    let s = Scratch::new(
+        opts,
+        &[
+            ("relay", "relay", &[("next", "sink")]),
+            ("sink", "noop-none", &[]),
+        ],
+    )
+    .await;
+    // The sink has no plugin: its mailbox is read by the bench itself.
+    let s = match s {
+        Ok(s) => s,
+        Err(_) => Scratch::new(opts, &[("relay", "relay", &[("next", "sink")])]).await?,
+    };
+    if s.town.agent("sink").await?.is_none() {
+        s.town.spawn("sink", "bench", None, None).await?;
+    }
+    let (stop, handle) = start_host(&s.town);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = 3000;
+    let sink = s.town.db.keys.inbox("sink");
+    let mut reader = s.town.db.dedicated(Duration::from_secs(1)).await?;
+    let sent_at: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; n]));
+    let sender = {
+        let town = s.town.clone();
+        let sent_at = sent_at.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            for i in 0..n {
+                tick.tick().await;
+                sent_at.lock().unwrap()[i] = Some(Instant::now());
+                let op = json!({"op": "send", "to": "relay", "body": i.to_string()});
+                town.db.apply_ops("conductor", vec![op]).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut lat = Vec::with_capacity(n);
+    let mut last = "0-0".to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lat.len() < n && Instant::now() < deadline {
+        let v: redis::Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(200)
+            .arg("STREAMS")
+            .arg(&sink)
+            .arg(&last)
+            .query_async(&mut reader)
+            .await?;
+        let now = Instant::now();
+        for (_, entries) in streams::read_reply(&v) {
+            for e in entries {
+                last = e.id.clone();
+                let body = e.text_map().get("body").cloned().unwrap_or_default();
+                if let Ok(i) = body.parse::<usize>() {
+                    if let Some(t) = sent_at.lock().unwrap().get(i).copied().flatten() {
+                        lat.push(now - t);
+                    }
+                }
+            }
+        }
+    }
+    sender.await.context("sender")??;
+    let _ = stop.send(true);
+    handle.await??;
+    lat.sort();
+    println!(
+        "send -> applied latency at 1,000 msg/s ({} msgs): p50 {}  p99 {}  max {}   (target p99 < 5 ms)",
+        lat.len(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default())
+    );
+    Ok(())
+}
+
+/// Time from starting a host until three agents with three different plugins (compiled cache
+/// warm) have each handled their first message.
+async fn cold_start(opts: &BenchOptions) -> Result<()> {
+    let agents: [(&str, &str, &[(&str, &str)]); 3] =
+        [("a", "noop", &[]), ("b", "relay", &[]), ("c", "chaos", &[])];
+    let s = Scratch::new(opts, &agents).await?;
+    let names: Vec<String> = agents.iter().map(|a| a.0.to_string()).collect();
+    // Warm the on-disk cache, as a previous run of the town would have.
+    {
+        let (stop, handle) = start_host(&s.town);
+        s.fill(&names, 1, "ok").await?;
+        while !s.drained(&names).await? {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop.send(true);
+        handle.await??;
+    }
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        s.fill(&names, 1, "ok").await?;
+        let t = Instant::now();
+        let (stop, handle) = start_host(&s.town);
+        while !s.drained(&names).await? {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        times.push(t.elapsed());
+        let _ = stop.send(true);
+        handle.await??;
+    }
+    times.sort();
+    println!(
+        "cold start, 3 plugins from cache, to 3 handled: median {}  max {}   (target < 300 ms; in-process, new engine each time)",
+        ms(percentile(&times, 0.5)),
+        ms(*times.last().unwrap_or(&Duration::ZERO))
+    );
+    Ok(())
+}
+
+/// Resident memory per idle agent (instance, runner, its own Redis connection).
+async fn idle_memory(opts: &BenchOptions) -> Result<()> {
+    let names: Vec<String> = (0..100).map(|i| format!("i{i}")).collect();
+    let specs: Vec<(&str, &str, &[(&str, &str)])> = names
+        .iter()
+        .map(|n| (n.as_str(), "noop", &[][..]))
+        .collect();
+    let s = Scratch::new(opts, &specs).await?;
+    let (stop, handle) = start_host(&s.town);
+    // One message each, so every agent has a live instance, then idle.
+    s.fill(&names, 1, "x").await?;
+    while !s.drained(&names).await? {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with = rss_kib();
+    let _ = stop.send(true);
+    handle.await??;
+    // The same host with a single agent.
+    let one = Scratch::new(opts, &[("solo", "noop", &[])]).await?;
+    let (stop, handle) = start_host(&one.town);
+    one.fill(&["solo".to_string()], 1, "x").await?;
+    while !one.drained(&["solo".to_string()]).await? {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = rss_kib();
+    let _ = stop.send(true);
+    handle.await??;
+    let per = (with as f64 - base as f64) / 99.0;
+    println!(
+        "memory per idle agent (100 vs 1 agent, RSS):   {:.0} KiB   (host RSS with 100 agents: {} MiB)",
+        per.max(0.0),
+        with / 1024
+    );
+    Ok(())
+}
+
+/// `plugins/dist` of the repository we are run from, if it exists.
+pub fn default_plugins_dir() -> PathBuf {
+    let mut dir = std::env::current_dir().unwrap_or_default();
+    loop {
+        let candidate = dir.join("plugins").join("dist");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        if !dir.pop() {
+            return Path::new("plugins/dist").to_path_buf();
+        }
+    }
+}
