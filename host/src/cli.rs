@@ -184,10 +184,68 @@ pub enum Command {
         #[arg(long, default_value = crate::db::DEFAULT_APPENDFSYNC)]
         appendfsync: String,
     },
+    /// Replace an agent's plugin while the town runs (validated first; between two messages).
+    Swap {
+        agent: String,
+        /// The new component (not needed with --rollback).
+        #[arg(required_unless_present = "rollback")]
+        plugin: Option<PathBuf>,
+        /// Run it beside the live plugin instead: decisions recorded, never applied.
+        #[arg(long, conflicts_with = "rollback")]
+        shadow: bool,
+        /// Go back to the plugin before the last swap.
+        #[arg(long)]
+        rollback: bool,
+    },
+    /// Compare a shadow plugin's decisions with the live one's.
+    Shadow {
+        #[command(subcommand)]
+        command: ShadowCommand,
+    },
+    /// Check or create plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Messages that could not be handled, with the reason.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShadowCommand {
+    /// How many decisions agreed, and the ones that differed.
+    Report {
+        agent: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Make the shadow the live plugin.
+    Promote { agent: String },
+    /// Stop running the shadow.
+    Stop { agent: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Is FILE a component of our world? Which WIT version, which capabilities? Precompiles it.
+    Check {
+        file: PathBuf,
+        /// The role it is meant for (worker and reviewer roles usually need `exec`).
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Create a plugin project that builds with one command.
+    New {
+        name: String,
+        #[arg(long)]
+        lang: String,
+        #[arg(long, default_value = "worker")]
+        role: String,
     },
 }
 
@@ -298,6 +356,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         })
         .await;
     }
+    if let Command::Plugin { command } = cli.command {
+        return plugin_command(&cli.town, command);
+    }
     let dir = town_dir(&cli.town)?;
     if let Command::Shutdown = &cli.command {
         let config = Config::load(&dir)?;
@@ -314,7 +375,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let town = Town::open(&dir).await?;
     match cli.command {
-        Command::Init { .. } | Command::Shutdown | Command::Bench { .. } => {
+        Command::Init { .. } | Command::Shutdown | Command::Bench { .. } | Command::Plugin { .. } => {
             unreachable!("handled above")
         }
         Command::Host {
@@ -337,6 +398,52 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::host::run(std::sync::Arc::new(town), opts).await?;
         }
         Command::Dlq { command } => dlq_command(&town, command).await?,
+        Command::Swap { agent, plugin, shadow, rollback } => {
+            validate_name(&agent)?;
+            let started = std::time::Instant::now();
+            if rollback {
+                let (path, digest) = crate::swap::rollback(&town, &agent).await?;
+                println!("{agent} rolled back to {path} ({})", digest.short());
+            } else {
+                let plugin = plugin.expect("clap requires PLUGIN without --rollback");
+                let digest = crate::swap::swap(&town, &agent, &plugin, shadow).await?;
+                let what = if shadow { "shadows" } else { "now runs" };
+                println!(
+                    "{agent} {what} {} ({}), validated in {} ms; hosts switch between two messages",
+                    plugin.display(),
+                    digest.short(),
+                    started.elapsed().as_millis()
+                );
+            }
+        }
+        Command::Shadow { command } => match command {
+            ShadowCommand::Report { agent, json } => {
+                let r = crate::swap::report(&town, &agent).await?;
+                if json.json {
+                    return print_json(&r);
+                }
+                println!(
+                    "{}: shadow {} ({}): {} decisions compared, {} agreed, {} differed",
+                    r.agent,
+                    r.shadow.as_deref().unwrap_or("none"),
+                    r.shadow_digest.as_deref().map(|d| &d[..12.min(d.len())]).unwrap_or("-"),
+                    r.compared,
+                    r.agreed,
+                    r.differed.len()
+                );
+                for d in &r.differed {
+                    println!("  {}\n    live:   {}\n    shadow: {}", d.msg, d.live.replace('\n', "; "), d.shadow.replace('\n', "; "));
+                }
+            }
+            ShadowCommand::Promote { agent } => {
+                let (path, digest) = crate::swap::promote(&town, &agent).await?;
+                println!("{agent} now runs {path} ({}); shadow stopped", digest.short());
+            }
+            ShadowCommand::Stop { agent } => {
+                crate::swap::stop_shadow(&town, &agent).await?;
+                println!("{agent}: shadow stopped");
+            }
+        },
         Command::Spawn {
             name,
             role,
@@ -726,6 +833,40 @@ async fn backlog_command(town: &Town, command: BacklogCommand) -> Result<()> {
         BacklogCommand::Remove { task } => {
             let t = town.backlog_remove(&task).await?;
             println!("{} removed from the backlog ({})", t.id, t.state);
+        }
+    }
+    Ok(())
+}
+
+fn plugin_command(town: &Option<PathBuf>, command: PluginCommand) -> Result<()> {
+    match command {
+        PluginCommand::Check { file, role, json } => {
+            // Inside a town, the compiled code goes into its cache, ready for its hosts.
+            let cache = town_dir(town).ok().and_then(|d| Config::load(&d).ok()).map(|c| c.state_dir().join("cache"));
+            let r = crate::plugin::check(&file, cache)?;
+            if json.json {
+                return print_json(&r);
+            }
+            println!("{}: a tinytown:agent@{} component (world `{}`)", r.path, r.wit_version, r.world);
+            println!("  digest {}  ({} bytes, compiled in {} ms)", r.digest, r.bytes, r.compile_ms);
+            println!(
+                "  capabilities: {}",
+                if r.capabilities.is_empty() { "none".to_string() } else { r.capabilities.join(", ") }
+            );
+            println!("  exports init: {}", if r.exports_init { "yes" } else { "no (fine)" });
+            println!("  WASI imports: {}", r.wasi_imports.len());
+            if let Some(c) = &r.cached_at {
+                println!("  precompiled into {c}");
+            }
+            if let Some(role) = role {
+                if matches!(role.as_str(), "worker" | "reviewer") && r.capabilities.is_empty() {
+                    println!("  note: a {role} usually runs programs; this one does not import `exec`");
+                }
+            }
+        }
+        PluginCommand::New { name, lang, role } => {
+            let dir = crate::scaffold::new_plugin(&std::env::current_dir()?, &name, &lang, &role)?;
+            println!("created {}; build it with: (cd {} && bash build.sh)", dir.display(), dir.display());
         }
     }
     Ok(())

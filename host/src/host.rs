@@ -25,7 +25,6 @@ use tokio::sync::watch;
 
 use crate::actions;
 use crate::db::{Ack, Applied, Conn, Unit};
-use crate::exec::ExecGrant;
 use crate::keys::GROUP;
 use crate::limits::{Limits, READ_BATCH};
 use crate::lookup::TownLookup;
@@ -316,10 +315,11 @@ async fn write_heartbeat(
     let _: Result<(), _> = c.hset(town.db.keys.hosts(), host, beat.to_string()).await;
 }
 
-/// The live plugin of an agent and its instance.
+/// The live plugin of an agent and its instance, and a shadow candidate if there is one.
 struct Live {
     plugin: Plugin,
     instance: Option<Instance>,
+    shadow: Option<(Plugin, Option<Instance>)>,
 }
 
 /// One message in a batch.
@@ -346,6 +346,8 @@ struct Runner {
     live: Option<Live>,
     /// Plugin path and digest recorded for the agent when we last looked.
     wanted: Option<(String, Option<String>)>,
+    /// The same for its shadow.
+    wanted_shadow: Option<String>,
     /// Read our own pending entries first (left by a previous run of this host).
     recovering: bool,
     last_claim: Instant,
@@ -362,17 +364,11 @@ impl Runner {
         activity: Arc<Activity>,
         stop: watch::Receiver<bool>,
     ) -> Result<Runner> {
-        let section = town.config.agents.get(name).cloned().unwrap_or_default();
-        let grants = Grants {
-            exec: match &section.exec {
-                Some(g) => Some(Arc::new(ExecGrant::from_config(&town.config, name, g)?)),
-                None => None,
-            },
-        };
+        let grants = crate::swap::grants_for(&town.config, name)?;
         let reads = town.db.dedicated(READ_BLOCK).await?;
         Ok(Runner {
             limits: town.config.limits_for(name),
-            init_config: section.config.into_iter().collect(),
+            init_config: crate::swap::init_config(&town.config, name),
             grants,
             reads,
             town,
@@ -384,6 +380,7 @@ impl Runner {
             stop,
             live: None,
             wanted: None,
+            wanted_shadow: None,
             recovering: true,
             last_claim: Instant::now(),
             load_error: None,
@@ -425,6 +422,10 @@ impl Runner {
         if wanted != self.wanted || self.live.is_none() {
             self.wanted = wanted.clone();
             self.switch_plugin(wanted).await;
+        }
+        if agent.shadow != self.wanted_shadow && self.live.is_some() {
+            self.wanted_shadow = agent.shadow.clone();
+            self.switch_shadow(agent.shadow.clone()).await;
         }
         if self.live.is_none() {
             // No usable plugin: the mail waits in the mailbox.
@@ -493,10 +494,8 @@ impl Runner {
                     return;
                 }
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
-                self.live = Some(Live {
-                    plugin,
-                    instance: None,
-                });
+                let shadow = self.live.take().and_then(|l| l.shadow);
+                self.live = Some(Live { plugin, instance: None, shadow });
                 self.activity.unserved.store(false, Ordering::Relaxed);
                 self.set_blocked(None);
             }
@@ -513,6 +512,28 @@ impl Runner {
                 }
             }
             Err(e) => tracing::error!(agent = %self.name, "plugin loader panicked: {e}"),
+        }
+    }
+
+    /// Starts or stops running a candidate beside the live plugin.
+    async fn switch_shadow(&mut self, path: Option<String>) {
+        let Some(path) = path else {
+            if let Some(live) = self.live.as_mut() {
+                live.shadow = None;
+            }
+            return;
+        };
+        let full = self.town.config.resolve(&PathBuf::from(&path));
+        let (runtime, grants, name) = (self.runtime.clone(), self.grants.clone(), self.name.clone());
+        match tokio::task::spawn_blocking(move || runtime.load(&name, &full, &grants)).await {
+            Ok(Ok(plugin)) => {
+                tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "shadow loaded");
+                if let Some(live) = self.live.as_mut() {
+                    live.shadow = Some((plugin, None));
+                }
+            }
+            Ok(Err(e)) => tracing::error!(agent = %self.name, "cannot load shadow: {}", crate::error::one_line(&e)),
+            Err(e) => tracing::error!(agent = %self.name, "shadow loader panicked: {e}"),
         }
     }
 
@@ -747,10 +768,13 @@ impl HandleCtx {
         loop {
             attempt += 1;
             unit.attempts = Some(attempt);
-            let failure = match self.call(live, &msg, attempt) {
+            let failure = match self.call(&live.plugin, &mut live.instance, &msg, attempt) {
                 Ok(actions) => match actions::to_ops(&actions, &self.limits) {
-                    Ok(ops) => {
+                    Ok(mut ops) => {
                         let looked = live.instance.as_ref().is_some_and(|i| i.lookups() > 0);
+                        if let Some((plugin, instance)) = live.shadow.as_mut() {
+                            ops.push(self.shadow_op(&live.plugin, plugin, instance, &msg, attempt, &actions));
+                        }
                         unit.ops = ops;
                         return (unit, looked);
                     }
@@ -778,33 +802,55 @@ impl HandleCtx {
             std::thread::sleep(backoff(attempt));
         }
     }
-
-    /// Calls the agent's instance, creating a fresh one when there is none.
+    /// Calls `plugin`'s instance in `slot`, creating a fresh one when there is none.
     fn call(
         &self,
-        live: &mut Live,
+        plugin: &Plugin,
+        slot: &mut Option<Instance>,
         msg: &Message,
         attempt: u32,
     ) -> Result<Vec<crate::runtime::wit::Action>, Failure> {
-        if live.instance.is_none() {
-            let inst = self.runtime.instantiate(
-                &live.plugin,
+        if slot.is_none() {
+            *slot = Some(self.runtime.instantiate(
+                plugin,
                 &self.agent,
                 &self.limits,
                 &self.grants,
                 &self.init_config,
                 self.lookup.clone(),
-            )?;
-            live.instance = Some(inst);
+            )?);
         }
-        let inst = live.instance.as_mut().expect("just created");
+        let inst = slot.as_mut().expect("just created");
         let r = inst.handle(actions::to_wit(msg, attempt));
-        if let Err(f) = &r {
-            if f.trapped {
-                live.instance = None;
-            }
+        if r.as_ref().is_err_and(|f| f.trapped) {
+            *slot = None;
         }
         r
+    }
+
+    /// Runs the shadow on the same message; its decision is recorded, never applied.
+    fn shadow_op(
+        &self,
+        live: &Plugin,
+        plugin: &Plugin,
+        slot: &mut Option<Instance>,
+        msg: &Message,
+        attempt: u32,
+        live_actions: &[crate::runtime::wit::Action],
+    ) -> serde_json::Value {
+        let describe = |a: &[crate::runtime::wit::Action]| {
+            a.iter().map(actions::describe).collect::<Vec<_>>().join("\n")
+        };
+        let live_text = describe(live_actions);
+        let shadow_text = match self.call(plugin, slot, msg, attempt) {
+            Ok(a) => describe(&a),
+            Err(f) => format!("error: {}", f.reason),
+        };
+        json!({
+            "op": "shadow_record", "msg": msg.id, "agree": live_text == shadow_text,
+            "live": live_text, "shadow": shadow_text,
+            "live_digest": live.digest.to_string(), "shadow_digest": plugin.digest.to_string(),
+        })
     }
 
     fn previous_attempts(&self, member: &str) -> u32 {

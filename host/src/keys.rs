@@ -67,6 +67,10 @@ impl Keys {
     pub fn attempts(&self, name: &str) -> String {
         self.key(&["attempts", name])
     }
+    /// Stream of a shadow plugin's decisions beside the live one's.
+    pub fn shadow(&self, name: &str) -> String {
+        self.key(&["shadow", name])
+    }
     /// Hash: task fields.
     pub fn task(&self, id: &str) -> String {
         self.key(&["task", id])

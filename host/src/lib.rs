@@ -25,5 +25,7 @@ pub mod lookup;
 pub mod model;
 pub mod plugin;
 pub mod runtime;
+pub mod scaffold;
 pub mod streams;
+pub mod swap;
 pub mod town;

@@ -254,6 +254,11 @@ pub struct Agent {
     pub plugin: Option<String>,
     pub digest: Option<String>,
     pub swapped_ms: Option<u64>,
+    /// The plugin before the last swap (for `tt swap --rollback`).
+    pub previous: Option<String>,
+    /// A candidate running beside the live plugin, decisions recorded only.
+    pub shadow: Option<String>,
+    pub shadow_digest: Option<String>,
     pub created_ms: u64,
 }
 
@@ -268,6 +273,9 @@ impl Agent {
             plugin: get("plugin"),
             digest: get("digest"),
             swapped_ms: get("swapped").and_then(|v| v.parse().ok()),
+            previous: get("previous"),
+            shadow: get("shadow"),
+            shadow_digest: get("shadow_digest"),
             created_ms: get("created").and_then(|v| v.parse().ok()).unwrap_or(0),
         }
     }

@@ -294,12 +294,9 @@ impl Runtime {
                     )
                     })?;
                 if let Some(p) = &cached {
-                    if let Some(dir) = p.parent() {
-                        std::fs::create_dir_all(dir)?;
+                    if let Err(e) = write_atomically(p, &compiled) {
+                        tracing::warn!("cannot cache the compiled {} at {}: {e}", path.display(), p.display());
                     }
-                    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-                    std::fs::write(&tmp, &compiled)?;
-                    std::fs::rename(&tmp, p)?;
                 }
                 // Safety: bytes just produced by this engine.
                 unsafe { Component::deserialize(&self.engine, &compiled) }
@@ -431,7 +428,7 @@ impl Runtime {
         let instance = plugin
             .pre
             .instantiate(&mut inst.store)
-            .map_err(|e| inst.failure(e, "instantiating"))?;
+            .map_err(|e| inst.failure(e, "while instantiating"))?;
         let handle = instance
             .get_typed_func::<(wit::Message,), (Result<Vec<wit::Action>, wit::Error>,)>(
                 &mut inst.store,
@@ -472,6 +469,15 @@ impl Runtime {
         inst.handle = Some(handle);
         Ok(inst)
     }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn deadline_check(mut ctx: StoreContextMut<State>) -> Result<UpdateDeadline, wasmtime::Error> {
@@ -547,6 +553,12 @@ fn check_import(agent: &str, path: &Path, name: &str, grants: &Grants) -> Result
     }
 }
 
+impl Plugin {
+    pub fn has_init(&self) -> bool {
+        self.has_init
+    }
+}
+
 /// One agent's live instance.
 pub struct Instance {
     store: Store<State>,
@@ -618,7 +630,7 @@ impl Instance {
                     )
                 }
                 Some(Trap::UnreachableCodeReached) => {
-                    "trapped: the guest panicked or aborted (wasm `unreachable`)".into()
+                    format!("trapped {during}: the guest panicked or aborted (wasm `unreachable`)")
                 }
                 Some(t) => format!("trapped {during}: {t}"),
                 None => format!("failed {during}: {}", e.root_cause()),

@@ -259,11 +259,41 @@ function OPS.agent_plugin(op)
   local name = s(op.name)
   need_agent(name)
   later(function()
-    redis.call('HSET', key('agent', name), 'plugin', s(op.plugin), 'digest', s(op.digest),
-      'swapped', NOW)
-    if s(op.previous) then redis.call('HSET', key('agent', name), 'previous', s(op.previous)) end
+    local k = key('agent', name)
+    local old_plugin, old_digest = unpack(redis.call('HMGET', k, 'plugin', 'digest'))
+    redis.call('HSET', k, 'plugin', s(op.plugin), 'digest', s(op.digest), 'swapped', NOW)
+    if old_plugin and old_digest ~= s(op.digest) then
+      redis.call('HSET', k, 'previous', old_plugin, 'previous_digest', old_digest or '')
+    end
+    if op.promote then redis.call('HDEL', k, 'shadow', 'shadow_digest') end
     event({type = 'swap', agent = name, digest = s(op.digest), plugin = s(op.plugin),
       by = s(op.by)})
+  end)
+end
+
+-- Starts (plugin given) or stops shadowing an agent with a candidate plugin.
+function OPS.shadow(op)
+  local name = s(op.name)
+  need_agent(name)
+  later(function()
+    local k = key('agent', name)
+    if s(op.plugin) then
+      redis.call('HSET', k, 'shadow', s(op.plugin), 'shadow_digest', s(op.digest))
+      redis.call('DEL', key('shadow', name))
+      event({type = 'shadow', agent = name, plugin = s(op.plugin), digest = s(op.digest), by = s(op.by)})
+    else
+      redis.call('HDEL', k, 'shadow', 'shadow_digest')
+      event({type = 'shadow', agent = name, to = 'stopped', by = s(op.by)})
+    end
+  end)
+end
+
+-- What the shadow decided beside the live plugin, for `tt shadow report`.
+function OPS.shadow_record(op)
+  later(function()
+    redis.call('XADD', key('shadow', s(op.by)), 'MAXLEN', '~', EVENTS_KEPT, '*', 'msg', s(op.msg),
+      'agree', op.agree and '1' or '0', 'live', s(op.live), 'shadow', s(op.shadow),
+      'live_digest', s(op.live_digest), 'shadow_digest', s(op.shadow_digest), 'ts', NOW)
   end)
 end
 
@@ -308,7 +338,7 @@ function OPS.prune(op)
       redis.call('DEL', stream)
     end
     redis.call('DEL', key('agent', name), key('state', name), key('applied', name),
-      key('owned', name), key('attempts', name))
+      key('owned', name), key('attempts', name), key('shadow', name))
     redis.call('SREM', key('agents'), name)
     event({type = 'agent', agent = name, to = 'pruned', by = s(op.by)})
   end)

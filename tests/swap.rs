@@ -1,0 +1,203 @@
+//! Live policy changes: `tt swap`, `--rollback`, shadow mode, and swaps that must fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{expect_code, run_timeout, TestTown};
+use serde_json::Value;
+
+fn plugin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run `bash plugins/build.sh` first", p.display());
+    p.canonicalize().unwrap()
+}
+
+fn digest(path: &Path) -> String {
+    tinytown::plugin::Digest::of(&std::fs::read(path).unwrap()).to_string()
+}
+
+/// The same component with a custom section appended: same behaviour, another digest.
+fn second_build(town: &TestTown, of: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(of).unwrap();
+    let (name, payload) = (b"tt-build", b"2");
+    bytes.push(0); // custom section
+    bytes.push((1 + name.len() + payload.len()) as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let out = town.path().join("v2.wasm");
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+fn setup(agent_plugin: &Path, extra: &str) -> TestTown {
+    let town = TestTown::new();
+    town.write_config(&format!(
+        "[town]\nname = \"test\"\n\n[agents.c]\nrole = \"chaos\"\nplugin = \"{}\"\n{extra}",
+        agent_plugin.display()
+    ));
+    town.ok(&["spawn", "c", "--role", "chaos"]);
+    town
+}
+
+fn count(town: &TestTown) -> u64 {
+    town.redis(&["HGET", &town.key("state:c"), "count"]).parse().unwrap_or(0)
+}
+
+fn host_until_idle(town: &TestTown) {
+    let args = ["host", "--until-idle", "--name", "h1"];
+    let out = run_timeout(town.command(&args), Duration::from_secs(120));
+    expect_code(&args, &out, 0);
+}
+
+#[test]
+fn ten_thousand_messages_through_a_hundred_swaps() {
+    let v1 = plugin("chaos");
+    let town = setup(&v1, "");
+    let v2 = second_build(&town, &v1);
+    let (d1, d2) = (digest(&v1), digest(&v2));
+    let mut host = town
+        .command(&["host", "--name", "h1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(tinytown::town::Town::open(town.path())).unwrap();
+    let mut swapped_at = Vec::new();
+    for round in 0..100 {
+        let ops: Vec<Value> = (0..100).map(|_| serde_json::json!({"op": "send", "to": "c", "body": "count"})).collect();
+        rt.block_on(t.db.apply_ops("conductor", ops)).unwrap();
+        let next = if round % 2 == 0 { &v2 } else { &v1 };
+        town.ok(&["swap", "c", next.to_str().unwrap()]);
+        swapped_at.push(Instant::now());
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&town) < 10_000 {
+        assert!(Instant::now() < deadline, "only {} of 10000 handled", count(&town));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
+    assert!(host.wait().unwrap().success());
+
+    assert_eq!(count(&town), 10_000, "every message handled exactly once");
+    assert!(town.json(&["dlq", "list", "--json"]).as_array().unwrap().is_empty());
+    let events = town.events();
+    let handled: Vec<(usize, &str)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["type"] == "handled" && e["agent"] == "c")
+        .map(|(i, e)| (i, e["digest"].as_str().unwrap()))
+        .collect();
+    assert_eq!(handled.len(), 10_000);
+    let swaps: Vec<(usize, &str)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["type"] == "swap")
+        .map(|(i, e)| (i, e["digest"].as_str().unwrap()))
+        .collect();
+    assert_eq!(swaps.len(), 100);
+    // Each handling ran on a plugin that was live when it began: the one named by the latest
+    // swap before it, or (for a batch already in hand when the swap was recorded) the one
+    // before that. Never an older one, never one not yet swapped in.
+    for (pos, d) in &handled {
+        let before: Vec<&str> = swaps.iter().filter(|(p, _)| p < pos).map(|(_, d)| *d).collect();
+        let latest = before.last().copied().unwrap_or(&d1);
+        let previous = if before.len() >= 2 { before[before.len() - 2] } else { &d1 };
+        assert!(*d == latest || *d == previous, "event {pos} ran on {d}, live was {latest}");
+        assert!(*d == d1 || *d == d2);
+    }
+    // The digests switch in the order of the swaps.
+    let mut runs: Vec<&str> = Vec::new();
+    for (_, d) in &handled {
+        if runs.last() != Some(d) {
+            runs.push(d);
+        }
+    }
+    for pair in runs.windows(2) {
+        assert_ne!(pair[0], pair[1]);
+    }
+    println!("handled on {} runs of digests across 100 swaps", runs.len());
+}
+
+#[test]
+fn failed_swaps_leave_the_old_plugin_serving() {
+    let noop = plugin("noop");
+    let town = setup(&noop, "config = { init = \"trap\" }\n");
+    let before = digest(&noop);
+    let garbage = town.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"definitely not wasm").unwrap();
+    let core = town.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let cases: [(&Path, &[&str]); 4] = [
+        (&garbage, &["not a WebAssembly file"]),
+        (&core, &["a core Wasm module, not a component"]),
+        (&plugin("worker"), &["imports the `exec` capability, which is not granted"]),
+        (&plugin("chaos"), &["cannot serve agent `c`", "init"]),
+    ];
+    for (file, needles) in cases {
+        let r = town.refused(&["swap", "c", file.to_str().unwrap()], 1, needles);
+        assert!(!r.hint.is_empty());
+        let a = town.agent("c").unwrap();
+        assert_eq!(a["digest"], before.as_str(), "a failed swap changed the plugin");
+    }
+    town.ok(&["send", "c", "ok"]);
+    host_until_idle(&town);
+    let handled: Vec<Value> = town.events().into_iter().filter(|e| e["type"] == "handled").collect();
+    assert_eq!(handled.len(), 1);
+    assert_eq!(handled[0]["digest"], before.as_str());
+    let r = town.refused(&["swap", "ghost", noop.to_str().unwrap()], 1, &["ghost"]);
+    assert!(r.hint.contains("tt list"));
+}
+
+#[test]
+fn rollback_returns_to_the_previous_plugin() {
+    let v1 = plugin("chaos");
+    let town = setup(&v1, "");
+    let v2 = second_build(&town, &v1);
+    town.refused(&["swap", "c", "--rollback"], 1, &["has not been swapped"]);
+    town.ok(&["swap", "c", v2.to_str().unwrap()]);
+    assert_eq!(town.agent("c").unwrap()["digest"], digest(&v2).as_str());
+    let out = town.ok(&["swap", "c", "--rollback"]);
+    assert!(out.contains("rolled back"), "{out}");
+    assert_eq!(town.agent("c").unwrap()["digest"], digest(&v1).as_str());
+    let status = town.ok(&["status", "--deep"]);
+    assert!(status.contains(&digest(&v1)[..12]) && status.contains("swapped"), "{status}");
+}
+
+#[test]
+fn shadow_mode_reports_exactly_the_decisions_that_differ() {
+    // Live: chaos (on "count" it sets state and logs). Shadow: noop (does nothing). They agree
+    // on "ok" and differ on "count".
+    let town = setup(&plugin("chaos"), "");
+    town.ok(&["swap", "c", plugin("noop").to_str().unwrap(), "--shadow"]);
+    let mut differ = Vec::new();
+    for i in 0..30 {
+        let body = if i % 3 == 0 { "count" } else { "ok" };
+        let out = town.ok(&["send", "c", body]);
+        let id = out.split_whitespace().nth(1).unwrap().to_string();
+        if body == "count" {
+            differ.push(id);
+        }
+    }
+    host_until_idle(&town);
+    assert_eq!(count(&town), 10, "the live plugin's actions were applied");
+    let r = town.json(&["shadow", "report", "c", "--json"]);
+    assert_eq!(r["compared"], 30, "{r}");
+    assert_eq!(r["agreed"], 20, "{r}");
+    let listed: Vec<String> = r["differed"].as_array().unwrap().iter().map(|d| d["msg"].as_str().unwrap().to_string()).collect();
+    assert_eq!(listed, differ);
+    let d = &r["differed"][0];
+    assert!(d["live"].as_str().unwrap().contains("set-state count=1"), "{d}");
+    assert_eq!(d["shadow"], "");
+    // The shadow's actions were never applied: no second count, no shadow state.
+    assert_eq!(count(&town), 10);
+    let text = town.ok(&["shadow", "report", "c"]);
+    assert!(text.contains("30 decisions compared, 20 agreed, 10 differed"), "{text}");
+    town.ok(&["shadow", "promote", "c"]);
+    assert_eq!(town.agent("c").unwrap()["digest"], digest(&plugin("noop")).as_str());
+    town.refused(&["shadow", "stop", "c"], 1, &["has no shadow"]);
+}
