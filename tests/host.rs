@@ -11,8 +11,14 @@ use common::{expect_code, run_timeout, TestTown};
 use serde_json::Value;
 
 fn plugin(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run `bash plugins/build.sh` first", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash plugins/build.sh` first",
+        p.display()
+    );
     p.canonicalize().unwrap().display().to_string()
 }
 
@@ -33,7 +39,10 @@ fn host_until_idle(town: &TestTown, limit: Duration) -> String {
 }
 
 fn dead_letters(town: &TestTown) -> Vec<Value> {
-    town.json(&["dlq", "list", "--json"]).as_array().unwrap().clone()
+    town.json(&["dlq", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn state(town: &TestTown, agent: &str, key: &str) -> String {
@@ -78,10 +87,18 @@ role = "conductor"
 plugin = "{conductor}"
 "#
     )));
-    for (n, r) in [("alice", "worker"), ("bob", "reviewer"), ("mayor", "conductor")] {
+    for (n, r) in [
+        ("alice", "worker"),
+        ("bob", "reviewer"),
+        ("mayor", "conductor"),
+    ] {
         town.ok(&["spawn", n, "--role", r]);
     }
-    town.ok(&["backlog", "add", "Write greet.sh so that it prints: Hello, tinytown!"]);
+    town.ok(&[
+        "backlog",
+        "add",
+        "Write greet.sh so that it prints: Hello, tinytown!",
+    ]);
     host_until_idle(&town, Duration::from_secs(60));
 
     let t = town.task("t1");
@@ -98,12 +115,26 @@ plugin = "{conductor}"
         .collect();
     assert_eq!(
         states,
-        ["pending", "assigned", "running", "in-review", "rejected", "assigned", "running", "in-review", "completed"]
+        [
+            "pending",
+            "assigned",
+            "running",
+            "in-review",
+            "rejected",
+            "assigned",
+            "running",
+            "in-review",
+            "completed"
+        ]
     );
     let pos = |pred: &dyn Fn(&Value) -> bool| {
-        events.iter().position(pred).unwrap_or_else(|| panic!("event missing in {events:#?}"))
+        events
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("event missing in {events:#?}"))
     };
-    let reject = pos(&|e| e["type"] == "sent" && e["kind"] == "verdict:reject" && e["to"] == "alice");
+    let reject =
+        pos(&|e| e["type"] == "sent" && e["kind"] == "verdict:reject" && e["to"] == "alice");
     let second_review = events
         .iter()
         .enumerate()
@@ -115,15 +146,28 @@ plugin = "{conductor}"
     let informed = pos(&|e| e["type"] == "sent" && e["to"] == "conductor");
     assert!(reject < second_review && second_review < completed && completed < informed);
     let body = events[reject]["body"].as_str().unwrap();
-    assert!(body.contains(r#"expected "Hello, tinytown!", got "Helo, tinytown!""#), "{body}");
+    assert!(
+        body.contains(r#"expected "Hello, tinytown!", got "Helo, tinytown!""#),
+        "{body}"
+    );
 
     let inbox = town.inbox("conductor");
     let msg = &inbox["waiting"][0]["message"];
     assert_eq!(msg["from"], "mayor");
-    assert!(msg["body"].as_str().unwrap().contains("task t1 completed by alice"), "{inbox}");
+    assert!(
+        msg["body"]
+            .as_str()
+            .unwrap()
+            .contains("task t1 completed by alice"),
+        "{inbox}"
+    );
 
     // Every handling records the digest of the plugin that decided it.
-    let digests = [("alice", sha256(&worker)), ("bob", sha256(&reviewer)), ("mayor", sha256(&conductor))];
+    let digests = [
+        ("alice", sha256(&worker)),
+        ("bob", sha256(&reviewer)),
+        ("mayor", sha256(&conductor)),
+    ];
     let handled: Vec<&Value> = events.iter().filter(|e| e["type"] == "handled").collect();
     assert!(handled.len() >= 7, "{handled:#?}");
     for e in handled {
@@ -142,15 +186,27 @@ fn errors_are_retried_then_dead_lettered_with_the_reason() {
     host_until_idle(&town, Duration::from_secs(30));
     let dlq = dead_letters(&town);
     assert_eq!(dlq.len(), 2, "{dlq:#?}");
-    let by_body = |b: &str| dlq.iter().find(|d| d["orig.body"] == b).unwrap_or_else(|| panic!("{b} not dead-lettered"));
+    let by_body = |b: &str| {
+        dlq.iter()
+            .find(|d| d["orig.body"] == b)
+            .unwrap_or_else(|| panic!("{b} not dead-lettered"))
+    };
     let e = by_body("error");
     assert_eq!(e["attempts"], "3");
     assert_eq!(e["reason"], "failed 3 times; last: chaos: retryable error");
     let f = by_body("fatal");
     assert_eq!(f["attempts"], "1");
     assert_eq!(f["reason"], "permanent error: chaos: permanent error");
-    let logs: Vec<Value> = town.events().into_iter().filter(|e| e["type"] == "log").collect();
-    assert!(logs.iter().any(|l| l["body"] == "flaky succeeded at attempt 3"), "{logs:#?}");
+    let logs: Vec<Value> = town
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "log")
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["body"] == "flaky succeeded at attempt 3"),
+        "{logs:#?}"
+    );
 
     // A dead letter can be put back: it fails again and returns, still with its reason.
     let id = e["id"].as_str().unwrap().to_string();
@@ -161,7 +217,10 @@ fn errors_are_retried_then_dead_lettered_with_the_reason() {
     town.ok(&["dlq", "drop", "--all"]);
     assert!(dead_letters(&town).is_empty());
     let err = town.fails(&["dlq", "retry", "1-1"], 1);
-    assert!(err.contains("dead letter 1-1 not found") && err.contains("hint:"), "{err}");
+    assert!(
+        err.contains("dead letter 1-1 not found") && err.contains("hint:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -176,7 +235,10 @@ fn a_trap_gets_a_fresh_instance_and_the_agent_keeps_serving() {
     assert_eq!(dlq.len(), 2, "{dlq:#?}");
     for d in &dlq {
         let reason = d["reason"].as_str().unwrap();
-        assert!(reason.starts_with("failed 2 times; last: trapped"), "{reason}");
+        assert!(
+            reason.starts_with("failed 2 times; last: trapped"),
+            "{reason}"
+        );
     }
 }
 
@@ -211,12 +273,19 @@ plugin = "{chaos}"
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(state(&town, "steady", "count"), "30");
     let dlq = dead_letters(&town);
-    let reason = |a: &str| dlq.iter().find(|d| d["agent"] == a).map(|d| d["reason"].as_str().unwrap().to_string());
+    let reason = |a: &str| {
+        dlq.iter()
+            .find(|d| d["agent"] == a)
+            .map(|d| d["reason"].as_str().unwrap().to_string())
+    };
     let r = reason("looper").expect("looper dead-lettered");
     assert!(r.contains("exceeded its time limit of 100 ms"), "{r}");
     let r = reason("hog").expect("hog dead-lettered");
     assert!(r.contains("memory limit of 16 MiB"), "{r}");
-    assert!(log.contains("looper") && log.contains("time limit"), "the log names agent and limit: {log}");
+    assert!(
+        log.contains("looper") && log.contains("time limit"),
+        "the log names agent and limit: {log}"
+    );
 }
 
 #[test]
@@ -231,11 +300,15 @@ fn a_plugin_importing_ungranted_exec_is_refused_at_load() {
     let args = ["host", "--until-idle"];
     let out = run_timeout(town.command(&args), Duration::from_secs(30));
     let err = expect_code(&args, &out, 1);
-    assert!(err.contains("imports the `exec` capability, which is not granted"), "{err}");
+    assert!(
+        err.contains("imports the `exec` capability, which is not granted"),
+        "{err}"
+    );
     assert!(err.contains("[agents.w.exec]"), "{err}");
     // Nothing was lost: the assignment is still in the mailbox.
     let inbox = town.inbox("w");
-    let n = inbox["waiting"].as_array().unwrap().len() + inbox["delivered"].as_array().unwrap().len();
+    let n =
+        inbox["waiting"].as_array().unwrap().len() + inbox["delivered"].as_array().unwrap().len();
     assert_eq!(n, 1, "{inbox}");
 }
 
@@ -252,13 +325,26 @@ fn a_redelivered_message_whose_actions_were_applied_is_only_acknowledged() {
         let mut c = t.db.conn.clone();
         // Host A takes the message; its lease runs out and host B reclaims it.
         let v: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP").arg("tt").arg("hostA").arg("STREAMS").arg(keys.inbox("r")).arg(">")
-            .query_async(&mut c).await.unwrap();
+            .arg("GROUP")
+            .arg("tt")
+            .arg("hostA")
+            .arg("STREAMS")
+            .arg(keys.inbox("r"))
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
         let (_, entries) = tinytown::streams::read_reply(&v).pop().unwrap();
         let entry = entries[0].id.clone();
         let _: redis::Value = redis::cmd("XCLAIM")
-            .arg(keys.inbox("r")).arg("tt").arg("hostB").arg(0).arg(&entry)
-            .query_async(&mut c).await.unwrap();
+            .arg(keys.inbox("r"))
+            .arg("tt")
+            .arg("hostB")
+            .arg(0)
+            .arg(&entry)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         // Both handle it and apply the same effects; only the first takes effect.
         let unit = tinytown::db::Unit {
             ops: vec![serde_json::json!({"op": "send", "to": "sink", "body": "forwarded"})],
@@ -280,7 +366,11 @@ fn a_redelivered_message_whose_actions_were_applied_is_only_acknowledged() {
     });
     assert_eq!(town.xlen("inbox:sink"), 1);
     let inbox = town.inbox("r");
-    assert_eq!(inbox["delivered"].as_array().unwrap().len(), 0, "acknowledged: {inbox}");
+    assert_eq!(
+        inbox["delivered"].as_array().unwrap().len(),
+        0,
+        "acknowledged: {inbox}"
+    );
 }
 
 #[test]
@@ -307,12 +397,19 @@ fn sigterm_finishes_the_messages_in_hand_and_loses_nothing() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(10), "host did not stop on SIGTERM");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "host did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success(), "{status}");
     host_until_idle(&town, Duration::from_secs(60));
-    assert_eq!(state(&town, "c", "count"), n.to_string(), "every message handled exactly once");
+    assert_eq!(
+        state(&town, "c", "count"),
+        n.to_string(),
+        "every message handled exactly once"
+    );
     assert!(dead_letters(&town).is_empty());
 }
 
@@ -365,12 +462,84 @@ fn exec_runs_only_allow_listed_programs_in_a_bare_environment() {
     assert!(!r1.contains("HOME=") && !r1.contains("TT_TOWN"), "{r1}");
     // A symlink to a program outside the allow-list is judged by where it leads.
     let r2 = town.task("t2")["result"].as_str().unwrap().to_string();
-    assert!(r2.starts_with("check could not run: program `./sneaky.sh`"), "{r2}");
-    assert!(r2.contains("other.sh") && r2.contains("not in the exec allow-list"), "{r2}");
+    assert!(
+        r2.starts_with("check could not run: program `./sneaky.sh`"),
+        "{r2}"
+    );
+    assert!(
+        r2.contains("other.sh") && r2.contains("not in the exec allow-list"),
+        "{r2}"
+    );
     // The exec timeout (300 ms) applies, and exec time does not count against the
     // guest's own 100 ms budget.
     assert_eq!(town.task("t3")["result"], "check timed out");
     assert!(dead_letters(&town).is_empty());
     let escalations = town.inbox("conductor");
-    assert!(escalations.to_string().contains("reviewer sneaky cannot run its check"), "{escalations}");
+    assert!(
+        escalations
+            .to_string()
+            .contains("reviewer sneaky cannot run its check"),
+        "{escalations}"
+    );
+}
+
+#[test]
+fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
+    let town = chaos_town("mode = \"exclusive\"\n");
+    let lease_key = town.key("lease:c");
+    let start = |name: &str| {
+        town.command(&["host", "--name", name]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    };
+    let mut h1 = start("h1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !town.redis(&["GET", &lease_key]).starts_with("h1:") {
+        assert!(Instant::now() < deadline, "h1 never took the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut h2 = start("h2");
+    for _ in 0..100 {
+        town.ok(&["send", "c", "count"]);
+    }
+    let wait_count = |n: u32| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while state(&town, "c", "count").parse::<u32>().unwrap_or(0) < n {
+            assert!(Instant::now() < deadline, "count stuck at {}", state(&town, "c", "count"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_count(100);
+    let first = town.redis(&["GET", &lease_key]);
+    assert!(first.starts_with("h1:"), "the lease moved without cause: {first}");
+    // h1 freezes past its lease (config: lease_ms = 2000): h2 takes over with a new token.
+    unsafe { libc::kill(h1.id() as i32, libc::SIGSTOP) };
+    for _ in 0..100 {
+        town.ok(&["send", "c", "count"]);
+    }
+    wait_count(200);
+    let second = town.redis(&["GET", &lease_key]);
+    assert!(second.starts_with("h2:") && second != first, "{second}");
+    unsafe { libc::kill(h1.id() as i32, libc::SIGCONT) };
+    // A unit fenced with the old holder's token is refused: nothing applied, nothing acked.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        let unit = tinytown::db::Unit {
+            ops: vec![serde_json::json!({"op": "set_state", "key": "count", "value": "0"})],
+            by: Some("c".into()),
+            fence: Some(tinytown::db::Fence { agent: "c".into(), holder: first.clone() }),
+            ..Default::default()
+        };
+        let r = t.db.apply(&[unit]).await.unwrap();
+        assert_eq!(r[0].s, "fenced");
+    });
+    for _ in 0..50 {
+        town.ok(&["send", "c", "count"]);
+    }
+    wait_count(250);
+    for h in [&mut h1, &mut h2] {
+        unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
+        assert!(h.wait().unwrap().success());
+    }
+    assert_eq!(state(&town, "c", "count"), "250", "exactly once across the takeover");
+    assert!(dead_letters(&town).is_empty());
 }

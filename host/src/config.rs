@@ -96,6 +96,18 @@ pub struct AgentSection {
     pub limits: Option<toml::Table>,
     /// The `exec` grant. Absent: the agent may not run programs.
     pub exec: Option<ExecGrant>,
+    /// `shared` (default): any number of hosts serve the agent at once; fine for roles whose
+    /// state lives in Redis. `exclusive`: one host at a time, under a fenced lease.
+    #[serde(default)]
+    pub mode: ServeMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServeMode {
+    #[default]
+    Shared,
+    Exclusive,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

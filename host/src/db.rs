@@ -21,6 +21,21 @@ use crate::limits::{EVENTS_KEPT, MAX_MESSAGE_BYTES};
 use crate::model::now_ms;
 
 const APPLY_LUA: &str = include_str!("lua/apply.lua");
+/// Takes or renews an exclusive agent's lease. KEYS: lease, lease-seq. ARGV: host, ttl ms.
+/// Returns `<host>:<token>` when this host holds it, nil when another does.
+const LEASE_LUA: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then
+  if string.match(v, '^(.*):%d+$') == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return v
+  end
+  return false
+end
+local holder = ARGV[1] .. ':' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], holder, 'PX', ARGV[2])
+return holder
+"#;
 /// How long a handled message's id is remembered for deduplication.
 const APPLIED_KEEP_MS: u64 = 7 * 24 * 3600 * 1000;
 /// The embedded Redis fsyncs its AOF before answering a write: an acknowledged change
@@ -97,6 +112,16 @@ pub struct Unit {
     pub orig: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// For exclusive agents: apply only if this host still holds the agent's lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fence {
+    pub agent: String,
+    /// `<host>:<token>` as stored in the lease key.
+    pub holder: String,
 }
 
 /// Which mailbox entry a unit acknowledges, and its deduplication id.
@@ -213,6 +238,31 @@ impl Db {
             .await
             .map_err(error::from_redis)?;
         serde_json::from_str(&raw).with_context(|| format!("decoding the applier's reply {raw:?}"))
+    }
+
+    /// Takes or renews `agent`'s exclusive lease for `host`; the holder string when held.
+    pub async fn lease(&self, agent: &str, host: &str, ttl: Duration) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        redis::Script::new(LEASE_LUA)
+            .key(self.keys.lease(agent))
+            .key(self.keys.lease_seq(agent))
+            .arg(host)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(error::from_redis)
+    }
+
+    /// Gives up a lease this host holds (so a peer can take over at once).
+    pub async fn release_lease(&self, agent: &str, holder: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1")
+            .key(self.keys.lease(agent))
+            .arg(holder)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(error::from_redis)?;
+        Ok(())
     }
 
     /// Applies one unit made of `ops` on behalf of `by`; a refused op is the error.

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::actions;
-use crate::db::{Ack, Applied, Conn, Unit};
+use crate::db::{Ack, Applied, Conn, Fence, Unit};
 use crate::keys::GROUP;
 use crate::limits::{Limits, READ_BATCH};
 use crate::lookup::TownLookup;
@@ -350,6 +350,10 @@ struct Runner {
     wanted_shadow: Option<String>,
     /// Read our own pending entries first (left by a previous run of this host).
     recovering: bool,
+    /// Serve only while holding the agent's lease (`mode = "exclusive"`).
+    exclusive: bool,
+    /// The lease we hold (`<host>:<token>`), and when we last renewed it.
+    lease: Option<(String, Instant)>,
     last_claim: Instant,
     load_error: Option<String>,
 }
@@ -365,6 +369,11 @@ impl Runner {
         stop: watch::Receiver<bool>,
     ) -> Result<Runner> {
         let grants = crate::swap::grants_for(&town.config, name)?;
+        let exclusive = town
+            .config
+            .agents
+            .get(name)
+            .is_some_and(|a| a.mode == crate::config::ServeMode::Exclusive);
         let reads = town.db.dedicated(READ_BLOCK).await?;
         Ok(Runner {
             limits: town.config.limits_for(name),
@@ -382,6 +391,8 @@ impl Runner {
             wanted: None,
             wanted_shadow: None,
             recovering: true,
+            exclusive,
+            lease: None,
             last_claim: Instant::now(),
             load_error: None,
         })
@@ -393,7 +404,9 @@ impl Runner {
             match self.step().await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
-                    // Redis went away or refused something: keep the messages, try again.
+                    // Redis went away, refused something, or our lease was taken over: keep
+                    // the messages (they stay pending), try again.
+                    self.lease = None;
                     tracing::warn!(agent = %self.name, "{}; retrying in {:?}", crate::error::one_line(&e), backoff);
                     self.activity.busy.store(false, Ordering::Relaxed);
                     tokio::time::sleep(backoff).await;
@@ -401,7 +414,27 @@ impl Runner {
                 }
             }
         }
+        if let Some((holder, _)) = self.lease.take() {
+            let _ = self.town.db.release_lease(&self.name, &holder).await;
+        }
         self.activity.done.store(true, Ordering::Relaxed);
+    }
+
+    /// For an exclusive agent: true while this host holds its lease (taking or renewing it).
+    async fn hold_lease(&mut self) -> Result<bool> {
+        if !self.exclusive {
+            return Ok(true);
+        }
+        let lease = Duration::from_millis(self.town.config.host.lease_ms);
+        if self.lease.as_ref().is_some_and(|(_, at)| at.elapsed() < lease / 3) {
+            return Ok(true);
+        }
+        let held = self.town.db.lease(&self.name, &self.consumer, lease).await?;
+        if held.is_some() && self.lease.is_none() {
+            tracing::info!(agent = %self.name, holder = held.as_deref().unwrap_or(""), "took the agent's lease");
+        }
+        self.lease = held.map(|h| (h, Instant::now()));
+        Ok(self.lease.is_some())
     }
 
     /// One round: check the agent's state and plugin, read a batch, handle it, apply it.
@@ -429,6 +462,15 @@ impl Runner {
         }
         if self.live.is_none() {
             // No usable plugin: the mail waits in the mailbox.
+            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(READ_BLOCK).await;
+            return Ok(());
+        }
+        if !self.hold_lease().await? {
+            // Another host serves this agent; its mail is theirs.
+            if let Some(l) = self.live.as_mut() {
+                l.instance = None;
+            }
             self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(READ_BLOCK).await;
             return Ok(());
@@ -631,6 +673,7 @@ impl Runner {
             grants: self.grants.clone(),
             init_config: self.init_config.clone(),
             rt: tokio::runtime::Handle::current(),
+            fence: self.lease.as_ref().map(|(holder, _)| Fence { agent: self.name.clone(), holder: holder.clone() }),
         };
         let mut job = tokio::task::spawn_blocking(move || ctx.handle_all(live, batch));
         let lease = Duration::from_millis(self.town.config.host.lease_ms);
@@ -640,7 +683,13 @@ impl Runner {
             tokio::select! {
                 done = &mut job => break done?,
                 _ = refresh.tick() => {
-                    refresh_leases(&self.town, &self.name, &self.consumer, &ids).await
+                    refresh_leases(&self.town, &self.name, &self.consumer, &ids).await;
+                    if self.exclusive {
+                        let lease = Duration::from_millis(self.town.config.host.lease_ms);
+                        if let Ok(None) = self.town.db.lease(&self.name, &self.consumer, lease).await {
+                            tracing::warn!(agent = %self.name, "lost the agent's lease while handling");
+                        }
+                    }
                 }
             }
         };
@@ -678,6 +727,7 @@ struct HandleCtx {
     grants: Grants,
     init_config: Vec<(String, String)>,
     rt: tokio::runtime::Handle,
+    fence: Option<Fence>,
 }
 
 impl HandleCtx {
@@ -701,11 +751,20 @@ impl HandleCtx {
         if units.is_empty() {
             return Ok(());
         }
+        for unit in units.iter_mut() {
+            unit.fence = self.fence.clone();
+        }
         let results = self.rt.block_on(self.town.db.apply(units))?;
         for (unit, r) in units.iter().zip(&results) {
             report(&self.agent, unit, r);
         }
         units.clear();
+        if results.iter().any(|r| r.s == "fenced") {
+            return Err(crate::error::fail(
+                format!("another host took over agent `{}`; its messages stay pending for it", self.agent),
+                "expected after a pause longer than [host] lease_ms",
+            ));
+        }
         Ok(())
     }
 

@@ -71,6 +71,14 @@ impl Keys {
     pub fn shadow(&self, name: &str) -> String {
         self.key(&["shadow", name])
     }
+    /// String `<host>:<token>` with a TTL: which host serves an exclusive agent.
+    pub fn lease(&self, name: &str) -> String {
+        self.key(&["lease", name])
+    }
+    /// Counter of an exclusive agent's leases: the fencing token.
+    pub fn lease_seq(&self, name: &str) -> String {
+        self.key(&["lease-seq", name])
+    }
     /// Hash: task fields.
     pub fn task(&self, id: &str) -> String {
         self.key(&["task", id])

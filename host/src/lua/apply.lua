@@ -541,7 +541,15 @@ local results = {}
 for _, unit in ipairs(UNITS) do
   reset_view()
   local r = {s = 'ok'}
-  if unit.ack and redis.call('ZSCORE', key('applied', unit.ack.agent), unit.ack.member) then
+  local fenced = false
+  if present(unit.fence) then
+    -- An exclusive agent's effects count only from the current lease holder: a host that
+    -- paused past its lease cannot apply stale work over its successor's.
+    fenced = redis.call('GET', key('lease', unit.fence.agent)) ~= unit.fence.holder
+  end
+  if fenced then
+    r.s = 'fenced'
+  elseif unit.ack and redis.call('ZSCORE', key('applied', unit.ack.agent), unit.ack.member) then
     redis.call('XACK', unit.ack.stream, GROUP, unit.ack.entry)
     r.s = 'dup'
   elseif unit.dead then
