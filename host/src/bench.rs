@@ -29,6 +29,9 @@ pub struct BenchOptions {
     pub appendfsync: String,
 }
 
+/// An agent of a scratch town: name, plugin (file stem in plugins/dist), init config.
+type Spec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 /// A throwaway town; its Redis stops and its directory goes when dropped.
 struct Scratch {
     dir: PathBuf,
@@ -36,7 +39,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    async fn new(opts: &BenchOptions, agents: &[(&str, &str, &[(&str, &str)])]) -> Result<Scratch> {
+    async fn new(opts: &BenchOptions, agents: &[Spec<'_>]) -> Result<Scratch> {
         let dir = std::env::temp_dir().join(format!(
             "ttb{}-{}",
             std::process::id(),
@@ -182,12 +185,17 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
 /// gain is small; what matters is that it does not fall and nothing is lost).
 async fn several_hosts(opts: &BenchOptions, hosts: usize) -> Result<()> {
     let names: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
-    let specs: Vec<(&str, &str, &[(&str, &str)])> = names.iter().map(|n| (n.as_str(), "noop", &[][..])).collect();
+    let specs: Vec<Spec> = names
+        .iter()
+        .map(|n| (n.as_str(), "noop", &[][..]))
+        .collect();
     let s = Scratch::new(opts, &specs).await?;
     let per_agent = (opts.messages / 10).max(200);
     s.fill(&names, per_agent, "x").await?;
     let t = Instant::now();
-    let running: Vec<_> = (0..hosts).map(|i| start_named_host(&s.town, &format!("h{i}"))).collect();
+    let running: Vec<_> = (0..hosts)
+        .map(|i| start_named_host(&s.town, &format!("h{i}")))
+        .collect();
     while !s.drained(&names).await? {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -197,7 +205,10 @@ async fn several_hosts(opts: &BenchOptions, hosts: usize) -> Result<()> {
         handle.await??;
     }
     let mut c = s.town.db.conn.clone();
-    let handled: u64 = redis::cmd("XLEN").arg(s.town.db.keys.events()).query_async(&mut c).await?;
+    let handled: u64 = redis::cmd("XLEN")
+        .arg(s.town.db.keys.events())
+        .query_async(&mut c)
+        .await?;
     println!(
         "{hosts} host(s), 10 agents:                         {:.0} msg/s ({} messages in {:.2} s; events {handled})",
         (per_agent * 10) as f64 / el.as_secs_f64(),
@@ -224,7 +235,12 @@ async fn swap_latency(opts: &BenchOptions) -> Result<()> {
             let mut tick = tokio::time::interval(Duration::from_millis(2));
             for _ in 0..2500 {
                 tick.tick().await;
-                town.db.apply_ops("conductor", vec![json!({"op": "send", "to": "c", "body": "ok"})]).await?;
+                town.db
+                    .apply_ops(
+                        "conductor",
+                        vec![json!({"op": "send", "to": "c", "body": "ok"})],
+                    )
+                    .await?;
             }
             anyhow::Ok(())
         })
@@ -233,11 +249,16 @@ async fn swap_latency(opts: &BenchOptions) -> Result<()> {
     let mut latencies = Vec::new();
     for i in 0..8 {
         let file = if i % 2 == 0 { &v2 } else { &v1 };
-        let digest = crate::swap::swap(&s.town, "c", file, false).await?.to_string();
+        let digest = crate::swap::swap(&s.town, "c", file, false)
+            .await?
+            .to_string();
         let t = Instant::now();
         loop {
             let events = s.town.events(20, Some("c")).await?;
-            if events.iter().any(|e| e.fields.get("type").map(String::as_str) == Some("handled") && e.fields.get("digest") == Some(&digest)) {
+            if events.iter().any(|e| {
+                e.fields.get("type").map(String::as_str) == Some("handled")
+                    && e.fields.get("digest") == Some(&digest)
+            }) {
                 latencies.push(t.elapsed());
                 break;
             }
@@ -315,8 +336,7 @@ async fn redis_baseline(opts: &BenchOptions) -> Result<()> {
             let text = String::from_utf8_lossy(&o.stdout);
             let line = text
                 .split('\r')
-                .filter(|l| l.contains("requests per second"))
-                .last()
+                .rfind(|l| l.contains("requests per second"))
                 .unwrap_or("")
                 .trim()
                 .to_string();
@@ -410,7 +430,7 @@ async fn library_throughput(opts: &BenchOptions) -> Result<()> {
 /// Messages per second through `tt host` with a no-op Rust role.
 async fn host_throughput(opts: &BenchOptions, agents: usize) -> Result<()> {
     let names: Vec<String> = (0..agents).map(|i| format!("n{i}")).collect();
-    let specs: Vec<(&str, &str, &[(&str, &str)])> = names
+    let specs: Vec<Spec> = names
         .iter()
         .map(|n| (n.as_str(), "noop", &[][..]))
         .collect();
@@ -521,8 +541,7 @@ async fn latency(opts: &BenchOptions) -> Result<()> {
 /// Time from starting a host until three agents with three different plugins (compiled cache
 /// warm) have each handled their first message.
 async fn cold_start(opts: &BenchOptions) -> Result<()> {
-    let agents: [(&str, &str, &[(&str, &str)]); 3] =
-        [("a", "noop", &[]), ("b", "relay", &[]), ("c", "chaos", &[])];
+    let agents: [Spec; 3] = [("a", "noop", &[]), ("b", "relay", &[]), ("c", "chaos", &[])];
     let s = Scratch::new(opts, &agents).await?;
     let names: Vec<String> = agents.iter().map(|a| a.0.to_string()).collect();
     // Warm the on-disk cache, as a previous run of the town would have.
@@ -559,7 +578,7 @@ async fn cold_start(opts: &BenchOptions) -> Result<()> {
 /// Resident memory per idle agent (instance, runner, its own Redis connection).
 async fn idle_memory(opts: &BenchOptions) -> Result<()> {
     let names: Vec<String> = (0..100).map(|i| format!("i{i}")).collect();
-    let specs: Vec<(&str, &str, &[(&str, &str)])> = names
+    let specs: Vec<Spec> = names
         .iter()
         .map(|n| (n.as_str(), "noop", &[][..]))
         .collect();

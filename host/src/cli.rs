@@ -375,7 +375,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let town = Town::open(&dir).await?;
     match cli.command {
-        Command::Init { .. } | Command::Shutdown | Command::Bench { .. } | Command::Plugin { .. } => {
+        Command::Init { .. }
+        | Command::Shutdown
+        | Command::Bench { .. }
+        | Command::Plugin { .. } => {
             unreachable!("handled above")
         }
         Command::Host {
@@ -398,7 +401,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::host::run(std::sync::Arc::new(town), opts).await?;
         }
         Command::Dlq { command } => dlq_command(&town, command).await?,
-        Command::Swap { agent, plugin, shadow, rollback } => {
+        Command::Swap {
+            agent,
+            plugin,
+            shadow,
+            rollback,
+        } => {
             validate_name(&agent)?;
             let started = std::time::Instant::now();
             if rollback {
@@ -426,18 +434,29 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "{}: shadow {} ({}): {} decisions compared, {} agreed, {} differed",
                     r.agent,
                     r.shadow.as_deref().unwrap_or("none"),
-                    r.shadow_digest.as_deref().map(|d| &d[..12.min(d.len())]).unwrap_or("-"),
+                    r.shadow_digest
+                        .as_deref()
+                        .map(|d| &d[..12.min(d.len())])
+                        .unwrap_or("-"),
                     r.compared,
                     r.agreed,
                     r.differed.len()
                 );
                 for d in &r.differed {
-                    println!("  {}\n    live:   {}\n    shadow: {}", d.msg, d.live.replace('\n', "; "), d.shadow.replace('\n', "; "));
+                    println!(
+                        "  {}\n    live:   {}\n    shadow: {}",
+                        d.msg,
+                        d.live.replace('\n', "; "),
+                        d.shadow.replace('\n', "; ")
+                    );
                 }
             }
             ShadowCommand::Promote { agent } => {
                 let (path, digest) = crate::swap::promote(&town, &agent).await?;
-                println!("{agent} now runs {path} ({}); shadow stopped", digest.short());
+                println!(
+                    "{agent} now runs {path} ({}); shadow stopped",
+                    digest.short()
+                );
             }
             ShadowCommand::Stop { agent } => {
                 crate::swap::stop_shadow(&town, &agent).await?;
@@ -627,6 +646,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     );
                     if let Some(ms) = a.agent.swapped_ms {
                         print!(" swapped {}", format_ms(ms));
+                    }
+                    if let Some(sh) = &a.agent.shadow {
+                        print!("  shadow {sh}");
                     }
                 }
                 println!();
@@ -842,31 +864,53 @@ fn plugin_command(town: &Option<PathBuf>, command: PluginCommand) -> Result<()> 
     match command {
         PluginCommand::Check { file, role, json } => {
             // Inside a town, the compiled code goes into its cache, ready for its hosts.
-            let cache = town_dir(town).ok().and_then(|d| Config::load(&d).ok()).map(|c| c.state_dir().join("cache"));
+            let cache = town_dir(town)
+                .ok()
+                .and_then(|d| Config::load(&d).ok())
+                .map(|c| c.state_dir().join("cache"));
             let r = crate::plugin::check(&file, cache)?;
             if json.json {
                 return print_json(&r);
             }
-            println!("{}: a tinytown:agent@{} component (world `{}`)", r.path, r.wit_version, r.world);
-            println!("  digest {}  ({} bytes, compiled in {} ms)", r.digest, r.bytes, r.compile_ms);
+            println!(
+                "{}: a tinytown:agent@{} component (world `{}`)",
+                r.path, r.wit_version, r.world
+            );
+            println!(
+                "  digest {}  ({} bytes, compiled in {} ms)",
+                r.digest, r.bytes, r.compile_ms
+            );
             println!(
                 "  capabilities: {}",
-                if r.capabilities.is_empty() { "none".to_string() } else { r.capabilities.join(", ") }
+                if r.capabilities.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.capabilities.join(", ")
+                }
             );
-            println!("  exports init: {}", if r.exports_init { "yes" } else { "no (fine)" });
+            println!(
+                "  exports init: {}",
+                if r.exports_init { "yes" } else { "no (fine)" }
+            );
             println!("  WASI imports: {}", r.wasi_imports.len());
             if let Some(c) = &r.cached_at {
                 println!("  precompiled into {c}");
             }
             if let Some(role) = role {
                 if matches!(role.as_str(), "worker" | "reviewer") && r.capabilities.is_empty() {
-                    println!("  note: a {role} usually runs programs; this one does not import `exec`");
+                    println!(
+                        "  note: a {role} usually runs programs; this one does not import `exec`"
+                    );
                 }
             }
         }
         PluginCommand::New { name, lang, role } => {
             let dir = crate::scaffold::new_plugin(&std::env::current_dir()?, &name, &lang, &role)?;
-            println!("created {}; build it with: (cd {} && bash build.sh)", dir.display(), dir.display());
+            println!(
+                "created {}; build it with: (cd {} && bash build.sh)",
+                dir.display(),
+                dir.display()
+            );
         }
     }
     Ok(())

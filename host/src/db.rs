@@ -82,7 +82,7 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 enum Target {
     Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 /// The town's Redis.
@@ -256,12 +256,14 @@ impl Db {
     /// Gives up a lease this host holds (so a peer can take over at once).
     pub async fn release_lease(&self, agent: &str, holder: &str) -> Result<()> {
         let mut conn = self.conn.clone();
-        redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1")
-            .key(self.keys.lease(agent))
-            .arg(holder)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map_err(error::from_redis)?;
+        redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1",
+        )
+        .key(self.keys.lease(agent))
+        .arg(holder)
+        .invoke_async::<i64>(&mut conn)
+        .await
+        .map_err(error::from_redis)?;
         Ok(())
     }
 
@@ -315,7 +317,7 @@ fn target(config: &Config) -> Result<Target> {
             .response_timeout(RESPONSE_TIMEOUT)
             .build()
             .map_err(|e| error::fail(format!("Redis Cluster {url}: {e}"), "check [redis] url"))?;
-        Ok(Target::Cluster(client))
+        Ok(Target::Cluster(Box::new(client)))
     } else {
         Ok(Target::Single(redis::Client::open(info)?))
     }

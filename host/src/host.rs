@@ -426,10 +426,18 @@ impl Runner {
             return Ok(true);
         }
         let lease = Duration::from_millis(self.town.config.host.lease_ms);
-        if self.lease.as_ref().is_some_and(|(_, at)| at.elapsed() < lease / 3) {
+        if self
+            .lease
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < lease / 3)
+        {
             return Ok(true);
         }
-        let held = self.town.db.lease(&self.name, &self.consumer, lease).await?;
+        let held = self
+            .town
+            .db
+            .lease(&self.name, &self.consumer, lease)
+            .await?;
         if held.is_some() && self.lease.is_none() {
             tracing::info!(agent = %self.name, holder = held.as_deref().unwrap_or(""), "took the agent's lease");
         }
@@ -537,7 +545,11 @@ impl Runner {
                 }
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
                 let shadow = self.live.take().and_then(|l| l.shadow);
-                self.live = Some(Live { plugin, instance: None, shadow });
+                self.live = Some(Live {
+                    plugin,
+                    instance: None,
+                    shadow,
+                });
                 self.activity.unserved.store(false, Ordering::Relaxed);
                 self.set_blocked(None);
             }
@@ -566,7 +578,8 @@ impl Runner {
             return;
         };
         let full = self.town.config.resolve(&PathBuf::from(&path));
-        let (runtime, grants, name) = (self.runtime.clone(), self.grants.clone(), self.name.clone());
+        let (runtime, grants, name) =
+            (self.runtime.clone(), self.grants.clone(), self.name.clone());
         match tokio::task::spawn_blocking(move || runtime.load(&name, &full, &grants)).await {
             Ok(Ok(plugin)) => {
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "shadow loaded");
@@ -574,7 +587,9 @@ impl Runner {
                     live.shadow = Some((plugin, None));
                 }
             }
-            Ok(Err(e)) => tracing::error!(agent = %self.name, "cannot load shadow: {}", crate::error::one_line(&e)),
+            Ok(Err(e)) => {
+                tracing::error!(agent = %self.name, "cannot load shadow: {}", crate::error::one_line(&e))
+            }
             Err(e) => tracing::error!(agent = %self.name, "shadow loader panicked: {e}"),
         }
     }
@@ -673,7 +688,10 @@ impl Runner {
             grants: self.grants.clone(),
             init_config: self.init_config.clone(),
             rt: tokio::runtime::Handle::current(),
-            fence: self.lease.as_ref().map(|(holder, _)| Fence { agent: self.name.clone(), holder: holder.clone() }),
+            fence: self.lease.as_ref().map(|(holder, _)| Fence {
+                agent: self.name.clone(),
+                holder: holder.clone(),
+            }),
         };
         let mut job = tokio::task::spawn_blocking(move || ctx.handle_all(live, batch));
         let lease = Duration::from_millis(self.town.config.host.lease_ms);
@@ -761,7 +779,10 @@ impl HandleCtx {
         units.clear();
         if results.iter().any(|r| r.s == "fenced") {
             return Err(crate::error::fail(
-                format!("another host took over agent `{}`; its messages stay pending for it", self.agent),
+                format!(
+                    "another host took over agent `{}`; its messages stay pending for it",
+                    self.agent
+                ),
                 "expected after a pause longer than [host] lease_ms",
             ));
         }
@@ -832,7 +853,14 @@ impl HandleCtx {
                     Ok(mut ops) => {
                         let looked = live.instance.as_ref().is_some_and(|i| i.lookups() > 0);
                         if let Some((plugin, instance)) = live.shadow.as_mut() {
-                            ops.push(self.shadow_op(&live.plugin, plugin, instance, &msg, attempt, &actions));
+                            ops.push(self.shadow_op(
+                                &live.plugin,
+                                plugin,
+                                instance,
+                                &msg,
+                                attempt,
+                                &actions,
+                            ));
                         }
                         unit.ops = ops;
                         return (unit, looked);
@@ -898,7 +926,10 @@ impl HandleCtx {
         live_actions: &[crate::runtime::wit::Action],
     ) -> serde_json::Value {
         let describe = |a: &[crate::runtime::wit::Action]| {
-            a.iter().map(actions::describe).collect::<Vec<_>>().join("\n")
+            a.iter()
+                .map(actions::describe)
+                .collect::<Vec<_>>()
+                .join("\n")
         };
         let live_text = describe(live_actions);
         let shadow_text = match self.call(plugin, slot, msg, attempt) {

@@ -46,12 +46,18 @@ pub struct CheckReport {
 }
 
 /// Checks that `path` is a component of our world and precompiles it into `cache_dir`.
-pub fn check(path: &std::path::Path, cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<CheckReport> {
+pub fn check(
+    path: &std::path::Path,
+    cache_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<CheckReport> {
     use std::sync::Arc;
 
     use crate::runtime::{Grants, Runtime};
     let bytes = std::fs::read(path).map_err(|e| {
-        crate::error::fail(format!("{}: {e}", path.display()), "check the path of the plugin file")
+        crate::error::fail(
+            format!("{}: {e}", path.display()),
+            "check the path of the plugin file",
+        )
     })?;
     crate::runtime::check_is_component(path, &bytes)?;
     let runtime = Runtime::new(cache_dir.clone(), false)?;
@@ -70,7 +76,11 @@ pub fn check(path: &std::path::Path, cache_dir: Option<std::path::PathBuf>) -> a
     };
     let plugin = runtime.load("check", path, &grants)?;
     let compile_ms = started.elapsed().as_millis();
-    let ours: Vec<&String> = plugin.imports.iter().filter(|i| i.starts_with("tinytown:agent/")).collect();
+    let ours: Vec<&String> = plugin
+        .imports
+        .iter()
+        .filter(|i| i.starts_with("tinytown:agent/"))
+        .collect();
     let capabilities: Vec<String> = ours
         .iter()
         .filter(|i| i.starts_with("tinytown:agent/exec"))
@@ -86,10 +96,19 @@ pub fn check(path: &std::path::Path, cache_dir: Option<std::path::PathBuf>) -> a
         path: path.display().to_string(),
         digest: plugin.digest.to_string(),
         bytes: bytes.len(),
-        world: if capabilities.is_empty() { "agent".into() } else { "agent-exec".into() },
+        world: if capabilities.is_empty() {
+            "agent".into()
+        } else {
+            "agent-exec".into()
+        },
         wit_version,
         capabilities,
-        wasi_imports: plugin.imports.iter().filter(|i| i.starts_with("wasi:")).cloned().collect(),
+        wasi_imports: plugin
+            .imports
+            .iter()
+            .filter(|i| i.starts_with("wasi:"))
+            .cloned()
+            .collect(),
         exports_init: plugin.has_init(),
         cached_at,
         compile_ms,

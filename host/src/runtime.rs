@@ -295,7 +295,11 @@ impl Runtime {
                     })?;
                 if let Some(p) = &cached {
                     if let Err(e) = write_atomically(p, &compiled) {
-                        tracing::warn!("cannot cache the compiled {} at {}: {e}", path.display(), p.display());
+                        tracing::warn!(
+                            "cannot cache the compiled {} at {}: {e}",
+                            path.display(),
+                            p.display()
+                        );
                     }
                 }
                 // Safety: bytes just produced by this engine.
@@ -415,12 +419,10 @@ impl Runtime {
             handle: None,
             digest: plugin.digest,
             // With metering on, every store needs fuel; agents without a budget get no limit.
-            fuel: self.fuel.then(|| {
-                if limits.fuel > 0 {
-                    limits.fuel
-                } else {
-                    u64::MAX
-                }
+            fuel: self.fuel.then_some(if limits.fuel > 0 {
+                limits.fuel
+            } else {
+                u64::MAX
             }),
             calls: 0,
         };
@@ -559,10 +561,13 @@ impl Plugin {
     }
 }
 
+/// The typed `handle` export.
+type HandleFn = TypedFunc<(wit::Message,), (Result<Vec<wit::Action>, wit::Error>,)>;
+
 /// One agent's live instance.
 pub struct Instance {
     store: Store<State>,
-    handle: Option<TypedFunc<(wit::Message,), (Result<Vec<wit::Action>, wit::Error>,)>>,
+    handle: Option<HandleFn>,
     pub digest: Digest,
     /// Fuel per call, when the engine meters fuel.
     fuel: Option<u64>,
@@ -585,7 +590,7 @@ impl Instance {
 
     /// Handles one message. On `Err` with `trapped`, this instance must be dropped.
     pub fn handle(&mut self, msg: wit::Message) -> Result<Vec<wit::Action>, Failure> {
-        let Some(handle) = self.handle.clone() else {
+        let Some(handle) = self.handle else {
             return Err(Failure {
                 reason: "instance is not ready".into(),
                 retryable: true,

@@ -38,7 +38,11 @@ pub fn grants_for(config: &Config, agent: &str) -> Result<Grants> {
 
 /// The `init` config of an agent.
 pub fn init_config(config: &Config, agent: &str) -> Vec<(String, String)> {
-    config.agents.get(agent).map(|a| a.config.clone().into_iter().collect()).unwrap_or_default()
+    config
+        .agents
+        .get(agent)
+        .map(|a| a.config.clone().into_iter().collect())
+        .unwrap_or_default()
 }
 
 /// Loads, links and instantiates `path` as `agent` would run it, `init` included.
@@ -52,7 +56,11 @@ pub fn validate(town: &Config, agent: &str, path: &Path) -> Result<Plugin> {
         .instantiate(&plugin, agent, &limits, &grants, &config, Arc::new(NoTown))
         .map_err(|f| {
             error::fail(
-                format!("{} cannot serve agent `{agent}`: {}", path.display(), f.reason),
+                format!(
+                    "{} cannot serve agent `{agent}`: {}",
+                    path.display(),
+                    f.reason
+                ),
                 "the old plugin keeps serving; fix the candidate and swap again",
             )
         })?;
@@ -61,11 +69,24 @@ pub fn validate(town: &Config, agent: &str, path: &Path) -> Result<Plugin> {
 
 /// The path as the town records it: relative to the town directory when inside it.
 fn recorded(town: &Town, path: &Path) -> Result<(PathBuf, String)> {
-    let full = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
     let full = full.canonicalize().map_err(|e| {
-        error::fail(format!("plugin {}: {e}", path.display()), "check the path of the plugin file")
+        error::fail(
+            format!("plugin {}: {e}", path.display()),
+            "check the path of the plugin file",
+        )
     })?;
-    let shown = match town.config.dir.canonicalize().ok().and_then(|d| full.strip_prefix(d).ok().map(Path::to_path_buf)) {
+    let shown = match town
+        .config
+        .dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| full.strip_prefix(d).ok().map(Path::to_path_buf))
+    {
         Some(rel) => rel.display().to_string(),
         None => full.display().to_string(),
     };
@@ -93,7 +114,10 @@ pub async fn swap(town: &Town, agent: &str, path: &Path, shadow: bool) -> Result
 pub async fn rollback(town: &Town, agent: &str) -> Result<(String, Digest)> {
     let a = town.need_agent(agent).await?;
     let previous = a.previous.ok_or_else(|| {
-        error::fail(format!("agent `{agent}` has not been swapped; nothing to roll back to"), "tt status --deep shows each agent's plugin")
+        error::fail(
+            format!("agent `{agent}` has not been swapped; nothing to roll back to"),
+            "tt status --deep shows each agent's plugin",
+        )
     })?;
     let path = town.config.resolve(Path::new(&previous));
     let digest = swap(town, agent, &path, false).await?;
@@ -106,19 +130,26 @@ pub async fn promote(town: &Town, agent: &str) -> Result<(String, Digest)> {
     let shadow = a.shadow.ok_or_else(|| no_shadow(agent))?;
     let path = town.config.resolve(Path::new(&shadow));
     let digest = swap(town, agent, &path, false).await?;
-    town.db.apply_ops(CONDUCTOR, vec![json!({"op": "shadow", "name": agent})]).await?;
+    town.db
+        .apply_ops(CONDUCTOR, vec![json!({"op": "shadow", "name": agent})])
+        .await?;
     Ok((shadow, digest))
 }
 
 pub async fn stop_shadow(town: &Town, agent: &str) -> Result<()> {
     let a = town.need_agent(agent).await?;
     a.shadow.ok_or_else(|| no_shadow(agent))?;
-    town.db.apply_ops(CONDUCTOR, vec![json!({"op": "shadow", "name": agent})]).await?;
+    town.db
+        .apply_ops(CONDUCTOR, vec![json!({"op": "shadow", "name": agent})])
+        .await?;
     Ok(())
 }
 
 fn no_shadow(agent: &str) -> anyhow::Error {
-    error::fail(format!("agent `{agent}` has no shadow plugin"), format!("start one: tt swap {agent} PLUGIN --shadow"))
+    error::fail(
+        format!("agent `{agent}` has no shadow plugin"),
+        format!("start one: tt swap {agent} PLUGIN --shadow"),
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,7 +193,11 @@ pub async fn report(town: &Town, agent: &str) -> Result<ShadowReport> {
             r.agreed += 1;
         } else {
             let get = |k: &str| f.get(k).cloned().unwrap_or_default();
-            r.differed.push(Decision { msg: get("msg"), live: get("live"), shadow: get("shadow") });
+            r.differed.push(Decision {
+                msg: get("msg"),
+                live: get("live"),
+                shadow: get("shadow"),
+            });
         }
     }
     Ok(r)
