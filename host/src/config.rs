@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error;
-use crate::limits::{ExecDefaults, Limits};
+use crate::limits::{ExecDefaults, LimitOverrides, Limits};
 use crate::model::validate_name;
 
 pub const FILE_NAME: &str = "tinytown.toml";
@@ -92,8 +92,8 @@ pub struct AgentSection {
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     /// Overrides of the town-wide `[limits]`, field by field.
-    #[serde(default)]
-    pub limits: Option<toml::Table>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitOverrides>,
     /// The `exec` grant. Absent: the agent may not run programs.
     pub exec: Option<ExecGrant>,
     /// `shared` (default): any number of hosts serve the agent at once; fine for roles whose
@@ -188,12 +188,9 @@ impl Config {
             toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
         validate_name(&config.town.name)
             .map_err(|e| format!("[town] name: {}", crate::error::one_line(&e)))?;
-        for (name, agent) in &config.agents {
+        for name in config.agents.keys() {
             validate_name(name)
                 .map_err(|e| format!("[agents.{name}]: {}", crate::error::one_line(&e)))?;
-            config
-                .limits_for_section(agent)
-                .map_err(|e| format!("[agents.{name}.limits]: {e}"))?;
         }
         if let Some(f) = &config.redis.appendfsync {
             if !matches!(f.as_str(), "always" | "everysec" | "no") {
@@ -217,22 +214,10 @@ impl Config {
 
     /// The town-wide limits with the agent's overrides applied.
     pub fn limits_for(&self, agent: &str) -> Limits {
-        match self.agents.get(agent) {
-            Some(section) => self.limits_for_section(section).unwrap_or(self.limits),
+        match self.agents.get(agent).and_then(|a| a.limits.as_ref()) {
+            Some(o) => self.limits.with(o),
             None => self.limits,
         }
-    }
-
-    fn limits_for_section(&self, section: &AgentSection) -> Result<Limits, String> {
-        let Some(overrides) = &section.limits else {
-            return Ok(self.limits);
-        };
-        let mut base = toml::Table::try_from(self.limits).map_err(|e| e.to_string())?;
-        for (k, v) in overrides {
-            base.insert(k.clone(), v.clone());
-        }
-        base.try_into::<Limits>()
-            .map_err(|e| e.to_string().trim().replace('\n', " "))
     }
 
     /// Resolves a path from the config file (relative to the town dir).
@@ -315,6 +300,9 @@ mod tests {
         let l = c.limits_for("w");
         assert_eq!((l.call_timeout_ms, l.memory_mb), (50, 32));
         let e = Config::parse("[town]\nname=\"a\"\n[agents.w.limits]\nmemroy_mb=1\n").unwrap_err();
-        assert!(e.contains("memroy_mb"), "{e}");
+        assert!(e.contains("memroy_mb") && e.contains("line 4"), "{e}");
+        let e = Config::parse("[town]\nname=\"a\"\n[agents.w]\nlimits = { memory_mb = \"lots\" }\n")
+            .unwrap_err();
+        assert!(e.contains("line 4") && e.contains("memory_mb"), "{e}");
     }
 }

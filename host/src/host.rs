@@ -110,94 +110,128 @@ pub async fn run_until(
         town: town.clone(),
         handle: tokio::runtime::Handle::current(),
     });
-    let started = now_ms();
-    let mut runners: HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
-    let mut last_beat = Instant::now() - heartbeat;
-    let mut idle_rounds = 0;
-    tracing::info!(host = %opts.name, town = %town.config.town.name, "host started");
-    loop {
-        if *stop_rx.borrow() {
-            break;
+    let mut sup = Supervisor {
+        town: town.clone(),
+        runtime,
+        lookup,
+        opts,
+        stop_tx,
+        stop_rx,
+        started: now_ms(),
+        runners: HashMap::new(),
+        last_beat: None,
+        idle_rounds: 0,
+    };
+    tracing::info!(host = %sup.opts.name, town = %town.config.town.name, "host started");
+    let mut outcome = Ok(());
+    let mut backoff = Duration::from_millis(100);
+    while !*sup.stop_rx.borrow() {
+        match sup.round().await {
+            Ok(true) => break,
+            Ok(false) => backoff = Duration::from_millis(100),
+            // A refusal of ours (mail stuck behind a broken plugin) ends the host.
+            Err(e) if crate::error::user_error(&e).is_some() => {
+                outcome = Err(e);
+                break;
+            }
+            // Redis is away: keep everything, revive it if it is ours, try again.
+            Err(e) => {
+                tracing::warn!("{}; retrying in {backoff:?}", crate::error::one_line(&e));
+                revive_embedded_redis(&town).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = sup.stop_tx.send(true);
+    for (_, (_, handle)) in sup.runners.drain() {
+        let _ = handle.await;
+    }
+    let mut c = town.db.conn.clone();
+    let _: Result<(), _> = c.hdel(town.db.keys.hosts(), &sup.opts.name).await;
+    tracing::info!(host = %sup.opts.name, "host stopped");
+    outcome
+}
+
+type Runners = HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>;
+
+/// The host's own loop: starts a runner per agent, writes the heartbeat, notices idleness.
+struct Supervisor {
+    town: Arc<Town>,
+    runtime: Arc<Runtime>,
+    lookup: Arc<dyn Lookup>,
+    opts: HostOptions,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    started: u64,
+    runners: Runners,
+    last_beat: Option<Instant>,
+    idle_rounds: u32,
+}
+
+impl Supervisor {
+    /// One round; true when the host should stop (idle, with --until-idle).
+    async fn round(&mut self) -> Result<bool> {
+        let town = &self.town;
         for name in town.agent_names().await? {
-            if runners.contains_key(&name)
-                || !(opts.agents.is_empty() || opts.agents.contains(&name))
-            {
+            let wanted = self.opts.agents.is_empty() || self.opts.agents.contains(&name);
+            if self.runners.contains_key(&name) || !wanted {
                 continue;
             }
             let activity = Arc::new(Activity::default());
             let runner = Runner::new(
                 town.clone(),
-                runtime.clone(),
-                lookup.clone(),
+                self.runtime.clone(),
+                self.lookup.clone(),
                 &name,
-                &opts.name,
+                &self.opts.name,
                 activity.clone(),
-                stop_rx.clone(),
+                self.stop_rx.clone(),
             )
             .await?;
-            runners.insert(name, (activity, tokio::spawn(runner.run())));
+            self.runners.insert(name, (activity, tokio::spawn(runner.run())));
         }
-        runners.retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
-        revive_embedded_redis(&town).await;
-        if last_beat.elapsed() >= heartbeat {
-            last_beat = Instant::now();
-            write_heartbeat(&town, &opts.name, started, &runners).await;
+        self.runners.retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
+        revive_embedded_redis(town).await;
+        let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
+        if self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat) {
+            self.last_beat = Some(Instant::now());
+            write_heartbeat(town, &self.opts.name, self.started, &self.runners).await;
         }
-        if opts.until_idle {
-            let quiet = runners.values().all(|(a, _)| {
-                !a.busy.load(Ordering::Relaxed) && a.empty_reads.load(Ordering::Relaxed) >= 1
-            });
-            let blocked: Vec<String> = runners
-                .iter()
-                .filter_map(|(n, (a, _))| {
-                    let why = a
-                        .blocked
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone()?;
-                    let _ = n;
-                    Some(why)
-                })
+        if !self.opts.until_idle {
+            return Ok(false);
+        }
+        let quiet = self.runners.values().all(|(a, _)| {
+            !a.busy.load(Ordering::Relaxed) && a.empty_reads.load(Ordering::Relaxed) >= 1
+        });
+        let blocked = |a: &Activity| a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
+        let served = self.runners.iter().filter_map(|(n, (a, _))| {
+            (!blocked(a) && !a.unserved.load(Ordering::Relaxed)).then_some(n)
+        });
+        if !(quiet && served_mailboxes_empty(town, served).await?) {
+            self.idle_rounds = 0;
+            return Ok(false);
+        }
+        self.idle_rounds += 1;
+        if self.idle_rounds < 2 {
+            return Ok(false);
+        }
+        let stuck = stuck_mail(town, &self.runners).await?;
+        if !stuck.is_empty() {
+            let reasons: Vec<String> = self
+                .runners
+                .values()
+                .filter_map(|(a, _)| a.blocked.lock().ok()?.clone())
                 .collect();
-            let waiting = runners.iter().filter_map(|(n, (a, _))| {
-                let blocked = a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
-                (!blocked && !a.unserved.load(Ordering::Relaxed)).then_some(n)
-            });
-            if quiet && served_mailboxes_empty(&town, waiting).await? {
-                idle_rounds += 1;
-                if idle_rounds >= 2 {
-                    let stuck = stuck_mail(&town, &runners).await?;
-                    if !stuck.is_empty() {
-                        let _ = stop_tx.send(true);
-                        return Err(crate::error::fail(
-                            format!(
-                                "mail is waiting for agents that cannot run: {}",
-                                blocked.join("; ")
-                            ),
-                            format!(
-                                "fix the plugin or its grants; the mail of {} is kept",
-                                stuck.join(", ")
-                            ),
-                        ));
-                    }
-                    break;
-                }
-            } else {
-                idle_rounds = 0;
-            }
+            return Err(crate::error::fail(
+                format!("mail is waiting for agents that cannot run: {}", reasons.join("; ")),
+                format!("fix the plugin or its grants; the mail of {} is kept", stuck.join(", ")),
+            ));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(true)
     }
-    let _ = stop_tx.send(true);
-    for (_, (_, handle)) in runners.drain() {
-        let _ = handle.await;
-    }
-    let mut c = town.db.conn.clone();
-    let _: Result<(), _> = c.hdel(town.db.keys.hosts(), &opts.name).await;
-    tracing::info!(host = %opts.name, "host stopped");
-    Ok(())
 }
 
 /// The town's own Redis is ours to keep alive: if it died, start it again (its AOF brings the
@@ -282,10 +316,7 @@ async fn served_mailboxes_empty<'a>(
 }
 
 /// Agents that cannot run but have mail.
-async fn stuck_mail(
-    town: &Town,
-    runners: &HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>,
-) -> Result<Vec<String>> {
+async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<String>> {
     let mut stuck = Vec::new();
     for (name, (a, _)) in runners {
         let blocked = a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
@@ -301,7 +332,7 @@ async fn write_heartbeat(
     town: &Town,
     host: &str,
     started: u64,
-    runners: &HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>,
+    runners: &Runners,
 ) {
     let agents: BTreeMap<&String, u64> = runners
         .iter()
@@ -405,8 +436,9 @@ impl Runner {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     // Redis went away, refused something, or our lease was taken over: keep
-                    // the messages (they stay pending), try again.
+                    // the messages (they stay pending), try again, starting with them.
                     self.lease = None;
+                    self.recovering = true;
                     tracing::warn!(agent = %self.name, "{}; retrying in {:?}", crate::error::one_line(&e), backoff);
                     self.activity.busy.store(false, Ordering::Relaxed);
                     tokio::time::sleep(backoff).await;
@@ -752,7 +784,15 @@ impl HandleCtx {
     fn handle_all(&self, mut live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
         let mut units = Vec::new();
         for d in batch {
-            let (unit, looked) = self.handle_one(&mut live, d);
+            let (unit, looked) = match self.handle_one(&mut live, d) {
+                Ok(done) => done,
+                Err(e) => {
+                    // The town could not be asked: apply what was decided before, leave the
+                    // rest pending for a retry.
+                    let _ = self.apply(&mut units);
+                    return (live, Err(e));
+                }
+            };
             units.push(unit);
             // A role that consulted the town must see its previous decision applied first.
             if looked {
@@ -790,8 +830,9 @@ impl HandleCtx {
     }
 
     /// Handles one delivery to the end: a unit that applies its actions or dead-letters it.
-    /// Also says whether the role looked at the town while deciding.
-    fn handle_one(&self, live: &mut Live, d: Delivery) -> (Unit, bool) {
+    /// Also says whether the role looked at the town while deciding. `Err` when the town could
+    /// not be asked: nothing is decided and the message stays pending.
+    fn handle_one(&self, live: &mut Live, d: Delivery) -> Result<(Unit, bool)> {
         let member = format!("{}/{}", d.kind, d.entry.id);
         let mut unit = Unit {
             by: Some(self.agent.clone()),
@@ -818,7 +859,7 @@ impl HandleCtx {
             Err(e) => {
                 tracing::warn!(agent = %self.agent, entry = %d.entry.id, "{e}");
                 unit.dead = Some(e.to_string());
-                return (unit, false);
+                return Ok((unit, false));
             }
         };
         if msg.body.len() > crate::limits::MAX_MESSAGE_BYTES {
@@ -827,10 +868,10 @@ impl HandleCtx {
                 msg.body.len(),
                 crate::limits::MAX_MESSAGE_BYTES
             ));
-            return (unit, false);
+            return Ok((unit, false));
         }
         let mut attempt = if d.redelivered {
-            self.previous_attempts(&member)
+            self.previous_attempts(&member)?
         } else {
             0
         };
@@ -860,17 +901,21 @@ impl HandleCtx {
                                 &msg,
                                 attempt,
                                 &actions,
-                            ));
+                            )?);
                         }
                         unit.ops = ops;
-                        return (unit, looked);
+                        return Ok((unit, looked));
                     }
                     Err(reason) => Failure {
                         reason,
                         retryable: false,
-                        trapped: false,
+                                trapped: false,
+                        transient: false,
                     },
                 },
+                Err(f) if f.transient => {
+                    anyhow::bail!("agent `{}`: {}", self.agent, f.reason)
+                }
                 Err(f) => f,
             };
             tracing::warn!(
@@ -879,16 +924,17 @@ impl HandleCtx {
             );
             if !failure.retryable {
                 unit.dead = Some(format!("permanent error: {}", failure.reason));
-                return (unit, false);
+                return Ok((unit, false));
             }
             if attempt >= self.limits.max_deliveries {
                 unit.dead = Some(format!("failed {attempt} times; last: {}", failure.reason));
-                return (unit, false);
+                return Ok((unit, false));
             }
             self.record_attempt(&member);
             std::thread::sleep(backoff(attempt));
         }
     }
+
     /// Calls `plugin`'s instance in `slot`, creating a fresh one when there is none.
     fn call(
         &self,
@@ -924,7 +970,7 @@ impl HandleCtx {
         msg: &Message,
         attempt: u32,
         live_actions: &[crate::runtime::wit::Action],
-    ) -> serde_json::Value {
+    ) -> Result<serde_json::Value> {
         let describe = |a: &[crate::runtime::wit::Action]| {
             a.iter()
                 .map(actions::describe)
@@ -934,23 +980,21 @@ impl HandleCtx {
         let live_text = describe(live_actions);
         let shadow_text = match self.call(plugin, slot, msg, attempt) {
             Ok(a) => describe(&a),
+            Err(f) if f.transient => anyhow::bail!("shadow of `{}`: {}", self.agent, f.reason),
             Err(f) => format!("error: {}", f.reason),
         };
-        json!({
+        Ok(json!({
             "op": "shadow_record", "msg": msg.id, "agree": live_text == shadow_text,
             "live": live_text, "shadow": shadow_text,
             "live_digest": live.digest.to_string(), "shadow_digest": plugin.digest.to_string(),
-        })
+        }))
     }
 
-    fn previous_attempts(&self, member: &str) -> u32 {
+    fn previous_attempts(&self, member: &str) -> Result<u32> {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
-        self.rt
-            .block_on(async move { c.hget::<_, _, Option<u32>>(key, member).await })
-            .ok()
-            .flatten()
-            .unwrap_or(0)
+        let n = self.rt.block_on(async move { c.hget::<_, _, Option<u32>>(key, member).await })?;
+        Ok(n.unwrap_or(0))
     }
 
     fn record_attempt(&self, member: &str) {

@@ -45,6 +45,31 @@ impl Default for Limits {
     }
 }
 
+/// An agent's overrides of the town-wide limits, field by field (`[agents.NAME.limits]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub call_timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub fuel: Option<u64>,
+    pub max_deliveries: Option<u32>,
+    pub max_actions: Option<usize>,
+    pub max_action_bytes: Option<usize>,
+}
+
+impl Limits {
+    pub fn with(self, o: &LimitOverrides) -> Limits {
+        Limits {
+            call_timeout_ms: o.call_timeout_ms.unwrap_or(self.call_timeout_ms),
+            memory_mb: o.memory_mb.unwrap_or(self.memory_mb),
+            fuel: o.fuel.unwrap_or(self.fuel),
+            max_deliveries: o.max_deliveries.unwrap_or(self.max_deliveries),
+            max_actions: o.max_actions.unwrap_or(self.max_actions),
+            max_action_bytes: o.max_action_bytes.unwrap_or(self.max_action_bytes),
+        }
+    }
+}
+
 /// Limits on the `exec` capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecDefaults;

@@ -30,9 +30,9 @@ fn task_info(t: Task) -> wit::TaskInfo {
 }
 
 impl TownLookup {
-    fn agent_info(&self, a: Agent) -> Option<wit::AgentInfo> {
-        let v = self.handle.block_on(self.town.view(a)).ok()?;
-        Some(wit::AgentInfo {
+    fn agent_info(&self, a: Agent) -> Result<wit::AgentInfo, String> {
+        let v = self.handle.block_on(self.town.view(a)).map_err(|e| e.to_string())?;
+        Ok(wit::AgentInfo {
             name: v.agent.name,
             role: v.agent.role,
             state: v.agent.state,
@@ -41,51 +41,52 @@ impl TownLookup {
             active_tasks: v.active_tasks.min(u32::MAX as u64) as u32,
         })
     }
+
+    fn ask<T>(&self, f: impl std::future::Future<Output = anyhow::Result<T>>) -> Result<T, String> {
+        self.handle.block_on(f).map_err(|e| crate::error::one_line(&e))
+    }
 }
 
 impl Lookup for TownLookup {
-    fn task(&self, id: &str) -> Option<wit::TaskInfo> {
-        self.handle
-            .block_on(self.town.task(id))
-            .ok()
-            .flatten()
-            .map(task_info)
+    fn task(&self, id: &str) -> Result<Option<wit::TaskInfo>, String> {
+        if crate::model::validate_task_id(id).is_err() {
+            return Ok(None);
+        }
+        Ok(self.ask(self.town.task(id))?.map(task_info))
     }
 
-    fn agent(&self, name: &str) -> Option<wit::AgentInfo> {
-        let a = self.handle.block_on(self.town.agent(name)).ok().flatten()?;
-        self.agent_info(a)
+    fn agent(&self, name: &str) -> Result<Option<wit::AgentInfo>, String> {
+        if crate::model::validate_name(name).is_err() {
+            return Ok(None);
+        }
+        match self.ask(self.town.agent(name))? {
+            Some(a) => Ok(Some(self.agent_info(a)?)),
+            None => Ok(None),
+        }
     }
 
-    fn agents(&self, role: Option<&str>) -> Vec<wit::AgentInfo> {
-        let names = self
-            .handle
-            .block_on(self.town.agent_names())
-            .unwrap_or_default();
-        names
-            .iter()
-            .filter_map(|n| self.handle.block_on(self.town.agent(n)).ok().flatten())
-            .filter(|a| role.is_none_or(|r| a.role == r))
-            .filter_map(|a| self.agent_info(a))
-            .collect()
+    fn agents(&self, role: Option<&str>) -> Result<Vec<wit::AgentInfo>, String> {
+        let mut out = Vec::new();
+        for n in self.ask(self.town.agent_names())? {
+            if let Some(a) = self.ask(self.town.agent(&n))? {
+                if role.is_none_or(|r| a.role == r) {
+                    out.push(self.agent_info(a)?);
+                }
+            }
+        }
+        Ok(out)
     }
 
-    fn backlog(&self) -> Vec<wit::TaskInfo> {
-        self.handle
-            .block_on(self.town.backlog())
-            .unwrap_or_default()
-            .into_iter()
-            .map(task_info)
-            .collect()
+    fn backlog(&self) -> Result<Vec<wit::TaskInfo>, String> {
+        Ok(self.ask(self.town.backlog())?.into_iter().map(task_info).collect())
     }
 
-    fn state(&self, agent: &str, key: &str) -> Option<String> {
+    fn state(&self, agent: &str, key: &str) -> Result<Option<String>, String> {
         use redis::AsyncCommands;
         let mut c = self.town.db.conn.clone();
         let k = self.town.db.keys.state(agent);
         self.handle
             .block_on(async move { c.hget::<_, _, Option<String>>(k, key).await })
-            .ok()
-            .flatten()
+            .map_err(|e| e.to_string())
     }
 }

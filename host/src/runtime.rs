@@ -35,33 +35,35 @@ pub const WIT_VERSION: &str = "0.1.0";
 /// How often the epoch advances; the resolution of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Read-only questions a guest can ask about the town (the `host` import).
+/// Read-only questions a guest can ask about the town (the `host` import). An `Err` means the
+/// town could not be asked (Redis is away): the handling is then thrown away and retried, never
+/// decided on a made-up answer.
 pub trait Lookup: Send + Sync {
-    fn task(&self, id: &str) -> Option<wit::TaskInfo>;
-    fn agent(&self, name: &str) -> Option<wit::AgentInfo>;
-    fn agents(&self, role: Option<&str>) -> Vec<wit::AgentInfo>;
-    fn backlog(&self) -> Vec<wit::TaskInfo>;
-    fn state(&self, agent: &str, key: &str) -> Option<String>;
+    fn task(&self, id: &str) -> Result<Option<wit::TaskInfo>, String>;
+    fn agent(&self, name: &str) -> Result<Option<wit::AgentInfo>, String>;
+    fn agents(&self, role: Option<&str>) -> Result<Vec<wit::AgentInfo>, String>;
+    fn backlog(&self) -> Result<Vec<wit::TaskInfo>, String>;
+    fn state(&self, agent: &str, key: &str) -> Result<Option<String>, String>;
 }
 
 /// A lookup that knows nothing (for `tt plugin check` and tests without a town).
 pub struct NoTown;
 
 impl Lookup for NoTown {
-    fn task(&self, _: &str) -> Option<wit::TaskInfo> {
-        None
+    fn task(&self, _: &str) -> Result<Option<wit::TaskInfo>, String> {
+        Ok(None)
     }
-    fn agent(&self, _: &str) -> Option<wit::AgentInfo> {
-        None
+    fn agent(&self, _: &str) -> Result<Option<wit::AgentInfo>, String> {
+        Ok(None)
     }
-    fn agents(&self, _: Option<&str>) -> Vec<wit::AgentInfo> {
-        Vec::new()
+    fn agents(&self, _: Option<&str>) -> Result<Vec<wit::AgentInfo>, String> {
+        Ok(Vec::new())
     }
-    fn backlog(&self) -> Vec<wit::TaskInfo> {
-        Vec::new()
+    fn backlog(&self) -> Result<Vec<wit::TaskInfo>, String> {
+        Ok(Vec::new())
     }
-    fn state(&self, _: &str, _: &str) -> Option<String> {
-        None
+    fn state(&self, _: &str, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
     }
 }
 
@@ -85,6 +87,20 @@ pub struct State {
     call_limit: Duration,
     /// Town lookups made during the current call (their answers may depend on unapplied work).
     lookups: u32,
+    /// A lookup that could not be answered during the current call.
+    lookup_error: Option<String>,
+}
+
+impl State {
+    /// Counts a lookup and keeps its failure; the guest gets an empty answer, which the host
+    /// then throws away together with the whole handling.
+    fn answer<T: Default>(&mut self, r: Result<T, String>) -> T {
+        self.lookups += 1;
+        r.unwrap_or_else(|e| {
+            self.lookup_error.get_or_insert(e);
+            T::default()
+        })
+    }
 }
 
 impl WasiView for State {
@@ -136,24 +152,24 @@ impl tinytown::agent::host::Host for State {
         self.agent.clone()
     }
     fn get_task(&mut self, id: String) -> Option<wit::TaskInfo> {
-        self.lookups += 1;
-        self.lookup.task(&id)
+        let r = self.lookup.task(&id);
+        self.answer(r)
     }
     fn get_agent(&mut self, name: String) -> Option<wit::AgentInfo> {
-        self.lookups += 1;
-        self.lookup.agent(&name)
+        let r = self.lookup.agent(&name);
+        self.answer(r)
     }
     fn list_agents(&mut self, role: Option<String>) -> Vec<wit::AgentInfo> {
-        self.lookups += 1;
-        self.lookup.agents(role.as_deref())
+        let r = self.lookup.agents(role.as_deref());
+        self.answer(r)
     }
     fn backlog(&mut self) -> Vec<wit::TaskInfo> {
-        self.lookups += 1;
-        self.lookup.backlog()
+        let r = self.lookup.backlog();
+        self.answer(r)
     }
     fn get_state(&mut self, key: String) -> Option<String> {
-        self.lookups += 1;
-        self.lookup.state(&self.agent, &key)
+        let r = self.lookup.state(&self.agent, &key);
+        self.answer(r)
     }
     fn log(&mut self, level: wit::LogLevel, text: String) {
         let text: String = text.chars().take(4096).collect();
@@ -188,6 +204,8 @@ pub struct Failure {
     pub retryable: bool,
     /// The instance is dead (trap or limit) and was discarded.
     pub trapped: bool,
+    /// The town could not be asked: not the guest's fault, not a delivery attempt.
+    pub transient: bool,
 }
 
 /// The guest's own computation ran past its budget.
@@ -409,6 +427,7 @@ impl Runtime {
             excluded: Duration::ZERO,
             call_limit: Duration::from_millis(limits.call_timeout_ms),
             lookups: 0,
+            lookup_error: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -440,6 +459,7 @@ impl Runtime {
                 reason: format!("export `handle` has the wrong type: {}", e.root_cause()),
                 retryable: false,
                 trapped: false,
+                transient: false,
             })?;
         if plugin.has_init {
             let init = instance
@@ -451,6 +471,7 @@ impl Runtime {
                     reason: format!("export `init` has the wrong type: {}", e.root_cause()),
                     retryable: false,
                     trapped: false,
+                transient: false,
                 })?;
             inst.arm();
             match init.call(&mut inst.store, (config.to_vec(),)) {
@@ -460,6 +481,7 @@ impl Runtime {
                         reason: format!("init refused: {}", e.message),
                         retryable: e.retryable,
                         trapped: false,
+                transient: false,
                     })
                 }
                 Err(e) => {
@@ -582,6 +604,7 @@ impl Instance {
         s.excluded = Duration::ZERO;
         s.limiter.denied = None;
         s.lookups = 0;
+        s.lookup_error = None;
         self.store.set_epoch_deadline(1);
         if let Some(f) = self.fuel {
             let _ = self.store.set_fuel(f);
@@ -595,16 +618,28 @@ impl Instance {
                 reason: "instance is not ready".into(),
                 retryable: true,
                 trapped: true,
+            transient: false,
             });
         };
         self.arm();
         self.calls += 1;
-        match handle.call(&mut self.store, (msg,)) {
+        let r = handle.call(&mut self.store, (msg,));
+        if let Some(e) = self.store.data_mut().lookup_error.take() {
+            // Whatever the guest decided rested on an answer it did not get.
+            return Err(Failure {
+                reason: format!("the town could not be asked ({e}); will retry"),
+                retryable: true,
+                trapped: true,
+                transient: true,
+            });
+        }
+        match r {
             Ok((Ok(actions),)) => Ok(actions),
             Ok((Err(e),)) => Err(Failure {
                 reason: e.message,
                 retryable: e.retryable,
                 trapped: false,
+                transient: false,
             }),
             Err(e) => Err(self.failure(e, "while handling")),
         }
@@ -645,6 +680,7 @@ impl Instance {
             reason,
             retryable: true,
             trapped: true,
+            transient: false,
         }
     }
 }

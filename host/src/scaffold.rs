@@ -160,8 +160,8 @@ fn project_files(name: &str, lang: &str, role: &str) -> Vec<(String, String)> {
             (
                 "Rust",
                 "src/lib.rs",
-                "runs `cargo build --release --target wasm32-wasip2` (adding that target with \
-                 rustup when it is missing)"
+                "runs `cargo build --release --target wasm32-wasip2`, adding that target with \
+                 rustup when it is missing"
                     .to_string(),
             )
         }
@@ -173,9 +173,9 @@ fn project_files(name: &str, lang: &str, role: &str) -> Vec<(String, String)> {
                 "Python",
                 "app.py",
                 format!(
-                    "installs componentize-py {COMPONENTIZE_PY_VERSION} on first use (into \
+                    "installs componentize-py {COMPONENTIZE_PY_VERSION} on first use into \
                      `${{TT_TOOLCHAINS:-~/.cache/tinytown/toolchains}}`, shared by every \
-                     plugin) and runs it"
+                     plugin, and runs it"
                 ),
             )
         }
@@ -187,9 +187,10 @@ fn project_files(name: &str, lang: &str, role: &str) -> Vec<(String, String)> {
             (
                 "JavaScript",
                 "app.js",
-                "installs componentize-js 0.23.0 and jco 1.35.0 on first use (`npm ci` of \
-                 `toolchain/package-lock.json`, into `${TT_TOOLCHAINS:-~/.cache/tinytown/toolchains}`, \
-                 shared by every plugin) and runs componentize-js"
+                "installs componentize-js 0.23.0 and jco 1.35.0 on first use, with `npm ci` of \
+                 `toolchain/package-lock.json` into \
+                 `${TT_TOOLCHAINS:-~/.cache/tinytown/toolchains}`, shared by every plugin, \
+                 and runs componentize-js"
                     .to_string(),
             )
         }
@@ -204,12 +205,12 @@ fn project_files(name: &str, lang: &str, role: &str) -> Vec<(String, String)> {
                 "C",
                 "app.c",
                 format!(
-                    "installs what is missing on first use (clang, lld and wasi-libc with \
-                     apt-get; wit-bindgen-cli {WIT_BINDGEN_CLI_VERSION} with `cargo install`, \
-                     which takes minutes unless one is found; jco 1.35.0 with `npm ci`; into \
-                     `${{TT_TOOLCHAINS:-~/.cache/tinytown/toolchains}}`, shared by every \
-                     plugin), generates the C bindings, compiles with clang and wraps the \
-                     module into a component with `jco new`"
+                    "installs what is missing on first use: clang, lld and wasi-libc with \
+                     apt-get, wit-bindgen-cli {WIT_BINDGEN_CLI_VERSION} with `cargo install` \
+                     (minutes, unless one is already there or on PATH) and jco 1.35.0 with \
+                     `npm ci`, into `${{TT_TOOLCHAINS:-~/.cache/tinytown/toolchains}}`, shared \
+                     by every plugin; then it generates the C bindings, compiles with clang \
+                     and makes the module a component with `jco new`"
                 ),
             )
         }
