@@ -48,7 +48,7 @@ function review(task, body) {
   try {
     out = run({
       program: config.program,
-      args: config.args.map((a) => a.replaceAll('{task}', task)),
+      args: config.args.map((a) => a.split('{task}').join(task)),
       stdin: body,
       timeoutMs: config.timeoutMs,
     });
