@@ -31,7 +31,7 @@ const GITIGNORE: &str = include_str!("templates/gitignore");
 const JS_PACKAGE_JSON: &str = include_str!("../../plugins/reviewer-js/toolchain/package.json");
 const JS_PACKAGE_LOCK: &str = include_str!("../../plugins/reviewer-js/toolchain/package-lock.json");
 
-const RUST_CARGO_TOML: &str = include_str!("templates/rust/Cargo.toml");
+const RUST_CARGO_TOML: &str = include_str!("templates/rust/Cargo.toml.in");
 const RUST_BUILD: &str = include_str!("templates/rust/build.sh");
 const RUST_WORKER: &str = include_str!("templates/rust/worker.rs");
 const RUST_REVIEWER: &str = include_str!("templates/rust/reviewer.rs");
@@ -60,7 +60,14 @@ const C_CONDUCTOR: &str = include_str!("templates/c/conductor.c");
 /// holds `build.sh`, the role's source, `wit/agent.wit` and a README; `bash build.sh` in it
 /// writes `NAME.wasm` there.
 pub fn new_plugin(dir: &Path, name: &str, lang: &str, role: &str) -> Result<PathBuf> {
-    crate::model::validate_name(name)?;
+    // The rules of agent names (it names a folder and a file), said about a plugin.
+    crate::model::validate_name(name).map_err(|e| match error::user_error(&e) {
+        Some(u) => error::usage(
+            u.message.replace("agent name", "plugin name"),
+            u.hint.clone().unwrap_or_default(),
+        ),
+        None => e,
+    })?;
     if !LANGS.contains(&lang) {
         return Err(error::usage(
             format!("unknown plugin language `{lang}`"),

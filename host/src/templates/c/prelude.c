@@ -8,35 +8,38 @@
 typedef {{cworld}}_string_t str_t;
 typedef tinytown_agent_types_action_t action_t;
 
+/* Helpers below that a role does not use are fine: no unused-function warning. */
+#define HELPER static inline __attribute__((unused))
+
 /* ---- strings: UTF-8 bytes as ptr + len, not NUL-terminated ----
  * Ownership (wit-bindgen C): exported functions own (and must free) their arguments; every
  * string or list they return must be its own malloc'd buffer (or {NULL, 0}), which the
  * generated post-return code frees. Arguments passed to imports stay ours. */
 
 /* Appends n bytes to the malloc'd string s. */
-static inline void add(str_t *s, const void *p, size_t n) {
+HELPER void add(str_t *s, const void *p, size_t n) {
   if (n == 0) return;
   s->ptr = realloc(s->ptr, s->len + n);
   if (!s->ptr) abort();
   memcpy(s->ptr + s->len, p, n);
   s->len += n;
 }
-static inline void add_c(str_t *s, const char *c) { add(s, c, strlen(c)); }
-static inline void add_s(str_t *s, str_t t) { add(s, t.ptr, t.len); }
-static inline str_t from_c(const char *c) { str_t s = {0}; add_c(&s, c); return s; }
-static inline str_t copy(str_t t) { str_t s = {0}; add_s(&s, t); return s; }
+HELPER void add_c(str_t *s, const char *c) { add(s, c, strlen(c)); }
+HELPER void add_s(str_t *s, str_t t) { add(s, t.ptr, t.len); }
+HELPER str_t from_c(const char *c) { str_t s = {0}; add_c(&s, c); return s; }
+HELPER str_t copy(str_t t) { str_t s = {0}; add_s(&s, t); return s; }
 
-static inline bool is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+HELPER bool is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 /* s without the ASCII whitespace at both ends: a view into s, not a copy. */
-static inline str_t trim(str_t s) {
+HELPER str_t trim(str_t s) {
   while (s.len && is_space(s.ptr[0])) s.ptr++, s.len--;
   while (s.len && is_space(s.ptr[s.len - 1])) s.len--;
   return s;
 }
-static inline bool eq(str_t s, const char *c) { return s.len == strlen(c) && !memcmp(s.ptr, c, s.len); }
+HELPER bool eq(str_t s, const char *c) { return s.len == strlen(c) && !memcmp(s.ptr, c, s.len); }
 
 /* Appends an action with this tag to the returned list; fill in its .val. */
-static inline action_t *push({{cworld}}_list_action_t *ret, uint8_t tag) {
+HELPER action_t *push({{cworld}}_list_action_t *ret, uint8_t tag) {
   ret->ptr = realloc(ret->ptr, (ret->len + 1) * sizeof(action_t));
   if (!ret->ptr) abort();
   action_t *a = &ret->ptr[ret->len++];
@@ -44,12 +47,12 @@ static inline action_t *push({{cworld}}_list_action_t *ret, uint8_t tag) {
   a->tag = tag;
   return a;
 }
-static inline void push_log({{cworld}}_list_action_t *ret, tinytown_agent_types_log_level_t level, str_t text) {
+HELPER void push_log({{cworld}}_list_action_t *ret, tinytown_agent_types_log_level_t level, str_t text) {
   push(ret, TINYTOWN_AGENT_TYPES_ACTION_LOG)->val.log = (tinytown_agent_types_tuple2_log_level_string_t){level, text};
 }
 
 /* A permanent error (not retried) for init/handle; returns false. */
-static inline bool fatal({{cworld}}_error_t *err, str_t message) {
+HELPER bool fatal({{cworld}}_error_t *err, str_t message) {
   err->message = message;
   err->retryable = false;
   return false;
