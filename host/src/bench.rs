@@ -53,6 +53,8 @@ impl Scratch {
                 name.to_string(),
                 AgentSection {
                     role: Some("bench".into()),
+                    // The bench's roles keep no state: any host may serve them.
+                    mode: crate::config::ServeMode::Shared,
                     plugin: Some(opts.plugins.join(format!("{plugin}.wasm"))),
                     config: cfg
                         .iter()

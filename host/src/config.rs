@@ -96,8 +96,9 @@ pub struct AgentSection {
     pub limits: Option<LimitOverrides>,
     /// The `exec` grant. Absent: the agent may not run programs.
     pub exec: Option<ExecGrant>,
-    /// `shared` (default): any number of hosts serve the agent at once; fine for roles whose
-    /// state lives in Redis. `exclusive`: one host at a time, under a fenced lease.
+    /// `exclusive` (default): one host at a time, under a fenced lease; right for every role.
+    /// `shared`: any number of hosts at once; only for stateless roles (no read-modify-write
+    /// of their state or of the town), which then spread over the hosts.
     #[serde(default)]
     pub mode: ServeMode,
 }
@@ -105,8 +106,8 @@ pub struct AgentSection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServeMode {
-    #[default]
     Shared,
+    #[default]
     Exclusive,
 }
 
