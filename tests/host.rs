@@ -488,7 +488,11 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     let town = chaos_town("mode = \"exclusive\"\n");
     let lease_key = town.key("lease:c");
     let start = |name: &str| {
-        town.command(&["host", "--name", name]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        town.command(&["host", "--name", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     };
     let mut h1 = start("h1");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -503,13 +507,20 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     let wait_count = |n: u32| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while state(&town, "c", "count").parse::<u32>().unwrap_or(0) < n {
-            assert!(Instant::now() < deadline, "count stuck at {}", state(&town, "c", "count"));
+            assert!(
+                Instant::now() < deadline,
+                "count stuck at {}",
+                state(&town, "c", "count")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };
     wait_count(100);
     let first = town.redis(&["GET", &lease_key]);
-    assert!(first.starts_with("h1:"), "the lease moved without cause: {first}");
+    assert!(
+        first.starts_with("h1:"),
+        "the lease moved without cause: {first}"
+    );
     // h1 freezes past its lease (config: lease_ms = 2000): h2 takes over with a new token.
     unsafe { libc::kill(h1.id() as i32, libc::SIGSTOP) };
     for _ in 0..100 {
@@ -526,7 +537,10 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
         let unit = tinytown::db::Unit {
             ops: vec![serde_json::json!({"op": "set_state", "key": "count", "value": "0"})],
             by: Some("c".into()),
-            fence: Some(tinytown::db::Fence { agent: "c".into(), holder: first.clone() }),
+            fence: Some(tinytown::db::Fence {
+                agent: "c".into(),
+                holder: first.clone(),
+            }),
             ..Default::default()
         };
         let r = t.db.apply(&[unit]).await.unwrap();
@@ -540,6 +554,10 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
         unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
         assert!(h.wait().unwrap().success());
     }
-    assert_eq!(state(&town, "c", "count"), "250", "exactly once across the takeover");
+    assert_eq!(
+        state(&town, "c", "count"),
+        "250",
+        "exactly once across the takeover"
+    );
     assert!(dead_letters(&town).is_empty());
 }

@@ -7,8 +7,14 @@ use std::path::{Path, PathBuf};
 use common::TestTown;
 
 fn plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run `bash plugins/build.sh` first", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash plugins/build.sh` first",
+        p.display()
+    );
     p.canonicalize().unwrap()
 }
 
@@ -34,20 +40,42 @@ fn patched(town: &TestTown, of: &Path, from: &str, to: &str, out: &str) -> PathB
 #[test]
 fn check_describes_our_components_and_precompiles_them() {
     let town = TestTown::new();
-    let r = town.json(&["plugin", "check", plugin("reviewer").to_str().unwrap(), "--json"]);
+    let r = town.json(&[
+        "plugin",
+        "check",
+        plugin("reviewer").to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(r["world"], "agent-exec");
     assert_eq!(r["wit_version"], "0.1.0");
     assert_eq!(r["capabilities"], serde_json::json!(["exec"]));
     assert_eq!(r["exports_init"], true);
     let cache = town.path().join(".tt/cache");
     let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
-    assert!(cached.iter().any(|e| e.file_name().to_string_lossy().starts_with(r["digest"].as_str().unwrap())));
+    assert!(cached.iter().any(|e| e
+        .file_name()
+        .to_string_lossy()
+        .starts_with(r["digest"].as_str().unwrap())));
 
-    let r = town.json(&["plugin", "check", plugin("noop").to_str().unwrap(), "--json"]);
+    let r = town.json(&[
+        "plugin",
+        "check",
+        plugin("noop").to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(r["world"], "agent");
     assert_eq!(r["capabilities"], serde_json::json!([]));
-    let text = town.ok(&["plugin", "check", plugin("noop").to_str().unwrap(), "--role", "reviewer"]);
-    assert!(text.contains("tinytown:agent@0.1.0") && text.contains("does not import `exec`"), "{text}");
+    let text = town.ok(&[
+        "plugin",
+        "check",
+        plugin("noop").to_str().unwrap(),
+        "--role",
+        "reviewer",
+    ]);
+    assert!(
+        text.contains("tinytown:agent@0.1.0") && text.contains("does not import `exec`"),
+        "{text}"
+    );
     // (The Python and JavaScript components take seconds to compile; the conformance suite
     // loads them.)
     for lang in ["reviewer-c"] {
@@ -64,16 +92,40 @@ fn check_refuses_what_is_not_ours_with_a_reason() {
     let core = town.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let noop = plugin("noop");
-    let newer = patched(&town, &plugin("chaos"), "tinytown:agent/host@0.1.0", "tinytown:agent/host@0.9.0", "newer.wasm");
-    let foreign = patched(&town, &noop, "wasi:cli/environment", "wasx:cli/environment", "foreign.wasm");
+    let newer = patched(
+        &town,
+        &plugin("chaos"),
+        "tinytown:agent/host@0.1.0",
+        "tinytown:agent/host@0.9.0",
+        "newer.wasm",
+    );
+    let foreign = patched(
+        &town,
+        &noop,
+        "wasi:cli/environment",
+        "wasx:cli/environment",
+        "foreign.wasm",
+    );
     let other_world = patched(&town, &noop, "handle", "hxndle", "other.wasm");
     let missing = town.path().join("missing.wasm");
     let cases: [(&Path, &[&str]); 6] = [
         (&garbage, &["not a WebAssembly file"]),
         (&core, &["a core Wasm module, not a component"]),
-        (&newer, &["imports tinytown:agent/host@0.9.0", "implements tinytown:agent@0.1.0"]),
-        (&foreign, &["wasx:cli/environment", "which no tinytown host provides"]),
-        (&other_world, &["does not export `handle`", "not a tinytown:agent component"]),
+        (
+            &newer,
+            &[
+                "imports tinytown:agent/host@0.9.0",
+                "implements tinytown:agent@0.1.0",
+            ],
+        ),
+        (
+            &foreign,
+            &["wasx:cli/environment", "which no tinytown host provides"],
+        ),
+        (
+            &other_world,
+            &["does not export `handle`", "not a tinytown:agent component"],
+        ),
         (&missing, &["missing.wasm"]),
     ];
     for (file, needles) in cases {

@@ -10,8 +10,14 @@ use common::{expect_code, run_timeout, TestTown};
 use serde_json::Value;
 
 fn plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run `bash plugins/build.sh` first", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash plugins/build.sh` first",
+        p.display()
+    );
     p.canonicalize().unwrap()
 }
 
@@ -44,7 +50,9 @@ fn setup(agent_plugin: &Path, extra: &str) -> TestTown {
 }
 
 fn count(town: &TestTown) -> u64 {
-    town.redis(&["HGET", &town.key("state:c"), "count"]).parse().unwrap_or(0)
+    town.redis(&["HGET", &town.key("state:c"), "count"])
+        .parse()
+        .unwrap_or(0)
 }
 
 fn host_until_idle(town: &TestTown) {
@@ -66,10 +74,14 @@ fn ten_thousand_messages_through_a_hundred_swaps() {
         .spawn()
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let t = rt.block_on(tinytown::town::Town::open(town.path())).unwrap();
+    let t = rt
+        .block_on(tinytown::town::Town::open(town.path()))
+        .unwrap();
     let mut swapped_at = Vec::new();
     for round in 0..100 {
-        let ops: Vec<Value> = (0..100).map(|_| serde_json::json!({"op": "send", "to": "c", "body": "count"})).collect();
+        let ops: Vec<Value> = (0..100)
+            .map(|_| serde_json::json!({"op": "send", "to": "c", "body": "count"}))
+            .collect();
         rt.block_on(t.db.apply_ops("conductor", ops)).unwrap();
         let next = if round % 2 == 0 { &v2 } else { &v1 };
         town.ok(&["swap", "c", next.to_str().unwrap()]);
@@ -77,14 +89,22 @@ fn ten_thousand_messages_through_a_hundred_swaps() {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while count(&town) < 10_000 {
-        assert!(Instant::now() < deadline, "only {} of 10000 handled", count(&town));
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 10000 handled",
+            count(&town)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
     assert!(host.wait().unwrap().success());
 
     assert_eq!(count(&town), 10_000, "every message handled exactly once");
-    assert!(town.json(&["dlq", "list", "--json"]).as_array().unwrap().is_empty());
+    assert!(town
+        .json(&["dlq", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
     let events = town.events();
     let handled: Vec<(usize, &str)> = events
         .iter()
@@ -104,10 +124,21 @@ fn ten_thousand_messages_through_a_hundred_swaps() {
     // swap before it, or (for a batch already in hand when the swap was recorded) the one
     // before that. Never an older one, never one not yet swapped in.
     for (pos, d) in &handled {
-        let before: Vec<&str> = swaps.iter().filter(|(p, _)| p < pos).map(|(_, d)| *d).collect();
+        let before: Vec<&str> = swaps
+            .iter()
+            .filter(|(p, _)| p < pos)
+            .map(|(_, d)| *d)
+            .collect();
         let latest = before.last().copied().unwrap_or(&d1);
-        let previous = if before.len() >= 2 { before[before.len() - 2] } else { &d1 };
-        assert!(*d == latest || *d == previous, "event {pos} ran on {d}, live was {latest}");
+        let previous = if before.len() >= 2 {
+            before[before.len() - 2]
+        } else {
+            &d1
+        };
+        assert!(
+            *d == latest || *d == previous,
+            "event {pos} ran on {d}, live was {latest}"
+        );
         assert!(*d == d1 || *d == d2);
     }
     // The digests switch in the order of the swaps.
@@ -135,18 +166,29 @@ fn failed_swaps_leave_the_old_plugin_serving() {
     let cases: [(&Path, &[&str]); 4] = [
         (&garbage, &["not a WebAssembly file"]),
         (&core, &["a core Wasm module, not a component"]),
-        (&plugin("worker"), &["imports the `exec` capability, which is not granted"]),
+        (
+            &plugin("worker"),
+            &["imports the `exec` capability, which is not granted"],
+        ),
         (&plugin("chaos"), &["cannot serve agent `c`", "init"]),
     ];
     for (file, needles) in cases {
         let r = town.refused(&["swap", "c", file.to_str().unwrap()], 1, needles);
         assert!(!r.hint.is_empty());
         let a = town.agent("c").unwrap();
-        assert_eq!(a["digest"], before.as_str(), "a failed swap changed the plugin");
+        assert_eq!(
+            a["digest"],
+            before.as_str(),
+            "a failed swap changed the plugin"
+        );
     }
     town.ok(&["send", "c", "ok"]);
     host_until_idle(&town);
-    let handled: Vec<Value> = town.events().into_iter().filter(|e| e["type"] == "handled").collect();
+    let handled: Vec<Value> = town
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "handled")
+        .collect();
     assert_eq!(handled.len(), 1);
     assert_eq!(handled[0]["digest"], before.as_str());
     let r = town.refused(&["swap", "ghost", noop.to_str().unwrap()], 1, &["ghost"]);
@@ -165,7 +207,10 @@ fn rollback_returns_to_the_previous_plugin() {
     assert!(out.contains("rolled back"), "{out}");
     assert_eq!(town.agent("c").unwrap()["digest"], digest(&v1).as_str());
     let status = town.ok(&["status", "--deep"]);
-    assert!(status.contains(&digest(&v1)[..12]) && status.contains("swapped"), "{status}");
+    assert!(
+        status.contains(&digest(&v1)[..12]) && status.contains("swapped"),
+        "{status}"
+    );
 }
 
 #[test]
@@ -188,16 +233,30 @@ fn shadow_mode_reports_exactly_the_decisions_that_differ() {
     let r = town.json(&["shadow", "report", "c", "--json"]);
     assert_eq!(r["compared"], 30, "{r}");
     assert_eq!(r["agreed"], 20, "{r}");
-    let listed: Vec<String> = r["differed"].as_array().unwrap().iter().map(|d| d["msg"].as_str().unwrap().to_string()).collect();
+    let listed: Vec<String> = r["differed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["msg"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(listed, differ);
     let d = &r["differed"][0];
-    assert!(d["live"].as_str().unwrap().contains("set-state count=1"), "{d}");
+    assert!(
+        d["live"].as_str().unwrap().contains("set-state count=1"),
+        "{d}"
+    );
     assert_eq!(d["shadow"], "");
     // The shadow's actions were never applied: no second count, no shadow state.
     assert_eq!(count(&town), 10);
     let text = town.ok(&["shadow", "report", "c"]);
-    assert!(text.contains("30 decisions compared, 20 agreed, 10 differed"), "{text}");
+    assert!(
+        text.contains("30 decisions compared, 20 agreed, 10 differed"),
+        "{text}"
+    );
     town.ok(&["shadow", "promote", "c"]);
-    assert_eq!(town.agent("c").unwrap()["digest"], digest(&plugin("noop")).as_str());
+    assert_eq!(
+        town.agent("c").unwrap()["digest"],
+        digest(&plugin("noop")).as_str()
+    );
     town.refused(&["shadow", "stop", "c"], 1, &["has no shadow"]);
 }
