@@ -109,8 +109,6 @@ pub struct Unit {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub orig: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
     /// For exclusive agents: apply only if this host still holds the agent's lease.
     #[serde(skip_serializing_if = "Option::is_none")]

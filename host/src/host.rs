@@ -845,13 +845,6 @@ impl HandleCtx {
                 member: member.clone(),
             }),
             dlq: true,
-            orig: Some(
-                d.entry
-                    .text_map()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into()))
-                    .collect(),
-            ),
             ..Default::default()
         };
         let msg = match Message::decode(&d.entry.fields) {

@@ -7,7 +7,7 @@
 --
 -- A unit is what one command or one handled message does:
 --   { ops = [...], by = "agent", digest = "sha256", ack = {stream, entry, agent, member},
---     dlq = true, dead = "reason", orig = {...fields}, attempts = n }
+--     dlq = true, dead = "reason", attempts = n, fence = {agent, holder} }
 -- Each unit is all-or-nothing: phase 1 checks every op against a view of the town and plans
 -- the writes; phase 2 performs them only when every check passed. With `ack`, the unit is also
 -- idempotent: a message already applied is only acknowledged. With `dlq`, a unit whose ops are
@@ -521,9 +521,13 @@ local function dead_letter(unit, reason)
   local args = {'XADD', key('dlq'), '*', 'agent', a.agent, 'stream', s(a.kind) or 'inbox',
     'entry', a.entry, 'reason', reason, 'attempts', unit.attempts or 1, 'ts', NOW,
     'digest', s(unit.digest) or ''}
-  for k, v in pairs(unit.orig or {}) do
-    args[#args + 1] = 'orig.' .. k
-    args[#args + 1] = tostring(v)
+  -- The message as it was, read back from its stream (only this rare path pays for it).
+  local e = redis.call('XRANGE', a.stream, a.entry, a.entry)[1]
+  if e then
+    for i = 1, #e[2], 2 do
+      args[#args + 1] = 'orig.' .. e[2][i]
+      args[#args + 1] = e[2][i + 1]
+    end
   end
   redis.call(unpack(args))
   event({type = 'dead-letter', agent = a.agent, msg = s(a.member), body = preview(reason),
