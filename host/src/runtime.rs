@@ -235,6 +235,8 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     fuel: bool,
     compiled: Mutex<HashMap<Digest, Component>>,
+    /// Held while compiling, so agents starting together compile a plugin once, not once each.
+    compiling: Mutex<()>,
     _ticker: std::thread::JoinHandle<()>,
 }
 
@@ -262,6 +264,7 @@ impl Runtime {
             cache_dir,
             fuel,
             compiled: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(()),
             _ticker: ticker,
         })
     }
@@ -290,6 +293,10 @@ impl Runtime {
             return Ok((digest, c.clone(), true));
         }
         check_is_component(path, bytes)?;
+        let _one_at_a_time = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+            return Ok((digest, c.clone(), true));
+        }
         let cached = self.cache_path(&digest);
         let mut from_cache = false;
         let mut component = None;
