@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Every test of tinytown: installs what is missing, builds the guest plugins (Rust, Python,
-# JavaScript, C), then runs the workspace's unit and end-to-end tests against real
-# redis-server processes and the real compiled plugins.
+# JavaScript, C), runs the workspace's unit and end-to-end tests against real redis-server
+# processes and the real compiled plugins, then fuzzes the parsers of untrusted input for a
+# bounded time (FUZZ_SECONDS per target; tests/fuzz.sh runs longer on request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tests/prereqs.sh
 bash plugins/build.sh
 cargo test --workspace --all-targets
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash tests/fuzz.sh

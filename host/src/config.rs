@@ -191,7 +191,10 @@ impl Config {
             .map_err(|e| format!("[town] name: {}", crate::error::one_line(&e)))?;
         for name in config.agents.keys() {
             validate_name(name)
-                .map_err(|e| format!("[agents.{name}]: {}", crate::error::one_line(&e)))?;
+                .map_err(|e| {
+                    // The name is the bad input: never print its control characters raw.
+                    format!("[agents.{}]: {}", name.escape_debug(), crate::error::one_line(&e))
+                })?;
         }
         if let Some(f) = &config.redis.appendfsync {
             if !matches!(f.as_str(), "always" | "everysec" | "no") {
@@ -290,6 +293,12 @@ mod tests {
         let e =
             Config::parse("[town]\nname=\"a\"\n[redis]\nappendfsync=\"sometimes\"\n").unwrap_err();
         assert!(e.contains("appendfsync"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_agent_name_cannot_break_the_error_line() {
+        let e = Config::parse("[town]\nname = \"t\"\n[agents.\"a\\nb\\u001b\"]\nrole = \"w\"\n").unwrap_err();
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");
     }
 
     #[test]
