@@ -16,23 +16,11 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{expect_code, refusal, run_timeout, try_run, TestTown};
+use common::{expect_code, plugin, refusal, run_timeout, try_run, TestTown};
 use redis::IntoConnectionInfo;
 use serde_json::{json, Value};
 
 // ----- helpers (some copied from tests/host.rs) ------------------------------------------------
-
-fn plugin(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash plugins/build.sh` first",
-        p.display()
-    );
-    p.canonicalize().unwrap().display().to_string()
-}
 
 fn config(body: &str) -> String {
     format!("[town]\nname = \"test\"\n\n[host]\nlease_ms = 2000\nheartbeat_ms = 200\n\n{body}")
@@ -777,7 +765,9 @@ mod bad_input_everywhere {
                 .iter()
                 // Entry ids are per stream: the urgent and normal ones may be equal.
                 .find(|d| d["entry"] == entry.as_str() && d["stream"] == *stream)
-                .unwrap_or_else(|| panic!("{case}: {stream} entry {entry} not dead-lettered: {dlq:#?}"));
+                .unwrap_or_else(|| {
+                    panic!("{case}: {stream} entry {entry} not dead-lettered: {dlq:#?}")
+                });
             let reason = d["reason"].as_str().unwrap();
             for w in words {
                 assert!(

@@ -7,20 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{expect_code, run_timeout, TestTown};
+use common::{expect_code, host_until_idle, plugin, run_timeout, TestTown};
 use serde_json::Value;
-
-fn plugin(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash plugins/build.sh` first",
-        p.display()
-    );
-    p.canonicalize().unwrap().display().to_string()
-}
 
 fn sha256(path: &str) -> String {
     tinytown::plugin::Digest::of(&std::fs::read(path).unwrap()).to_string()
@@ -28,14 +16,6 @@ fn sha256(path: &str) -> String {
 
 fn config(body: &str) -> String {
     format!("[town]\nname = \"test\"\n\n[host]\nlease_ms = 2000\nheartbeat_ms = 200\n\n{body}")
-}
-
-/// Runs `tt host --until-idle`, asserting it exits 0 within `limit`.
-fn host_until_idle(town: &TestTown, limit: Duration) -> String {
-    let args = ["host", "--until-idle", "--name", "h1"];
-    let out = run_timeout(town.command(&args), limit);
-    expect_code(&args, &out, 0);
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn dead_letters(town: &TestTown) -> Vec<Value> {

@@ -16,21 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{expect_code, run_timeout, TestTown};
+use common::{expect_code, plugin, run_timeout, TestTown};
 use serde_json::{json, Value};
 use tinytown::town::Town;
-
-fn plugin(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash plugins/build.sh` first",
-        p.display()
-    );
-    p.canonicalize().unwrap().display().to_string()
-}
 
 /// tinytown.toml of town `test` with the given host timings, an optional `[redis]` section and
 /// the agents' sections.

@@ -6,20 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{expect_code, run_timeout, TestTown};
+use common::{host_until_idle, plugin_path, TestTown};
 use serde_json::Value;
-
-fn plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash plugins/build.sh` first",
-        p.display()
-    );
-    p.canonicalize().unwrap()
-}
 
 fn digest(path: &Path) -> String {
     tinytown::plugin::Digest::of(&std::fs::read(path).unwrap()).to_string()
@@ -55,15 +43,9 @@ fn count(town: &TestTown) -> u64 {
         .unwrap_or(0)
 }
 
-fn host_until_idle(town: &TestTown) {
-    let args = ["host", "--until-idle", "--name", "h1"];
-    let out = run_timeout(town.command(&args), Duration::from_secs(120));
-    expect_code(&args, &out, 0);
-}
-
 #[test]
 fn ten_thousand_messages_through_a_hundred_swaps() {
-    let v1 = plugin("chaos");
+    let v1 = plugin_path("chaos");
     let town = setup(&v1, "");
     let v2 = second_build(&town, &v1);
     let (d1, d2) = (digest(&v1), digest(&v2));
@@ -156,7 +138,7 @@ fn ten_thousand_messages_through_a_hundred_swaps() {
 
 #[test]
 fn failed_swaps_leave_the_old_plugin_serving() {
-    let noop = plugin("noop");
+    let noop = plugin_path("noop");
     let town = setup(&noop, "config = { init = \"trap\" }\n");
     let before = digest(&noop);
     let garbage = town.path().join("garbage.wasm");
@@ -167,10 +149,10 @@ fn failed_swaps_leave_the_old_plugin_serving() {
         (&garbage, &["not a WebAssembly file"]),
         (&core, &["a core Wasm module, not a component"]),
         (
-            &plugin("worker"),
+            &plugin_path("worker"),
             &["imports the `exec` capability, which is not granted"],
         ),
-        (&plugin("chaos"), &["cannot serve agent `c`", "init"]),
+        (&plugin_path("chaos"), &["cannot serve agent `c`", "init"]),
     ];
     for (file, needles) in cases {
         let r = town.refused(&["swap", "c", file.to_str().unwrap()], 1, needles);
@@ -183,7 +165,7 @@ fn failed_swaps_leave_the_old_plugin_serving() {
         );
     }
     town.ok(&["send", "c", "ok"]);
-    host_until_idle(&town);
+    host_until_idle(&town, Duration::from_secs(120));
     let handled: Vec<Value> = town
         .events()
         .into_iter()
@@ -197,7 +179,7 @@ fn failed_swaps_leave_the_old_plugin_serving() {
 
 #[test]
 fn rollback_returns_to_the_previous_plugin() {
-    let v1 = plugin("chaos");
+    let v1 = plugin_path("chaos");
     let town = setup(&v1, "");
     let v2 = second_build(&town, &v1);
     town.refused(&["swap", "c", "--rollback"], 1, &["has not been swapped"]);
@@ -217,8 +199,13 @@ fn rollback_returns_to_the_previous_plugin() {
 fn shadow_mode_reports_exactly_the_decisions_that_differ() {
     // Live: chaos (on "count" it sets state and logs). Shadow: noop (does nothing). They agree
     // on "ok" and differ on "count".
-    let town = setup(&plugin("chaos"), "");
-    town.ok(&["swap", "c", plugin("noop").to_str().unwrap(), "--shadow"]);
+    let town = setup(&plugin_path("chaos"), "");
+    town.ok(&[
+        "swap",
+        "c",
+        plugin_path("noop").to_str().unwrap(),
+        "--shadow",
+    ]);
     let mut differ = Vec::new();
     for i in 0..30 {
         let body = if i % 3 == 0 { "count" } else { "ok" };
@@ -228,7 +215,7 @@ fn shadow_mode_reports_exactly_the_decisions_that_differ() {
             differ.push(id);
         }
     }
-    host_until_idle(&town);
+    host_until_idle(&town, Duration::from_secs(120));
     assert_eq!(count(&town), 10, "the live plugin's actions were applied");
     let r = town.json(&["shadow", "report", "c", "--json"]);
     assert_eq!(r["compared"], 30, "{r}");
@@ -256,7 +243,7 @@ fn shadow_mode_reports_exactly_the_decisions_that_differ() {
     town.ok(&["shadow", "promote", "c"]);
     assert_eq!(
         town.agent("c").unwrap()["digest"],
-        digest(&plugin("noop")).as_str()
+        digest(&plugin_path("noop")).as_str()
     );
     town.refused(&["shadow", "stop", "c"], 1, &["has no shadow"]);
 }

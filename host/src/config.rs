@@ -190,11 +190,14 @@ impl Config {
         validate_name(&config.town.name)
             .map_err(|e| format!("[town] name: {}", crate::error::one_line(&e)))?;
         for name in config.agents.keys() {
-            validate_name(name)
-                .map_err(|e| {
-                    // The name is the bad input: never print its control characters raw.
-                    format!("[agents.{}]: {}", name.escape_debug(), crate::error::one_line(&e))
-                })?;
+            validate_name(name).map_err(|e| {
+                // The name is the bad input: never print its control characters raw.
+                format!(
+                    "[agents.{}]: {}",
+                    name.escape_debug(),
+                    crate::error::one_line(&e)
+                )
+            })?;
         }
         if let Some(f) = &config.redis.appendfsync {
             if !matches!(f.as_str(), "always" | "everysec" | "no") {
@@ -297,7 +300,8 @@ mod tests {
 
     #[test]
     fn a_bad_agent_name_cannot_break_the_error_line() {
-        let e = Config::parse("[town]\nname = \"t\"\n[agents.\"a\\nb\\u001b\"]\nrole = \"w\"\n").unwrap_err();
+        let e = Config::parse("[town]\nname = \"t\"\n[agents.\"a\\nb\\u001b\"]\nrole = \"w\"\n")
+            .unwrap_err();
         assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");
     }
 
@@ -311,8 +315,9 @@ mod tests {
         assert_eq!((l.call_timeout_ms, l.memory_mb), (50, 32));
         let e = Config::parse("[town]\nname=\"a\"\n[agents.w.limits]\nmemroy_mb=1\n").unwrap_err();
         assert!(e.contains("memroy_mb") && e.contains("line 4"), "{e}");
-        let e = Config::parse("[town]\nname=\"a\"\n[agents.w]\nlimits = { memory_mb = \"lots\" }\n")
-            .unwrap_err();
+        let e =
+            Config::parse("[town]\nname=\"a\"\n[agents.w]\nlimits = { memory_mb = \"lots\" }\n")
+                .unwrap_err();
         assert!(e.contains("line 4") && e.contains("memory_mb"), "{e}");
     }
 }

@@ -190,7 +190,9 @@ fn ping(socket: &Path) -> bool {
     let mut buf = [0u8; 64];
     match s.read(&mut buf) {
         // A server still loading its AOF is up: starting a second one would be the mistake.
-        Ok(n) => [&b"+PONG"[..], b"-NOAUTH", b"-LOADING"].iter().any(|p| buf[..n].starts_with(p)),
+        Ok(n) => [&b"+PONG"[..], b"-NOAUTH", b"-LOADING"]
+            .iter()
+            .any(|p| buf[..n].starts_with(p)),
         Err(_) => false,
     }
 }

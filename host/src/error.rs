@@ -77,6 +77,14 @@ pub fn from_redis(err: redis::RedisError) -> anyhow::Error {
     anyhow::Error::new(err)
 }
 
+/// The message of an error on one line, without its hint.
+pub fn one_line(err: &anyhow::Error) -> String {
+    match user_error(err) {
+        Some(u) => u.message.clone(),
+        None => format!("{err:#}").replace('\n', " "),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,13 +95,5 @@ mod tests {
         let u = user_error(&e).expect("user error kept");
         assert_eq!(u.message, "agent `x` not found");
         assert!(!u.usage);
-    }
-}
-
-/// The message of an error on one line, without its hint.
-pub fn one_line(err: &anyhow::Error) -> String {
-    match user_error(err) {
-        Some(u) => u.message.clone(),
-        None => format!("{err:#}").replace('\n', " "),
     }
 }

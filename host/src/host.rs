@@ -191,9 +191,11 @@ impl Supervisor {
                 self.stop_rx.clone(),
             )
             .await?;
-            self.runners.insert(name, (activity, tokio::spawn(runner.run())));
+            self.runners
+                .insert(name, (activity, tokio::spawn(runner.run())));
         }
-        self.runners.retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
+        self.runners
+            .retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
         revive_embedded_redis(town).await;
         let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
         if self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat) {
@@ -226,8 +228,14 @@ impl Supervisor {
                 .filter_map(|(a, _)| a.blocked.lock().ok()?.clone())
                 .collect();
             return Err(crate::error::fail(
-                format!("mail is waiting for agents that cannot run: {}", reasons.join("; ")),
-                format!("fix the plugin or its grants; the mail of {} is kept", stuck.join(", ")),
+                format!(
+                    "mail is waiting for agents that cannot run: {}",
+                    reasons.join("; ")
+                ),
+                format!(
+                    "fix the plugin or its grants; the mail of {} is kept",
+                    stuck.join(", ")
+                ),
             ));
         }
         Ok(true)
@@ -328,12 +336,7 @@ async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<String>> {
     Ok(stuck)
 }
 
-async fn write_heartbeat(
-    town: &Town,
-    host: &str,
-    started: u64,
-    runners: &Runners,
-) {
+async fn write_heartbeat(town: &Town, host: &str, started: u64, runners: &Runners) {
     let agents: BTreeMap<&String, u64> = runners
         .iter()
         .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
@@ -902,7 +905,7 @@ impl HandleCtx {
                     Err(reason) => Failure {
                         reason,
                         retryable: false,
-                                trapped: false,
+                        trapped: false,
                         transient: false,
                     },
                 },
@@ -986,7 +989,9 @@ impl HandleCtx {
     fn previous_attempts(&self, member: &str) -> Result<u32> {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
-        let n = self.rt.block_on(async move { c.hget::<_, _, Option<u32>>(key, member).await })?;
+        let n = self
+            .rt
+            .block_on(async move { c.hget::<_, _, Option<u32>>(key, member).await })?;
         Ok(n.unwrap_or(0))
     }
 

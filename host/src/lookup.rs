@@ -31,7 +31,10 @@ fn task_info(t: Task) -> wit::TaskInfo {
 
 impl TownLookup {
     fn agent_info(&self, a: Agent) -> Result<wit::AgentInfo, String> {
-        let v = self.handle.block_on(self.town.view(a)).map_err(|e| e.to_string())?;
+        let v = self
+            .handle
+            .block_on(self.town.view(a))
+            .map_err(|e| e.to_string())?;
         Ok(wit::AgentInfo {
             name: v.agent.name,
             role: v.agent.role,
@@ -43,7 +46,9 @@ impl TownLookup {
     }
 
     fn ask<T>(&self, f: impl std::future::Future<Output = anyhow::Result<T>>) -> Result<T, String> {
-        self.handle.block_on(f).map_err(|e| crate::error::one_line(&e))
+        self.handle
+            .block_on(f)
+            .map_err(|e| crate::error::one_line(&e))
     }
 }
 
@@ -78,7 +83,11 @@ impl Lookup for TownLookup {
     }
 
     fn backlog(&self) -> Result<Vec<wit::TaskInfo>, String> {
-        Ok(self.ask(self.town.backlog())?.into_iter().map(task_info).collect())
+        Ok(self
+            .ask(self.town.backlog())?
+            .into_iter()
+            .map(task_info)
+            .collect())
     }
 
     fn state(&self, agent: &str, key: &str) -> Result<Option<String>, String> {

@@ -294,7 +294,12 @@ impl Runtime {
         }
         check_is_component(path, bytes)?;
         let _one_at_a_time = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
             return Ok((digest, c.clone(), true));
         }
         let cached = self.cache_path(&digest);
@@ -478,7 +483,7 @@ impl Runtime {
                     reason: format!("export `init` has the wrong type: {}", e.root_cause()),
                     retryable: false,
                     trapped: false,
-                transient: false,
+                    transient: false,
                 })?;
             inst.arm();
             match init.call(&mut inst.store, (config.to_vec(),)) {
@@ -488,7 +493,7 @@ impl Runtime {
                         reason: format!("init refused: {}", e.message),
                         retryable: e.retryable,
                         trapped: false,
-                transient: false,
+                        transient: false,
                     })
                 }
                 Err(e) => {
@@ -625,7 +630,7 @@ impl Instance {
                 reason: "instance is not ready".into(),
                 retryable: true,
                 trapped: true,
-            transient: false,
+                transient: false,
             });
         };
         self.arm();

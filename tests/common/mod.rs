@@ -521,3 +521,31 @@ fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     l.local_addr().expect("local addr").port()
 }
+
+/// A compiled plugin of this repository (`plugins/dist/NAME.wasm`, from `bash plugins/build.sh`).
+pub fn plugin_path(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash plugins/build.sh` first",
+        p.display()
+    );
+    p.canonicalize().unwrap()
+}
+
+/// [`plugin_path`] as text, for a `plugin = "..."` line of tinytown.toml.
+pub fn plugin(name: &str) -> String {
+    plugin_path(name).display().to_string()
+}
+
+/// Runs `tt host --until-idle --name h1`, asserting it exits 0 within `limit` without a panic;
+/// returns what it logged.
+pub fn host_until_idle(town: &TestTown, limit: Duration) -> String {
+    let args = ["host", "--until-idle", "--name", "h1"];
+    let out = run_timeout(town.command(&args), limit);
+    let err = expect_code(&args, &out, 0);
+    assert!(!err.contains("panicked at"), "tt host panicked: {err}");
+    err
+}

@@ -538,7 +538,8 @@ local function acknowledge(unit)
   local a = unit.ack
   redis.call('XACK', a.stream, GROUP, a.entry)
   redis.call('ZADD', key('applied', a.agent), NOW, a.member)
-  redis.call('HDEL', key('attempts', a.agent), a.member)
+  -- A retry counter exists only once an attempt has failed.
+  if (tonumber(unit.attempts) or 1) > 1 then redis.call('HDEL', key('attempts', a.agent), a.member) end
 end
 
 local results = {}
