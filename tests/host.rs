@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{expect_code, host_until_idle, plugin, run_timeout, TestTown};
+use common::{demo_town, expect_code, host_until_idle, plugin, run_timeout, TestTown};
 use serde_json::Value;
 
 fn sha256(path: &str) -> String {
@@ -42,43 +42,8 @@ fn chaos_town(extra: &str) -> TestTown {
 #[test]
 fn review_loop_end_to_end() {
     let town = TestTown::new();
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
-    for f in ["coder.sh", "check.sh"] {
-        std::fs::copy(demo.join(f), town.path().join(f)).unwrap();
-    }
-    std::fs::create_dir_all(town.path().join("work")).unwrap();
+    demo_town(&town, &config(""));
     let (worker, reviewer, conductor) = (plugin("worker"), plugin("reviewer"), plugin("conductor"));
-    town.write_config(&config(&format!(
-        r#"
-[agents.alice]
-role = "worker"
-plugin = "{worker}"
-config = {{ program = "./coder.sh", reviewer = "bob" }}
-exec = {{ allow = ["./coder.sh"], env = ["PATH"], workdir = "work" }}
-
-[agents.bob]
-role = "reviewer"
-plugin = "{reviewer}"
-config = {{ program = "./check.sh", notify = "mayor" }}
-exec = {{ allow = ["./check.sh"], env = ["PATH"], workdir = "work" }}
-
-[agents.mayor]
-role = "conductor"
-plugin = "{conductor}"
-"#
-    )));
-    for (n, r) in [
-        ("alice", "worker"),
-        ("bob", "reviewer"),
-        ("mayor", "conductor"),
-    ] {
-        town.ok(&["spawn", n, "--role", r]);
-    }
-    town.ok(&[
-        "backlog",
-        "add",
-        "Write greet.sh so that it prints: Hello, tinytown!",
-    ]);
     host_until_idle(&town, Duration::from_secs(60));
 
     let t = town.task("t1");

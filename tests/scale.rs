@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{expect_code, plugin, run_timeout, TestTown};
+use common::{demo_town, expect_code, plugin, run_timeout, TestTown};
 use serde_json::{json, Value};
 use tinytown::town::Town;
 
@@ -1030,48 +1030,15 @@ fn redis_cluster_review_loop() {
     let cluster = Cluster::start();
     let town = TestTown::bare();
     std::fs::create_dir_all(town.path().join(".tt")).unwrap();
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
-    for f in ["coder.sh", "check.sh"] {
-        std::fs::copy(demo.join(f), town.path().join(f)).unwrap();
-    }
-    std::fs::create_dir_all(town.path().join("work")).unwrap();
-    let (worker, reviewer, conductor) = (plugin("worker"), plugin("reviewer"), plugin("conductor"));
-    town.write_config(&config(
-        2000,
-        200,
-        &format!("[redis]\nurl = \"{}\"\n\n", cluster.url()),
-        &format!(
-            r#"
-[agents.alice]
-role = "worker"
-plugin = "{worker}"
-config = {{ program = "./coder.sh", reviewer = "bob" }}
-exec = {{ allow = ["./coder.sh"], env = ["PATH"], workdir = "work" }}
-
-[agents.bob]
-role = "reviewer"
-plugin = "{reviewer}"
-config = {{ program = "./check.sh", notify = "mayor" }}
-exec = {{ allow = ["./check.sh"], env = ["PATH"], workdir = "work" }}
-
-[agents.mayor]
-role = "conductor"
-plugin = "{conductor}"
-"#
+    demo_town(
+        &town,
+        &config(
+            2000,
+            200,
+            &format!("[redis]\nurl = \"{}\"\n\n", cluster.url()),
+            "",
         ),
-    ));
-    for (n, r) in [
-        ("alice", "worker"),
-        ("bob", "reviewer"),
-        ("mayor", "conductor"),
-    ] {
-        town.ok(&["spawn", n, "--role", r]);
-    }
-    town.ok(&[
-        "backlog",
-        "add",
-        "Write greet.sh so that it prints: Hello, tinytown!",
-    ]);
+    );
     let args = ["host", "--until-idle", "--name", "h1"];
     let out = run_timeout(town.command(&args), Duration::from_secs(60));
     expect_code(&args, &out, 0);

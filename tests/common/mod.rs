@@ -549,3 +549,46 @@ pub fn host_until_idle(town: &TestTown, limit: Duration) -> String {
     assert!(!err.contains("panicked at"), "tt host panicked: {err}");
     err
 }
+
+/// The demo town's agents (worker alice, reviewer bob, conductor policy mayor) in `town`, under
+/// the given `head` of tinytown.toml ([town], [host], [redis]): copies the demo's scripts,
+/// spawns the agents and puts one task in the backlog.
+pub fn demo_town(town: &TestTown, head: &str) {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
+    for f in ["coder.sh", "check.sh"] {
+        std::fs::copy(demo.join(f), town.path().join(f)).unwrap();
+    }
+    std::fs::create_dir_all(town.path().join("work")).unwrap();
+    let (worker, reviewer, conductor) = (plugin("worker"), plugin("reviewer"), plugin("conductor"));
+    town.write_config(&format!(
+        r#"{head}
+[agents.alice]
+role = "worker"
+plugin = "{worker}"
+config = {{ program = "./coder.sh", reviewer = "bob" }}
+exec = {{ allow = ["./coder.sh"], env = ["PATH"], workdir = "work" }}
+
+[agents.bob]
+role = "reviewer"
+plugin = "{reviewer}"
+config = {{ program = "./check.sh", notify = "mayor" }}
+exec = {{ allow = ["./check.sh"], env = ["PATH"], workdir = "work" }}
+
+[agents.mayor]
+role = "conductor"
+plugin = "{conductor}"
+"#
+    ));
+    for (n, r) in [
+        ("alice", "worker"),
+        ("bob", "reviewer"),
+        ("mayor", "conductor"),
+    ] {
+        town.ok(&["spawn", n, "--role", r]);
+    }
+    town.ok(&[
+        "backlog",
+        "add",
+        "Write greet.sh so that it prints: Hello, tinytown!",
+    ]);
+}
