@@ -75,6 +75,8 @@ struct Activity {
     empty_reads: AtomicU64,
     handled: AtomicU64,
     done: AtomicBool,
+    /// For an exclusive agent: whether this host holds its lease (a standby does not serve it).
+    standby: AtomicBool,
     /// The agent has no plugin: its mailbox is read by people, not by this host.
     unserved: AtomicBool,
     /// Why the agent's plugin cannot run, while it cannot.
@@ -339,6 +341,7 @@ async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<String>> {
 async fn write_heartbeat(town: &Town, host: &str, started: u64, runners: &Runners) {
     let agents: BTreeMap<&String, u64> = runners
         .iter()
+        .filter(|(_, (a, _))| !a.standby.load(Ordering::Relaxed))
         .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
         .collect();
     let beat = json!({
@@ -477,6 +480,9 @@ impl Runner {
             tracing::info!(agent = %self.name, holder = held.as_deref().unwrap_or(""), "took the agent's lease");
         }
         self.lease = held.map(|h| (h, Instant::now()));
+        self.activity
+            .standby
+            .store(self.lease.is_none(), Ordering::Relaxed);
         Ok(self.lease.is_some())
     }
 
