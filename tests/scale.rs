@@ -51,6 +51,11 @@ impl Workload {
         }
     }
 
+    /// Served one host at a time (the default mode, or said so).
+    fn exclusive(self) -> bool {
+        matches!(self, Workload::Count | Workload::CountExclusive)
+    }
+
     /// How many runners handle mail at once when `hosts` hosts serve `agents` agents.
     fn active_runners(self, hosts: usize, agents: usize) -> usize {
         match self {
@@ -674,7 +679,7 @@ fn three_hosts_kill_one(workload: Workload) {
             }
         },
     );
-    if workload == Workload::CountExclusive {
+    if workload.exclusive() {
         poll(
             "h2 to take every agent's lease",
             Duration::from_secs(10),
@@ -795,7 +800,7 @@ fn three_hosts_kill_one(workload: Workload) {
             .unwrap_or(0)
     };
     let (by1, by3) = (handled_by("h1"), handled_by("h3"));
-    if matches!(workload, Workload::Count | Workload::CountExclusive) {
+    if workload.exclusive() {
         // Exclusive agents: which survivor takes which agent is a race; one may take them all.
         assert!(
             by1 + by3 > 0,
@@ -843,7 +848,7 @@ fn three_hosts_kill_one(workload: Workload) {
     );
 
     probe.assert_exactly_once(&sent);
-    if workload == Workload::CountExclusive {
+    if workload.exclusive() {
         let holders = probe.lease_holders(&agents);
         assert!(
             holders.iter().all(|h| h == "h1" || h == "h3"),
