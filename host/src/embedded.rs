@@ -49,22 +49,37 @@ impl Embedded {
         self.dir.join("redis.pid")
     }
 
-    /// True when a server answers PING on the socket.
+    /// True when a server answers on the socket (ready, or still loading its AOF).
     pub fn is_up(&self) -> bool {
-        ping(&self.socket())
+        ping(&self.socket()) != Ping::Down
+    }
+
+    /// Waits until a server that is loading its AOF is ready; false if it never got there.
+    fn ready(&self, socket: &Path) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match ping(socket) {
+                Ping::Ready => return true,
+                Ping::Down => return false,
+                Ping::Loading if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ping::Loading => return false,
+            }
+        }
     }
 
     /// Starts the server unless it already answers. Returns the socket path.
     pub fn ensure(&self, appendfsync: &str) -> Result<PathBuf> {
         let socket = self.socket();
-        if ping(&socket) {
+        if ping(&socket) != Ping::Down && self.ready(&socket) {
             return Ok(socket);
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
         let _lock = Lock::take(&self.dir.join("redis.lock"))?;
-        if ping(&socket) {
+        if ping(&socket) != Ping::Down && self.ready(&socket) {
             return Ok(socket);
         }
         let server = find_redis_server()?;
@@ -104,7 +119,7 @@ impl Embedded {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if ping(&socket) {
+            if ping(&socket) != Ping::Down && self.ready(&socket) {
                 return Ok(socket);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -137,7 +152,7 @@ impl Embedded {
         };
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && ping(&self.socket()) {
+        while Instant::now() < deadline && ping(&self.socket()) != Ping::Down {
             std::thread::sleep(Duration::from_millis(20));
         }
         while Instant::now() < deadline && self.pid().is_some() && is_running(pid) {
@@ -179,21 +194,27 @@ fn find_redis_server() -> Result<PathBuf> {
     ))
 }
 
-fn ping(socket: &Path) -> bool {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ping {
+    Down,
+    /// Up, but still loading its AOF: do not start another, do not use it yet.
+    Loading,
+    Ready,
+}
+
+fn ping(socket: &Path) -> Ping {
     let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
+        return Ping::Down;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     if s.write_all(b"PING\r\n").is_err() {
-        return false;
+        return Ping::Down;
     }
     let mut buf = [0u8; 64];
     match s.read(&mut buf) {
-        // A server still loading its AOF is up: starting a second one would be the mistake.
-        Ok(n) => [&b"+PONG"[..], b"-NOAUTH", b"-LOADING"]
-            .iter()
-            .any(|p| buf[..n].starts_with(p)),
-        Err(_) => false,
+        Ok(n) if buf[..n].starts_with(b"-LOADING") => Ping::Loading,
+        Ok(n) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH") => Ping::Ready,
+        _ => Ping::Down,
     }
 }
 
