@@ -215,46 +215,53 @@ impl Town {
     }
 
     async fn stream_depth(&self, stream: &str) -> Result<(u64, u64)> {
-        let mut c = self.db.conn.clone();
-        let groups: redis::Value = match redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query_async(&mut c)
-            .await
-        {
-            Ok(v) => v,
-            Err(_) => {
-                // No group: nobody reads this stream (the humans' mailbox); all of it waits.
-                let len: u64 = c.xlen(stream).await.unwrap_or(0);
-                return Ok((len, 0));
-            }
-        };
-        let ours = streams::array(&groups)
-            .iter()
-            .map(streams::flat_map)
-            .find(|m| m.get("name").and_then(streams::text).as_deref() == Some(GROUP));
-        let Some(m) = ours else {
-            // The humans' mailbox has no consumer group: all of it waits for them.
+        let Some(group) = self.group_info(stream).await? else {
+            // Nobody reads this stream (the humans' mailbox): all of it waits.
+            let mut c = self.db.conn.clone();
             let len: u64 = c.xlen(stream).await.unwrap_or(0);
             return Ok((len, 0));
         };
-        {
-            let pending = m.get("pending").and_then(streams::int).unwrap_or(0) as u64;
-            let lag = match m.get("lag").and_then(streams::int) {
-                Some(l) => l as u64,
-                None => {
-                    let last = m.get("last-delivered-id").and_then(streams::text);
-                    let after: redis::Value = redis::cmd("XRANGE")
-                        .arg(stream)
-                        .arg(format!("({}", last.unwrap_or_else(|| "0-0".into())))
-                        .arg("+")
-                        .query_async(&mut c)
-                        .await?;
-                    streams::entries(&after).len() as u64
-                }
-            };
-            Ok((lag, pending))
-        }
+        let pending = group.get("pending").and_then(streams::int).unwrap_or(0) as u64;
+        let lag = match group.get("lag").and_then(streams::int) {
+            Some(l) => l as u64,
+            // Redis cannot always say (after deletions): count what follows the last delivery.
+            None => self
+                .entries_after(stream, &last_delivered(&group))
+                .await?
+                .len() as u64,
+        };
+        Ok((lag, pending))
+    }
+
+    /// Our consumer group's `XINFO GROUPS` entry for `stream`; `None` when nobody reads it (no
+    /// such stream, or no group).
+    async fn group_info(&self, stream: &str) -> Result<Option<HashMap<String, redis::Value>>> {
+        let mut c = self.db.conn.clone();
+        let Ok(groups) = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async::<redis::Value>(&mut c)
+            .await
+        else {
+            return Ok(None);
+        };
+        Ok(streams::array(&groups)
+            .iter()
+            .map(streams::flat_map)
+            .find(|m| m.get("name").and_then(streams::text).as_deref() == Some(GROUP)))
+    }
+
+    /// The entries of `stream` after id `last` (not yet delivered, when `last` is the group's
+    /// last-delivered id).
+    async fn entries_after(&self, stream: &str, last: &str) -> Result<Vec<Entry>> {
+        let mut c = self.db.conn.clone();
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(format!("({last}"))
+            .arg("+")
+            .query_async(&mut c)
+            .await?;
+        Ok(streams::entries(&v))
     }
 
     pub async fn lifecycle(&self, name: &str, what: Lifecycle) -> Result<Agent> {
@@ -366,31 +373,19 @@ impl Town {
                 deliveries: None,
             }
         };
-        let mut last = "0-0".to_string();
-        let groups: Option<redis::Value> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query_async(&mut c)
-            .await
-            .ok();
-        for g in groups.iter().flat_map(|g| streams::array(g).to_vec()) {
-            let m = streams::flat_map(&g);
-            if m.get("name").and_then(streams::text).as_deref() == Some(GROUP) {
-                last = m
-                    .get("last-delivered-id")
-                    .and_then(streams::text)
-                    .unwrap_or(last);
-            }
-        }
-        let after: redis::Value = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(format!("({last}"))
-            .arg("+")
-            .query_async(&mut c)
-            .await?;
-        let waiting = streams::entries(&after).into_iter().map(item).collect();
+        let group = self.group_info(stream).await?;
+        let last = group
+            .as_ref()
+            .map(last_delivered)
+            .unwrap_or_else(|| "0-0".into());
+        let waiting = self
+            .entries_after(stream, &last)
+            .await?
+            .into_iter()
+            .map(item)
+            .collect();
         let mut delivered = Vec::new();
-        if groups.is_some() {
+        if group.is_some() {
             let pending: redis::Value = redis::cmd("XPENDING")
                 .arg(stream)
                 .arg(GROUP)
@@ -723,6 +718,13 @@ impl Town {
             .iter()
             .all(|t| is_terminal(&t.state) || t.state == "pending"))
     }
+}
+
+fn last_delivered(group: &HashMap<String, redis::Value>) -> String {
+    group
+        .get("last-delivered-id")
+        .and_then(streams::text)
+        .unwrap_or_else(|| "0-0".into())
 }
 
 pub fn event_mentions(e: &Event, agent: &str) -> bool {
