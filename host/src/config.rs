@@ -73,6 +73,12 @@ pub struct HostSection {
     pub heartbeat_ms: u64,
 }
 
+impl HostSection {
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ms)
+    }
+}
+
 impl Default for HostSection {
     fn default() -> Self {
         HostSection {

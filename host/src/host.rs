@@ -463,7 +463,7 @@ impl Runner {
         if !self.exclusive {
             return Ok(true);
         }
-        let lease = Duration::from_millis(self.town.config.host.lease_ms);
+        let lease = self.town.config.host.lease();
         if self
             .lease
             .as_ref()
@@ -643,7 +643,7 @@ impl Runner {
             (keys.urgent(&self.name), "urgent"),
             (keys.inbox(&self.name), "inbox"),
         ];
-        let lease = Duration::from_millis(self.town.config.host.lease_ms);
+        let lease = self.town.config.host.lease();
         if !self.recovering && self.last_claim.elapsed() >= lease / 2 {
             self.last_claim = Instant::now();
             let mut out = Vec::new();
@@ -735,7 +735,7 @@ impl Runner {
             }),
         };
         let mut job = tokio::task::spawn_blocking(move || ctx.handle_all(live, batch));
-        let lease = Duration::from_millis(self.town.config.host.lease_ms);
+        let lease = self.town.config.host.lease();
         let mut refresh = tokio::time::interval(lease / 3);
         refresh.tick().await;
         let (live, result) = loop {
@@ -744,7 +744,6 @@ impl Runner {
                 _ = refresh.tick() => {
                     refresh_leases(&self.town, &self.name, &self.consumer, &ids).await;
                     if self.exclusive {
-                        let lease = Duration::from_millis(self.town.config.host.lease_ms);
                         if let Ok(None) = self.town.db.lease(&self.name, &self.consumer, lease).await {
                             tracing::warn!(agent = %self.name, "lost the agent's lease while handling");
                         }
