@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{demo_town, expect_code, host_until_idle, plugin, run_timeout, TestTown};
+use common::{
+    assert_demo_task_done, demo_town, expect_code, host_until_idle, plugin, run_timeout, TestTown,
+};
 use serde_json::Value;
 
 fn sha256(path: &str) -> String {
@@ -46,32 +48,7 @@ fn review_loop_end_to_end() {
     let (worker, reviewer, conductor) = (plugin("worker"), plugin("reviewer"), plugin("conductor"));
     host_until_idle(&town, Duration::from_secs(60));
 
-    let t = town.task("t1");
-    assert_eq!(t["state"], "completed", "{t}");
-    assert_eq!(t["owner"], "alice");
-    assert_eq!(t["rejections"], 1);
-    assert_eq!(t["result"], "check passed");
-
-    let events = town.events();
-    let states: Vec<&str> = events
-        .iter()
-        .filter(|e| e["type"] == "task" && e["task"] == "t1")
-        .map(|e| e["to"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        states,
-        [
-            "pending",
-            "assigned",
-            "running",
-            "in-review",
-            "rejected",
-            "assigned",
-            "running",
-            "in-review",
-            "completed"
-        ]
-    );
+    let events = assert_demo_task_done(&town);
     let pos = |pred: &dyn Fn(&Value) -> bool| {
         events
             .iter()
@@ -94,17 +71,6 @@ fn review_loop_end_to_end() {
     assert!(
         body.contains(r#"expected "Hello, tinytown!", got "Helo, tinytown!""#),
         "{body}"
-    );
-
-    let inbox = town.inbox("conductor");
-    let msg = &inbox["waiting"][0]["message"];
-    assert_eq!(msg["from"], "mayor");
-    assert!(
-        msg["body"]
-            .as_str()
-            .unwrap()
-            .contains("task t1 completed by alice"),
-        "{inbox}"
     );
 
     // Every handling records the digest of the plugin that decided it.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{demo_town, expect_code, plugin, run_timeout, TestTown};
+use common::{assert_demo_task_done, demo_town, expect_code, plugin, run_timeout, TestTown};
 use serde_json::{json, Value};
 use tinytown::town::Town;
 
@@ -1064,41 +1064,7 @@ fn redis_cluster_review_loop() {
     let out = run_timeout(town.command(&args), Duration::from_secs(60));
     expect_code(&args, &out, 0);
 
-    let t = town.task("t1");
-    assert_eq!(t["state"], "completed", "{t}");
-    assert_eq!(t["owner"], "alice");
-    assert_eq!(t["rejections"], 1);
-    assert_eq!(t["result"], "check passed");
-    let states: Vec<String> = town
-        .events()
-        .iter()
-        .filter(|e| e["type"] == "task" && e["task"] == "t1")
-        .map(|e| e["to"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        states,
-        [
-            "pending",
-            "assigned",
-            "running",
-            "in-review",
-            "rejected",
-            "assigned",
-            "running",
-            "in-review",
-            "completed"
-        ]
-    );
-    let inbox = town.inbox("conductor");
-    let msg = &inbox["waiting"][0]["message"];
-    assert_eq!(msg["from"], "mayor", "{inbox}");
-    assert!(
-        msg["body"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("task t1 completed by alice"),
-        "{inbox}"
-    );
+    assert_demo_task_done(&town);
     let dlq = town.json(&["dlq", "list", "--json"]);
     assert_eq!(dlq, json!([]), "no dead letters");
 

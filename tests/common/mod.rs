@@ -592,3 +592,39 @@ plugin = "{conductor}"
         "Write greet.sh so that it prints: Hello, tinytown!",
     ]);
 }
+
+/// After the demo town ran: task t1 completed after exactly one rejection, through the task
+/// states of the review loop in order, and the humans were told. Returns the town's events.
+pub fn assert_demo_task_done(town: &TestTown) -> Vec<Value> {
+    let t = town.task("t1");
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(t["owner"], "alice");
+    assert_eq!(t["rejections"], 1);
+    assert_eq!(t["result"], "check passed");
+    let events = town.events();
+    let states: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "task" && e["task"] == "t1")
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "pending",
+            "assigned",
+            "running",
+            "in-review",
+            "rejected",
+            "assigned",
+            "running",
+            "in-review",
+            "completed"
+        ]
+    );
+    let inbox = town.inbox("conductor");
+    let msg = &inbox["waiting"][0]["message"];
+    assert_eq!(msg["from"], "mayor", "{inbox}");
+    let body = msg["body"].as_str().unwrap_or_default();
+    assert!(body.contains("task t1 completed by alice"), "{inbox}");
+    events
+}
