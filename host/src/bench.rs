@@ -29,7 +29,8 @@ pub struct BenchOptions {
     pub appendfsync: String,
 }
 
-/// An agent of a scratch town: name, plugin (file stem in plugins/dist), init config.
+/// An agent of a scratch town: name, plugin (file stem in plugins/dist; empty for a
+/// mailbox-only agent), init config.
 type Spec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
 /// A throwaway town; its Redis stops and its directory goes when dropped.
@@ -40,11 +41,10 @@ struct Scratch {
 
 impl Scratch {
     async fn new(opts: &BenchOptions, agents: &[Spec<'_>]) -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!(
-            "ttb{}-{}",
-            std::process::id(),
-            crate::model::now_ms() % 100_000
-        ));
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ttb{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let mut config = Config::new("bench", &dir);
         config.redis.appendfsync = Some(opts.appendfsync.clone());
@@ -55,7 +55,9 @@ impl Scratch {
                     role: Some("bench".into()),
                     // The bench's roles keep no state: any host may serve them.
                     mode: crate::config::ServeMode::Shared,
-                    plugin: Some(opts.plugins.join(format!("{plugin}.wasm"))),
+                    // An empty plugin name makes a mailbox-only agent.
+                    plugin: (!plugin.is_empty())
+                        .then(|| opts.plugins.join(format!("{plugin}.wasm"))),
                     config: cfg
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -66,10 +68,12 @@ impl Scratch {
         }
         config.save()?;
         let town = Arc::new(Town::open(&dir).await?);
+        // From here on, dropping the scratch town stops its Redis, whatever fails next.
+        let scratch = Scratch { dir, town };
         for (name, _, _) in agents {
-            town.spawn(name, "bench", None, None).await?;
+            scratch.town.spawn(name, "bench", None, None).await?;
         }
-        Ok(Scratch { dir, town })
+        Ok(scratch)
     }
 
     fn socket(&self) -> PathBuf {
@@ -467,22 +471,12 @@ async fn host_throughput(opts: &BenchOptions, agents: usize) -> Result<()> {
 /// Send-to-applied latency at a steady 1,000 msg/s: a relay forwards each message to a sink
 /// mailbox, and the time from the send call to the forward's arrival is measured.
 async fn latency(opts: &BenchOptions) -> Result<()> {
+    // The sink has no plugin: its mailbox is read by the bench itself.
     let s = Scratch::new(
         opts,
-        &[
-            ("relay", "relay", &[("next", "sink")]),
-            ("sink", "noop-none", &[]),
-        ],
+        &[("relay", "relay", &[("next", "sink")]), ("sink", "", &[])],
     )
-    .await;
-    // The sink has no plugin: its mailbox is read by the bench itself.
-    let s = match s {
-        Ok(s) => s,
-        Err(_) => Scratch::new(opts, &[("relay", "relay", &[("next", "sink")])]).await?,
-    };
-    if s.town.agent("sink").await?.is_none() {
-        s.town.spawn("sink", "bench", None, None).await?;
-    }
+    .await?;
     let (stop, handle) = start_host(&s.town);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let n = 3000;
