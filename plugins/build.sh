@@ -26,6 +26,7 @@ case "$target_dir" in
 esac
 export CARGO_TARGET_DIR="$target_dir"
 
+# (guest/ is the library they share, tinytown-guest: no component of its own.)
 rust_plugins=(worker reviewer conductor noop relay chaos)
 
 # Components produced by this run, reported together at the end.

@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tinytown::actions::describe;
-use tinytown::exec::ExecGrant;
-use tinytown::limits::Limits;
+use tinytown::host::describe;
+use tinytown::runtime::capabilities::exec::ExecGrant;
 use tinytown::runtime::{wit, Grants, Instance, NoTown, Plugin, Runtime};
+use tinytown::store::limits::Limits;
 
 /// The reference first: every port is compared with it.
 const REVIEWERS: [&str; 4] = ["reviewer", "reviewer-py", "reviewer-js", "reviewer-c"];
@@ -219,7 +219,9 @@ impl Outcome {
     fn failed(what: &str, f: &tinytown::runtime::Failure) -> Outcome {
         let line = format!(
             "{what}: {} (retryable: {}, trapped: {})",
-            f.reason, f.retryable, f.trapped
+            f.reason,
+            f.retryable(),
+            f.trapped()
         );
         Outcome {
             described: vec![line.clone()],
@@ -267,9 +269,7 @@ impl Env {
         Env {
             dir,
             runtime,
-            grants: Grants {
-                exec: Some(Arc::new(grant)),
-            },
+            grants: Grants::none().with("exec", Arc::new(grant)),
             checks,
         }
     }
@@ -337,7 +337,7 @@ fn run_reviews(env: &Env, plugin: &Plugin, cases: &[ReviewCase]) -> Vec<Outcome>
             match inst.handle(msg.clone()) {
                 Ok(actions) => Outcome::actions(&actions, &msg),
                 Err(f) => {
-                    if f.trapped {
+                    if f.trapped() {
                         instances.remove(&config);
                     }
                     Outcome::failed("handle failed", &f)
@@ -360,7 +360,7 @@ fn run_inits(env: &Env, plugin: &Plugin, cases: &[InitCase]) -> Vec<Outcome> {
             Err(f) => {
                 let line = format!("{:?}", f);
                 let mut notes = Vec::new();
-                if f.retryable || f.trapped {
+                if f.retryable() || f.trapped() {
                     notes.push(format!(
                         "init refusal should be permanent and not a trap: {line}"
                     ));

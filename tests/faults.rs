@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use common::{expect_code, plugin, refusal, run_timeout, try_run, TestTown};
 use redis::IntoConnectionInfo;
 use serde_json::{json, Value};
+use tinytown::store::applier::Op;
+use tinytown::store::model::Kind;
 
 // ----- helpers (some copied from tests/host.rs) ------------------------------------------------
 
@@ -124,9 +126,7 @@ fn send_many(town: &TestTown, to: &str, body: &str, n: u64) {
         let mut left = n;
         while left > 0 {
             let k = left.min(500);
-            let ops = (0..k)
-                .map(|_| json!({"op": "send", "to": to, "body": body, "kind": "task"}))
-                .collect();
+            let ops = (0..k).map(|_| Op::send(to, Kind::Task, body)).collect();
             let r = t.db.apply_ops("conductor", ops).await.unwrap();
             assert_eq!(r.message_ids().len() as u64, k);
             left -= k;

@@ -11,9 +11,11 @@ use common::{
     assert_demo_task_done, demo_town, expect_code, host_until_idle, plugin, run_timeout, TestTown,
 };
 use serde_json::Value;
+use tinytown::store::applier::{Op, Outcome};
+use tinytown::store::model::{Kind, Stream};
 
 fn sha256(path: &str) -> String {
-    tinytown::plugin::Digest::of(&std::fs::read(path).unwrap()).to_string()
+    tinytown::store::model::Digest::of(&std::fs::read(path).unwrap()).to_string()
 }
 
 fn config(body: &str) -> String {
@@ -245,7 +247,7 @@ fn a_redelivered_message_whose_actions_were_applied_is_only_acknowledged() {
             .query_async(&mut c)
             .await
             .unwrap();
-        let (_, entries) = tinytown::streams::read_reply(&v).pop().unwrap();
+        let (_, entries) = tinytown::store::streams::read_reply(&v).pop().unwrap();
         let entry = entries[0].id.clone();
         let _: redis::Value = redis::cmd("XCLAIM")
             .arg(keys.inbox("r"))
@@ -257,14 +259,14 @@ fn a_redelivered_message_whose_actions_were_applied_is_only_acknowledged() {
             .await
             .unwrap();
         // Both handle it and apply the same effects; only the first takes effect.
-        let unit = tinytown::db::Unit {
-            ops: vec![serde_json::json!({"op": "send", "to": "sink", "body": "forwarded"})],
+        let unit = tinytown::store::applier::Unit {
+            ops: vec![Op::send("sink", Kind::Task, "forwarded")],
             by: Some("r".into()),
-            ack: Some(tinytown::db::Ack {
+            ack: Some(tinytown::store::applier::Ack {
                 stream: keys.inbox("r"),
                 entry: entry.clone(),
                 agent: "r".into(),
-                kind: "inbox".into(),
+                kind: Stream::Inbox,
                 member: format!("inbox/{entry}"),
             }),
             dlq: true,
@@ -272,8 +274,8 @@ fn a_redelivered_message_whose_actions_were_applied_is_only_acknowledged() {
         };
         let first = t.db.apply(std::slice::from_ref(&unit)).await.unwrap();
         let second = t.db.apply(std::slice::from_ref(&unit)).await.unwrap();
-        assert_eq!(first[0].s, "ok");
-        assert_eq!(second[0].s, "dup");
+        assert_eq!(first[0].outcome, Outcome::Ok);
+        assert_eq!(second[0].outcome, Outcome::Dup);
     });
     assert_eq!(town.xlen("inbox:sink"), 1);
     let inbox = town.inbox("r");
@@ -362,7 +364,11 @@ fn exec_runs_only_allow_listed_programs_in_a_bare_environment() {
         for (i, reviewer) in ["plain", "sneaky", "slow"].iter().enumerate() {
             let id = t.assign("owner", "work", None).await.unwrap();
             assert_eq!(id, format!("t{}", i + 1));
-            let op = serde_json::json!({"op": "request_review", "task": id, "reviewer": reviewer, "body": "diff"});
+            let op = Op::RequestReview {
+                task: id,
+                reviewer: reviewer.to_string(),
+                body: "diff".into(),
+            };
             t.db.apply_ops("owner", vec![op]).await.unwrap();
         }
     });
@@ -445,17 +451,20 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let t = tinytown::town::Town::open(town.path()).await.unwrap();
-        let unit = tinytown::db::Unit {
-            ops: vec![serde_json::json!({"op": "set_state", "key": "count", "value": "0"})],
+        let unit = tinytown::store::applier::Unit {
+            ops: vec![Op::SetState {
+                key: "count".into(),
+                value: Some("0".into()),
+            }],
             by: Some("c".into()),
-            fence: Some(tinytown::db::Fence {
+            fence: Some(tinytown::store::applier::Fence {
                 agent: "c".into(),
                 holder: first.clone(),
             }),
             ..Default::default()
         };
         let r = t.db.apply(&[unit]).await.unwrap();
-        assert_eq!(r[0].s, "fenced");
+        assert_eq!(r[0].outcome, Outcome::Fenced);
     });
     for _ in 0..50 {
         town.ok(&["send", "c", "count"]);

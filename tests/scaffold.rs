@@ -17,11 +17,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tinytown::actions::describe;
-use tinytown::exec::ExecGrant;
-use tinytown::limits::Limits;
+use tinytown::host::describe;
+use tinytown::runtime::capabilities::exec::ExecGrant;
 use tinytown::runtime::{wit, Grants, Instance, Lookup, NoTown, Plugin, Runtime};
 use tinytown::scaffold::new_plugin;
+use tinytown::store::limits::Limits;
 
 const ROLES: [&str; 3] = ["worker", "reviewer", "conductor"];
 
@@ -129,16 +129,17 @@ fn on_path(name: &str) -> PathBuf {
 }
 
 fn grants(allow: Vec<PathBuf>, dir: &Path) -> Grants {
-    Grants {
-        exec: Some(Arc::new(ExecGrant {
+    Grants::none().with(
+        "exec",
+        Arc::new(ExecGrant {
             allow,
             env: vec![],
             workdir: dir.to_path_buf(),
             town_dir: dir.to_path_buf(),
             timeout: Duration::from_secs(1),
             output_bytes: 1 << 20,
-        })),
-    }
+        }),
+    )
 }
 
 fn pairs(config: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -598,8 +599,8 @@ fn every_project_is_complete() {
     }
 }
 
-fn user_error(err: &anyhow::Error) -> tinytown::error::UserError {
-    tinytown::error::user_error(err)
+fn user_error(err: &anyhow::Error) -> tinytown::store::error::UserError {
+    tinytown::store::error::user_error(err)
         .unwrap_or_else(|| panic!("not a user error: {err:?}"))
         .clone()
 }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{assert_demo_task_done, demo_town, expect_code, plugin, run_timeout, TestTown};
 use serde_json::{json, Value};
+use tinytown::store::applier::Op;
+use tinytown::store::model::Kind;
 use tinytown::town::Town;
 
 /// tinytown.toml of town `test` with the given host timings, an optional `[redis]` section and
@@ -295,10 +297,14 @@ impl Probe {
                 .wrapping_add(1442695040888963407);
             let a = &agents[((x >> 33) % agents.len() as u64) as usize];
             *sent.per_agent.get_mut(a).unwrap() += 1;
-            ops.push(
-                json!({"op": "send", "to": a, "kind": "info", "body": "count",
-                            "urgent": i % 10 == 0}),
-            );
+            ops.push(Op::Send {
+                to: a.clone(),
+                kind: Kind::Info,
+                body: "count".into(),
+                urgent: i % 10 == 0,
+                task: None,
+                corr: None,
+            });
             if ops.len() == 1000 {
                 sent.ids.extend(self.apply(std::mem::take(&mut ops)));
             }
@@ -310,7 +316,7 @@ impl Probe {
     }
 
     /// Applies `ops` for the conductor; the ids of the messages they sent.
-    fn apply(&self, ops: Vec<Value>) -> Vec<String> {
+    fn apply(&self, ops: Vec<Op>) -> Vec<String> {
         let n = ops.len();
         let r = self
             .rt
@@ -515,7 +521,7 @@ impl Probe {
                 .arg("-")
                 .arg("+");
             let v: Vec<redis::Value> = self.query(&p);
-            for e in tinytown::streams::entries(&v[0]) {
+            for e in tinytown::store::streams::entries(&v[0]) {
                 let f = e.text_map();
                 corr.push(f.get("corr").cloned().unwrap_or_default());
                 *from
@@ -650,7 +656,7 @@ const LEASE_MS: u64 = 1500;
 /// the throughput measured before the kill (a CPU-bound host on a small machine does not get
 /// faster with fewer hosts per core).
 fn reclaim_bound(rate3: f64, active_runners: usize) -> Duration {
-    let batch = tinytown::limits::READ_BATCH as f64 * active_runners as f64 / rate3;
+    let batch = tinytown::store::limits::READ_BATCH as f64 * active_runners as f64 / rate3;
     let margin = (LEASE_MS as f64 / 2.0 + 2.0 * batch * 1000.0 + 2000.0).max(3000.0);
     Duration::from_millis(LEASE_MS + margin as u64)
 }

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use common::{host_until_idle, plugin_path, TestTown};
 use serde_json::Value;
+use tinytown::store::applier::Op;
+use tinytown::store::model::Kind;
 
 fn digest(path: &Path) -> String {
-    tinytown::plugin::Digest::of(&std::fs::read(path).unwrap()).to_string()
+    tinytown::store::model::Digest::of(&std::fs::read(path).unwrap()).to_string()
 }
 
 /// The same component with a custom section appended: same behaviour, another digest.
@@ -61,8 +63,8 @@ fn ten_thousand_messages_through_a_hundred_swaps() {
         .unwrap();
     let mut swapped_at = Vec::new();
     for round in 0..100 {
-        let ops: Vec<Value> = (0..100)
-            .map(|_| serde_json::json!({"op": "send", "to": "c", "body": "count"}))
+        let ops: Vec<Op> = (0..100)
+            .map(|_| Op::send("c", Kind::Task, "count"))
             .collect();
         rt.block_on(t.db.apply_ops("conductor", ops)).unwrap();
         let next = if round % 2 == 0 { &v2 } else { &v1 };

@@ -1,31 +1,21 @@
 //! tinytown: a town of agents whose mailboxes and tasks live in Redis and whose roles run as
 //! sandboxed WebAssembly components.
 //!
-//! - [`town`] is the service layer every command goes through; [`db`] and `lua/apply.lua` are
-//!   the one write path (atomic, checked, idempotent); [`keys`] names every Redis key.
-//! - [`config`] reads `tinytown.toml`; [`limits`] holds every default limit.
-//! - [`embedded`] runs the town's private `redis-server` when no URL is configured.
-//! - [`host`] is `tt host`: one runner per agent feeding its mailbox to a Wasm instance made by
-//!   [`runtime`]; [`actions`] turns what the role returns into applier operations; [`exec`] is
-//!   the one capability that acts in the world; [`lookup`] answers the role's questions.
-//! - [`cli`] is the `tt` command line, a thin shell over [`town`].
+//! The crate is in layers that only point down (ARCHITECTURE.md at the repository root is the
+//! map; `tests/layers.rs` fails when a module imports upward):
+//!
+//! 1. [`store`]: config, limits, errors, keys, records, streams, connections, the embedded
+//!    Redis and the applier (the one write path). No wasmtime.
+//! 2. [`town`]: the services, everything a person or a host can do to a town.
+//! 3. [`runtime`]: roles as Wasm components: bindings, engine, cache, instances, capabilities.
+//! 4. [`host`]: `tt host`, the serving loop; swaps.
+//! 5. [`cli`] (the `tt` command line), with the tools beside it: [`scaffold`] (`tt plugin new`)
+//!    and [`bench`] (`tt bench`).
 
-pub mod actions;
 pub mod bench;
 pub mod cli;
-pub mod config;
-pub mod db;
-pub mod embedded;
-pub mod error;
-pub mod exec;
 pub mod host;
-pub mod keys;
-pub mod limits;
-pub mod lookup;
-pub mod model;
-pub mod plugin;
 pub mod runtime;
 pub mod scaffold;
-pub mod streams;
-pub mod swap;
+pub mod store;
 pub mod town;

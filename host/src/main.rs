@@ -1,7 +1,7 @@
 use clap::Parser;
 
 use tinytown::cli::{self, Cli};
-use tinytown::error::user_error;
+use tinytown::store::error::user_error;
 
 fn main() {
     let cli = Cli::parse();

@@ -1,4 +1,4 @@
-// tinytown reviewer role, in JavaScript (jco/QuickJS; world tinytown:agent/agent-exec).
+// tinytown reviewer role, in JavaScript (componentize-js; world tinytown:agent/agent-exec).
 //
 // On a `review-request` it runs the configured check program (via the `exec` capability) with
 // the request body on stdin, and returns approve/reject for the task, optionally an `info`

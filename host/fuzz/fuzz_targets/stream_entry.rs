@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tinytown::model::Message;
+use tinytown::store::model::Message;
 
 type Entry = Vec<(Vec<u8>, Vec<u8>)>;
 

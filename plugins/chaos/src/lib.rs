@@ -9,6 +9,7 @@ use core::hint::black_box;
 
 use tinytown::agent::host;
 use tinytown::agent::types::{Kind, LogLevel, Outgoing, Priority};
+use tinytown_guest::Table;
 
 fn fail(message: impl Into<String>, retryable: bool) -> Error {
     Error {
@@ -143,12 +144,7 @@ struct Chaos;
 
 impl Guest for Chaos {
     fn init(config: Vec<(String, String)>) -> Result<(), Error> {
-        let mode = config
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "init")
-            .map(|(_, v)| v.trim());
-        match mode {
+        match Table::new("chaos", &config).get("init") {
             Some("fail") => Err(fail("chaos init refused", false)),
             Some("trap") => panic!("chaos init trap"),
             _ => Ok(()),

@@ -4,10 +4,9 @@
 
 wit_bindgen::generate!({ world: "agent", path: "../../wit" });
 
-use std::cell::RefCell;
-
 use tinytown::agent::host;
 use tinytown::agent::types::{Assignment, Kind, LogLevel, Outgoing, Priority};
+use tinytown_guest::{ConfigError, Table};
 
 /// The policy's settings, read from its `config` table by `init`.
 struct Config {
@@ -24,29 +23,12 @@ impl Default for Config {
     }
 }
 
-thread_local! {
-    static CONFIG: RefCell<Option<Config>> = const { RefCell::new(None) };
-}
-
-fn parse_config(config: &[(String, String)]) -> Result<Config, Error> {
-    let get = |key: &str| {
-        config
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())
-    };
+fn parse_config(config: &Table) -> Result<Config, ConfigError> {
     let mut cfg = Config::default();
-    if let Some(n) = get("max-rejections") {
-        cfg.max_rejections = n.parse().map_err(|_| Error {
-            message: format!(
-                "conductor config key `max-rejections` must be a whole number, got `{n}`"
-            ),
-            retryable: false,
-        })?;
+    if let Some(n) = config.number("max-rejections")? {
+        cfg.max_rejections = n;
     }
-    if let Some(human) = get("human") {
+    if let Some(human) = config.get("human") {
         cfg.human = human.to_owned();
     }
     Ok(cfg)
@@ -117,26 +99,22 @@ fn dispatch(actions: &mut Vec<Action>) {
     }
 }
 
-struct Conductor;
-
-impl Guest for Conductor {
-    fn init(config: Vec<(String, String)>) -> Result<(), Error> {
-        let cfg = parse_config(&config)?;
-        CONFIG.with(|c| *c.borrow_mut() = Some(cfg));
-        Ok(())
-    }
-
-    fn handle(msg: Message) -> Result<Vec<Action>, Error> {
-        CONFIG.with(|c| {
-            let c = c.borrow();
-            let default = Config::default();
-            let cfg = c.as_ref().unwrap_or(&default);
-            let mut actions = Vec::new();
-            task_news(cfg, &msg, &mut actions);
-            dispatch(&mut actions);
-            Ok(actions)
-        })
-    }
+/// Whatever the message, the news about its task first, then the dispatch.
+fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
+    let mut actions = Vec::new();
+    task_news(cfg, &msg, &mut actions);
+    dispatch(&mut actions);
+    actions
 }
+
+// Every key has a default, so a host that skipped `init` gets `Config::default()`.
+tinytown_guest::role!(
+    /// The policy as exported: `init` reads the config, `handle` uses it.
+    Conductor {
+        name: "conductor",
+        config: Config = parse_config,
+        handle: handle_with,
+    }
+);
 
 export!(Conductor);

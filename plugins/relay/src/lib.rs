@@ -4,42 +4,35 @@
 
 wit_bindgen::generate!({ world: "agent", path: "../../wit" });
 
-use std::cell::RefCell;
-
 use tinytown::agent::types::Outgoing;
+use tinytown_guest::{ConfigError, Table};
 
-thread_local! {
-    /// The agent to forward to, from config key `next`.
-    static NEXT: RefCell<Option<String>> = const { RefCell::new(None) };
+/// The agent to forward to, from config key `next`; without it, messages are swallowed.
+fn parse_config(config: &Table) -> Result<Option<String>, ConfigError> {
+    Ok(config.get("next").map(str::to_owned))
 }
 
-struct Relay;
-
-impl Guest for Relay {
-    fn init(config: Vec<(String, String)>) -> Result<(), Error> {
-        let next = config
-            .into_iter()
-            .rev()
-            .find(|(k, _)| k == "next")
-            .map(|(_, v)| v.trim().to_owned())
-            .filter(|v| !v.is_empty());
-        NEXT.with(|n| *n.borrow_mut() = next);
-        Ok(())
-    }
-
-    fn handle(msg: Message) -> Result<Vec<Action>, Error> {
-        let Some(to) = NEXT.with(|n| n.borrow().clone()) else {
-            return Ok(Vec::new());
-        };
-        Ok(vec![Action::Send(Outgoing {
-            to,
-            kind: msg.kind,
-            body: msg.body,
-            priority: msg.priority,
-            task_id: msg.task_id,
-            correlation_id: Some(msg.id),
-        })])
-    }
+fn forward(next: &Option<String>, msg: Message) -> Vec<Action> {
+    let Some(to) = next else {
+        return Vec::new();
+    };
+    vec![Action::Send(Outgoing {
+        to: to.clone(),
+        kind: msg.kind,
+        body: msg.body,
+        priority: msg.priority,
+        task_id: msg.task_id,
+        correlation_id: Some(msg.id),
+    })]
 }
+
+tinytown_guest::role!(
+    /// The role as exported: `init` reads `next`, `handle` forwards to it.
+    Relay {
+        name: "relay",
+        config: Option<String> = parse_config,
+        handle: forward,
+    }
+);
 
 export!(Relay);

@@ -6,11 +6,10 @@
 
 wit_bindgen::generate!({ world: "agent-exec", path: "../../wit" });
 
-use std::cell::RefCell;
-
 use tinytown::agent::exec;
 use tinytown::agent::host;
 use tinytown::agent::types::{Kind, Outgoing, Priority, TaskOutcome};
+use tinytown_guest::{fill, ConfigError, Table};
 
 /// The reviewer's settings, read from its `config` table by `init`.
 struct Config {
@@ -20,45 +19,13 @@ struct Config {
     timeout_ms: Option<u32>,
 }
 
-thread_local! {
-    static CONFIG: RefCell<Option<Config>> = const { RefCell::new(None) };
-}
-
-fn fatal(message: impl Into<String>) -> Error {
-    Error {
-        message: message.into(),
-        retryable: false,
-    }
-}
-
-fn parse_config(config: &[(String, String)]) -> Result<Config, Error> {
-    let get = |key: &str| {
-        config
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())
-    };
-    let program = get("program").ok_or_else(|| {
-        fatal("reviewer needs config key `program` (the check to run for a review)")
-    })?;
-    let args = get("args")
-        .map(|a| a.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default();
-    let timeout_ms = match get("timeout-ms") {
-        None => None,
-        Some(t) => Some(t.parse::<u32>().map_err(|_| {
-            fatal(format!(
-                "reviewer config key `timeout-ms` must be a whole number of milliseconds, got `{t}`"
-            ))
-        })?),
-    };
+fn parse_config(config: &Table) -> Result<Config, ConfigError> {
+    let program = config.required("program", "the check to run for a review")?;
     Ok(Config {
         program: program.to_owned(),
-        args,
-        notify: get("notify").map(str::to_owned),
-        timeout_ms,
+        args: config.words("args"),
+        notify: config.get("notify").map(str::to_owned),
+        timeout_ms: config.number_of("timeout-ms", "milliseconds")?,
     })
 }
 
@@ -86,11 +53,7 @@ fn review(cfg: &Config, task_id: &str, body: String) -> Review {
     }
     let cmd = exec::Command {
         program: cfg.program.clone(),
-        args: cfg
-            .args
-            .iter()
-            .map(|a| a.replace("{task}", task_id))
-            .collect(),
+        args: fill(&cfg.args, &[("task", task_id)]),
         stdin: Some(body),
         timeout_ms: cfg.timeout_ms,
     };
@@ -167,22 +130,13 @@ fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
     actions
 }
 
-struct Reviewer;
-
-impl Guest for Reviewer {
-    fn init(config: Vec<(String, String)>) -> Result<(), Error> {
-        let cfg = parse_config(&config)?;
-        CONFIG.with(|c| *c.borrow_mut() = Some(cfg));
-        Ok(())
+tinytown_guest::role!(
+    /// The role as exported: `init` reads the config, `handle` uses it.
+    Reviewer {
+        name: "reviewer",
+        config: Config = parse_config,
+        handle: handle_with,
     }
-
-    fn handle(msg: Message) -> Result<Vec<Action>, Error> {
-        CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(cfg) => Ok(handle_with(cfg, msg)),
-            // A host that skipped `init` gets the error `init` would have given.
-            None => parse_config(&[]).map(|cfg| handle_with(&cfg, msg)),
-        })
-    }
-}
+);
 
 export!(Reviewer);

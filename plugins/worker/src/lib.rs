@@ -5,13 +5,12 @@
 
 wit_bindgen::generate!({ world: "agent-exec", path: "../../wit" });
 
-use std::cell::RefCell;
-
 use tinytown::agent::exec;
 use tinytown::agent::host;
 use tinytown::agent::types::{
     Kind, LogLevel, Outgoing, Priority, ReviewRequest, TaskOutcome, Verdict,
 };
+use tinytown_guest::{fill, ConfigError, Table};
 
 /// The worker's settings, read from its `config` table by `init`.
 struct Config {
@@ -21,48 +20,14 @@ struct Config {
     timeout_ms: Option<u32>,
 }
 
-thread_local! {
-    static CONFIG: RefCell<Option<Config>> = const { RefCell::new(None) };
-}
-
-fn fatal(message: impl Into<String>) -> Error {
-    Error {
-        message: message.into(),
-        retryable: false,
-    }
-}
-
-fn parse_config(config: &[(String, String)]) -> Result<Config, Error> {
-    let get = |key: &str| {
-        config
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())
-    };
-    let program = get("program").ok_or_else(|| {
-        fatal("worker needs config key `program` (the command to run for a task)")
-    })?;
-    let reviewer = get("reviewer").ok_or_else(|| {
-        fatal("worker needs config key `reviewer` (the agent that reviews its work)")
-    })?;
-    let args = get("args")
-        .map(|a| a.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default();
-    let timeout_ms = match get("timeout-ms") {
-        None => None,
-        Some(t) => Some(t.parse::<u32>().map_err(|_| {
-            fatal(format!(
-                "worker config key `timeout-ms` must be a whole number of milliseconds, got `{t}`"
-            ))
-        })?),
-    };
+fn parse_config(config: &Table) -> Result<Config, ConfigError> {
+    let program = config.required("program", "the command to run for a task")?;
+    let reviewer = config.required("reviewer", "the agent that reviews its work")?;
     Ok(Config {
         program: program.to_owned(),
-        args,
+        args: config.words("args"),
         reviewer: reviewer.to_owned(),
-        timeout_ms,
+        timeout_ms: config.number_of("timeout-ms", "milliseconds")?,
     })
 }
 
@@ -74,14 +39,9 @@ fn log(level: LogLevel, text: impl Into<String>) -> Action {
 /// a review request whatever the exit, or fail + escalate when the program could not run.
 fn run_and_request_review(cfg: &Config, task_id: &str, attempt: u32, stdin: String) -> Vec<Action> {
     let attempt = attempt.to_string();
-    let args = cfg
-        .args
-        .iter()
-        .map(|a| a.replace("{task}", task_id).replace("{attempt}", &attempt))
-        .collect();
     let cmd = exec::Command {
         program: cfg.program.clone(),
-        args,
+        args: fill(&cfg.args, &[("task", task_id), ("attempt", &attempt)]),
         stdin: Some(stdin),
         timeout_ms: cfg.timeout_ms,
     };
@@ -122,30 +82,26 @@ fn attempt_of(task: Option<&tinytown::agent::types::TaskInfo>) -> u32 {
     task.map_or(0, |t| t.rejections).saturating_add(1)
 }
 
+/// What a `what` message (`task-assign`, `verdict`) that names no task gets: a warning.
+fn ignored_without_task_id(what: &str, id: &str, sender: &str) -> Vec<Action> {
+    vec![log(
+        LogLevel::Warn,
+        format!("{what} {id} from {sender} has no task id; ignored"),
+    )]
+}
+
 fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
     match msg.kind {
         Kind::TaskAssign => {
             let Some(task_id) = msg.task_id else {
-                return vec![log(
-                    LogLevel::Warn,
-                    format!(
-                        "task-assign {} from {} has no task id; ignored",
-                        msg.id, msg.sender
-                    ),
-                )];
+                return ignored_without_task_id("task-assign", &msg.id, &msg.sender);
             };
             let attempt = attempt_of(host::get_task(&task_id).as_ref());
             run_and_request_review(cfg, &task_id, attempt, msg.body)
         }
         Kind::Verdict(verdict) => {
             let Some(task_id) = msg.task_id else {
-                return vec![log(
-                    LogLevel::Warn,
-                    format!(
-                        "verdict {} from {} has no task id; ignored",
-                        msg.id, msg.sender
-                    ),
-                )];
+                return ignored_without_task_id("verdict", &msg.id, &msg.sender);
             };
             match verdict {
                 Verdict::Approve => vec![log(LogLevel::Info, format!("task {task_id} approved"))],
@@ -177,22 +133,13 @@ fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
     }
 }
 
-struct Worker;
-
-impl Guest for Worker {
-    fn init(config: Vec<(String, String)>) -> Result<(), Error> {
-        let cfg = parse_config(&config)?;
-        CONFIG.with(|c| *c.borrow_mut() = Some(cfg));
-        Ok(())
+tinytown_guest::role!(
+    /// The role as exported: `init` reads the config, `handle` uses it.
+    Worker {
+        name: "worker",
+        config: Config = parse_config,
+        handle: handle_with,
     }
-
-    fn handle(msg: Message) -> Result<Vec<Action>, Error> {
-        CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(cfg) => Ok(handle_with(cfg, msg)),
-            // A host that skipped `init` gets the error `init` would have given.
-            None => parse_config(&[]).map(|cfg| handle_with(&cfg, msg)),
-        })
-    }
-}
+);
 
 export!(Worker);

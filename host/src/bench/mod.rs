@@ -1,0 +1,89 @@
+//! `tt bench`: the speed and memory numbers, measured on this machine, printed.
+//!
+//! Each run makes a throwaway town under /tmp with its own embedded Redis and the compiled
+//! plugins from `--plugins DIR` (default `plugins/dist` under the current directory), so the numbers include everything a real town pays: Lua
+//! applier, AOF, consumer groups, Wasm calls. Targets are printed beside the numbers; nothing
+//! here fails on a miss (that is what a benchmark is for, not a test).
+//!
+//! It drives the town only through the library's public services (`Town`, the applier, the
+//! host's `run_until`, the runtime), as any embedder would.
+//!
+//! - [`scratch`]: the throwaway town and hosts.
+//! - [`throughput`]: Redis baseline, `tt send`, library and host throughput.
+//! - [`latency`]: latency, cold start, idle memory.
+//! - [`scaling`]: several hosts, swap latency, polyglot load times.
+
+mod latency;
+mod scaling;
+mod scratch;
+mod throughput;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+pub struct BenchOptions {
+    pub plugins: PathBuf,
+    /// Messages per agent count in the throughput runs.
+    pub messages: usize,
+    pub appendfsync: String,
+}
+
+pub(crate) fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub(crate) fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub async fn run(opts: BenchOptions) -> Result<()> {
+    for p in ["noop", "relay", "chaos"] {
+        let f = opts.plugins.join(format!("{p}.wasm"));
+        if !f.exists() {
+            return Err(crate::store::error::fail(
+                format!("{} is missing", f.display()),
+                "build the plugins first: bash plugins/build.sh (or pass --plugins DIR)",
+            ));
+        }
+    }
+    println!(
+        "tinytown bench (appendfsync {}, {} cores)",
+        opts.appendfsync,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!();
+    throughput::redis_baseline(&opts).await?;
+    throughput::cli_send_time(&opts).await?;
+    throughput::library_throughput(&opts).await?;
+    for agents in [1, 10, 100] {
+        throughput::host_throughput(&opts, agents).await?;
+    }
+    latency::latency(&opts).await?;
+    latency::cold_start(&opts).await?;
+    latency::idle_memory(&opts).await?;
+    for hosts in [1, 2, 3] {
+        scaling::several_hosts(&opts, hosts).await?;
+    }
+    scaling::swap_latency(&opts).await?;
+    scaling::polyglot_load(&opts)?;
+    Ok(())
+}

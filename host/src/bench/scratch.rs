@@ -1,0 +1,121 @@
+//! A throwaway town under /tmp with its own embedded Redis, and hosts serving it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::watch;
+
+use super::BenchOptions;
+use crate::host::{self, HostOptions};
+use crate::store::applier::Op;
+use crate::store::config::{AgentSection, Config};
+use crate::store::embedded::Embedded;
+use crate::store::model::Kind;
+use crate::town::Town;
+
+/// An agent of a scratch town: name, plugin (file stem in plugins/dist; empty for a
+/// mailbox-only agent), init config.
+pub(super) type Spec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// A throwaway town; its Redis stops and its directory goes when dropped.
+pub(super) struct Scratch {
+    pub(super) dir: PathBuf,
+    pub(super) town: Arc<Town>,
+}
+
+impl Scratch {
+    pub(super) async fn new(opts: &BenchOptions, agents: &[Spec<'_>]) -> Result<Scratch> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ttb{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut config = Config::new("bench", &dir);
+        config.redis.appendfsync = Some(opts.appendfsync.clone());
+        for (name, plugin, cfg) in agents {
+            config.agents.insert(
+                name.to_string(),
+                AgentSection {
+                    role: Some("bench".into()),
+                    // The bench's roles keep no state: any host may serve them.
+                    mode: crate::store::config::ServeMode::Shared,
+                    // An empty plugin name makes a mailbox-only agent.
+                    plugin: (!plugin.is_empty())
+                        .then(|| opts.plugins.join(format!("{plugin}.wasm"))),
+                    config: cfg
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                },
+            );
+        }
+        config.save()?;
+        let town = Arc::new(Town::open(&dir).await?);
+        // From here on, dropping the scratch town stops its Redis, whatever fails next.
+        let scratch = Scratch { dir, town };
+        for (name, _, _) in agents {
+            scratch.town.spawn(name, "bench", None, None).await?;
+        }
+        Ok(scratch)
+    }
+
+    pub(super) fn socket(&self) -> PathBuf {
+        Embedded::new(&self.town.config).socket()
+    }
+
+    /// Sends `n` messages to each of `agents`, many per applier call.
+    pub(super) async fn fill(&self, agents: &[String], n: usize, body: &str) -> Result<()> {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+            let mut ops = Vec::new();
+            for a in agents {
+                for _ in chunk {
+                    ops.push(Op::send(a, Kind::Task, body));
+                }
+            }
+            self.town.db.apply_ops("conductor", ops).await?;
+        }
+        Ok(())
+    }
+
+    /// True when every mailbox of `agents` is empty. Polls gently: the bench must not be what
+    /// loads Redis.
+    pub(super) async fn drained(&self, agents: &[String]) -> Result<bool> {
+        tokio::time::sleep(Duration::from_millis(agents.len() as u64 / 4)).await;
+        for a in agents {
+            if self.town.mailbox_depth(a).await? != (0, 0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Embedded::new(&self.town.config).stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(super) fn start_host(
+    town: &Arc<Town>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>) {
+    start_named_host(town, "bench")
+}
+
+pub(super) fn start_named_host(
+    town: &Arc<Town>,
+    name: &str,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>) {
+    let (tx, rx) = watch::channel(false);
+    let opts = HostOptions {
+        name: name.into(),
+        until_idle: false,
+        agents: vec![],
+    };
+    let handle = tokio::spawn(host::run_until(town.clone(), opts, tx.clone(), rx));
+    (tx, handle)
+}

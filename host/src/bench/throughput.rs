@@ -1,0 +1,147 @@
+//! Throughput: the Redis baseline, `tt send`, the library on one connection, the host.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::scratch::{start_host, Scratch, Spec};
+use super::{ms, percentile, BenchOptions};
+use crate::store::applier::{Ack, Op, Unit};
+use crate::store::keys::GROUP;
+use crate::store::model::{Kind, Stream};
+use crate::store::streams;
+
+/// redis-benchmark's own XADD rate against the same kind of server, for scale.
+pub(super) async fn redis_baseline(opts: &BenchOptions) -> Result<()> {
+    let s = Scratch::new(opts, &[]).await?;
+    let out = Command::new("redis-benchmark")
+        .arg("-s")
+        .arg(s.socket())
+        .args(["-q", "-n", "100000", "XADD", "bench:stream", "*", "f", "v"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let line = text
+                .split('\r')
+                .rfind(|l| l.contains("requests per second"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            println!("redis-benchmark XADD (unix socket, P=1):       {line}");
+        }
+        _ => println!("redis-benchmark XADD:                          (redis-benchmark not found)"),
+    }
+    Ok(())
+}
+
+/// Median wall time of a whole `tt send` process against a running embedded Redis.
+pub(super) async fn cli_send_time(opts: &BenchOptions) -> Result<()> {
+    let s = Scratch::new(opts, &[("a", "noop", &[])]).await?;
+    let exe = std::env::current_exe()?;
+    let mut times = Vec::new();
+    for i in 0..60 {
+        let t = Instant::now();
+        let st = Command::new(&exe)
+            .args(["send", "a", &format!("hello {i}")])
+            .env("TT_TOWN", &s.dir)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(st.success(), "tt send failed");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "tt send, whole process (60 runs):              median {}  p90 {}   (target < 5 ms)",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.9))
+    );
+    Ok(())
+}
+
+/// Library level, one connection: send (applier), receive (XREADGROUP), acknowledge (applier).
+pub(super) async fn library_throughput(opts: &BenchOptions) -> Result<()> {
+    let s = Scratch::new(opts, &[("a", "noop", &[])]).await?;
+    let keys = s.town.db.keys.clone();
+    let n = opts.messages.max(10_000);
+    let batch = 200;
+    let mut conn = s.town.db.conn.clone();
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let ops: Vec<_> = (0..batch).map(|_| Op::send("a", Kind::Task, "x")).collect();
+        s.town.db.apply_ops("conductor", ops).await?;
+        let v: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg("bench")
+            .arg("COUNT")
+            .arg(batch)
+            .arg("STREAMS")
+            .arg(keys.inbox("a"))
+            .arg(">")
+            .query_async(&mut conn)
+            .await?;
+        let entries: Vec<_> = streams::read_reply(&v)
+            .into_iter()
+            .flat_map(|(_, e)| e)
+            .collect();
+        let units: Vec<Unit> = entries
+            .iter()
+            .map(|e| Unit {
+                by: Some("a".into()),
+                ack: Some(Ack {
+                    stream: keys.inbox("a"),
+                    entry: e.id.clone(),
+                    agent: "a".into(),
+                    kind: Stream::Inbox,
+                    member: format!("inbox/{}", e.id),
+                }),
+                dlq: true,
+                ..Default::default()
+            })
+            .collect();
+        s.town.db.apply(&units).await?;
+        done += entries.len();
+    }
+    let el = t.elapsed();
+    println!(
+        "library send+receive+ack, one connection:      {:.0} msg/s ({n} messages in {:.2} s, batches of {batch})   (target >= 30,000)",
+        n as f64 / el.as_secs_f64(),
+        el.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Messages per second through `tt host` with a no-op Rust role.
+pub(super) async fn host_throughput(opts: &BenchOptions, agents: usize) -> Result<()> {
+    let names: Vec<String> = (0..agents).map(|i| format!("n{i}")).collect();
+    let specs: Vec<Spec> = names
+        .iter()
+        .map(|n| (n.as_str(), "noop", &[][..]))
+        .collect();
+    let s = Scratch::new(opts, &specs).await?;
+    let per_agent = (opts.messages / agents).max(200);
+    s.fill(&names, per_agent, "x").await?;
+    let total = per_agent * agents;
+    let t = Instant::now();
+    let (stop, handle) = start_host(&s.town);
+    while !s.drained(&names).await? {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let el = t.elapsed();
+    let _ = stop.send(true);
+    handle.await??;
+    let target = if agents == 10 {
+        "   (target >= 20,000 with 10 agents)"
+    } else {
+        ""
+    };
+    println!(
+        "tt host, no-op role, {agents:>3} agent(s):             {:.0} msg/s ({total} messages in {:.2} s, incl. start){target}",
+        total as f64 / el.as_secs_f64(),
+        el.as_secs_f64()
+    );
+    Ok(())
+}

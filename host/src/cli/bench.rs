@@ -1,0 +1,33 @@
+//! `tt bench`: measure speed and memory in a throwaway town (the work is in [`crate::bench`]).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Where the compiled plugins are (noop, relay, chaos and the reviewers).
+    #[arg(long, default_value = "plugins/dist")]
+    pub plugins: PathBuf,
+    /// Messages per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// The embedded Redis's AOF fsync policy: always, everysec or no.
+    #[arg(long, default_value = crate::store::config::DEFAULT_APPENDFSYNC)]
+    pub appendfsync: String,
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let BenchArgs {
+        plugins,
+        messages,
+        appendfsync,
+    } = args;
+    crate::bench::run(crate::bench::BenchOptions {
+        plugins,
+        messages,
+        appendfsync,
+    })
+    .await
+}

@@ -1,0 +1,77 @@
+//! `tt status`: the town at a glance; `--deep` adds plugins, hosts and more events.
+
+use anyhow::Result;
+use clap::Args;
+
+use super::print::{format_event, format_ms, print_json, Json};
+use crate::town::Town;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub deep: bool,
+    #[command(flatten)]
+    pub json: Json,
+}
+
+pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
+    let StatusArgs { deep, json } = args;
+    let status = town.status(if deep { 20 } else { 5 }).await?;
+    if json.json {
+        return print_json(&status);
+    }
+    println!("town {} (redis: {})", status.town, status.redis);
+    println!(
+        "agents: {}   conductor inbox: {}   backlog: {}   dead letters: {}",
+        status.agents.len(),
+        status.conductor_inbox,
+        status.backlog,
+        status.dead_letters
+    );
+    for a in &status.agents {
+        print!(
+            "  {:<16} {:<10} {:<11} waiting {:<4} in hand {:<3} tasks {}",
+            a.agent.name, a.agent.role, a.agent.state, a.waiting, a.in_flight, a.active_tasks
+        );
+        if deep {
+            let digest = a.agent.digest.as_deref().map(|d| &d[..12.min(d.len())]);
+            print!(
+                "  plugin {} @{}",
+                a.agent.plugin.as_deref().unwrap_or("-"),
+                digest.unwrap_or("-")
+            );
+            if let Some(ms) = a.agent.swapped_ms {
+                print!(" swapped {}", format_ms(ms));
+            }
+            if let Some(sh) = &a.agent.shadow {
+                print!("  shadow {sh}");
+            }
+        }
+        println!();
+    }
+    let mut states: Vec<_> = status.tasks.iter().collect();
+    states.sort();
+    let line: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    println!(
+        "tasks: {}",
+        if line.is_empty() {
+            "none".into()
+        } else {
+            line.join(", ")
+        }
+    );
+    if deep {
+        println!("hosts:");
+        if status.hosts.is_empty() {
+            println!("  none running");
+        }
+        for h in &status.hosts {
+            println!("  {}", h);
+        }
+    }
+    println!("recent events:");
+    for e in &status.recent_events {
+        println!("  {}", format_event(e));
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! One batch of deliveries, handled on a blocking thread: each message goes to the role's
+//! instance (retried with backoff on a fresh one after a trap), its actions become one unit,
+//! and units are applied together with their acknowledgements. A role that consulted the town
+//! sees its previous decision applied first. After `max_deliveries` attempts, or on a
+//! permanent error, the message is dead-lettered with the reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use redis::AsyncCommands;
+
+use super::actions;
+use super::runner::{Delivery, Live};
+use crate::runtime::{wit, Failure, FailureKind, Grants, Instance, Lookup, Plugin, Runtime};
+use crate::store::applier::{Ack, Applied, Fence, Op, Outcome, Unit};
+use crate::store::error;
+use crate::store::limits::{Limits, MAX_MESSAGE_BYTES};
+use crate::store::model::{Kind, Message};
+use crate::town::Town;
+
+/// Everything a blocking handling thread needs.
+pub(super) struct HandleCtx {
+    pub(super) town: Arc<Town>,
+    pub(super) runtime: Arc<Runtime>,
+    pub(super) lookup: Arc<dyn Lookup>,
+    pub(super) agent: String,
+    pub(super) limits: Limits,
+    pub(super) grants: Grants,
+    pub(super) init_config: Vec<(String, String)>,
+    pub(super) rt: tokio::runtime::Handle,
+    pub(super) fence: Option<Fence>,
+}
+
+impl HandleCtx {
+    pub(super) fn handle_all(&self, mut live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
+        let mut units = Vec::new();
+        for d in batch {
+            let (unit, looked) = match self.handle_one(&mut live, d) {
+                Ok(done) => done,
+                Err(e) => {
+                    // The town could not be asked: apply what was decided before, leave the
+                    // rest pending for a retry.
+                    let _ = self.apply(&mut units);
+                    return (live, Err(e));
+                }
+            };
+            units.push(unit);
+            // A role that consulted the town must see its previous decision applied first.
+            if looked {
+                if let Err(e) = self.apply(&mut units) {
+                    return (live, Err(e));
+                }
+            }
+        }
+        let r = self.apply(&mut units);
+        (live, r)
+    }
+
+    fn apply(&self, units: &mut Vec<Unit>) -> Result<()> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        for unit in units.iter_mut() {
+            unit.fence = self.fence.clone();
+        }
+        let results = self.rt.block_on(self.town.db.apply(units))?;
+        for (unit, r) in units.iter().zip(&results) {
+            report(&self.agent, unit, r);
+        }
+        units.clear();
+        if results.iter().any(|r| r.outcome == Outcome::Fenced) {
+            return Err(error::fail(
+                format!(
+                    "another host took over agent `{}`; its messages stay pending for it",
+                    self.agent
+                ),
+                "expected after a pause longer than [host] lease_ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Handles one delivery to the end: a unit that applies its actions or dead-letters it.
+    /// Also says whether the role looked at the town while deciding. `Err` when the town could
+    /// not be asked: nothing is decided and the message stays pending.
+    fn handle_one(&self, live: &mut Live, d: Delivery) -> Result<(Unit, bool)> {
+        let member = format!("{}/{}", d.kind, d.entry.id);
+        let mut unit = Unit {
+            by: Some(self.agent.clone()),
+            digest: Some(live.plugin.digest.to_string()),
+            ack: Some(Ack {
+                stream: d.stream.clone(),
+                entry: d.entry.id.clone(),
+                agent: self.agent.clone(),
+                kind: d.kind,
+                member: member.clone(),
+            }),
+            dlq: true,
+            ..Default::default()
+        };
+        let msg = match Message::decode(&d.entry.fields) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(agent = %self.agent, entry = %d.entry.id, "{e}");
+                unit.dead = Some(e.to_string());
+                return Ok((unit, false));
+            }
+        };
+        if msg.body.len() > MAX_MESSAGE_BYTES {
+            unit.dead = Some(format!(
+                "message body is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                msg.body.len(),
+            ));
+            return Ok((unit, false));
+        }
+        let mut attempt = if d.redelivered {
+            self.previous_attempts(&member)?
+        } else {
+            0
+        };
+        if matches!(msg.kind, Kind::TaskAssign | Kind::Reject) {
+            if let Some(task) = &msg.task {
+                let op = Op::MarkRunning { task: task.clone() };
+                if let Err(e) = self
+                    .rt
+                    .block_on(self.town.db.apply_ops(&self.agent, vec![op]))
+                {
+                    tracing::warn!(agent = %self.agent, "could not mark {task} running: {e}");
+                }
+            }
+        }
+        loop {
+            attempt += 1;
+            unit.attempts = Some(attempt);
+            let failure = match self.call(&live.plugin, &mut live.instance, &msg, attempt) {
+                Ok(actions) => match actions::to_ops(&actions, &self.limits) {
+                    Ok(mut ops) => {
+                        let looked = live.instance.as_ref().is_some_and(|i| i.lookups() > 0);
+                        if let Some((plugin, instance)) = live.shadow.as_mut() {
+                            ops.push(self.shadow_op(
+                                &live.plugin,
+                                plugin,
+                                instance,
+                                &msg,
+                                attempt,
+                                &actions,
+                            )?);
+                        }
+                        unit.ops = ops;
+                        return Ok((unit, looked));
+                    }
+                    Err(reason) => Failure::new(FailureKind::Permanent, reason),
+                },
+                Err(f) if f.transient() => {
+                    anyhow::bail!("agent `{}`: {}", self.agent, f.reason)
+                }
+                Err(f) => f,
+            };
+            tracing::warn!(
+                agent = %self.agent, msg = %msg.id, attempt, limit = self.limits.max_deliveries,
+                "{}", failure.reason
+            );
+            if !failure.retryable() {
+                unit.dead = Some(format!("permanent error: {}", failure.reason));
+                return Ok((unit, false));
+            }
+            if attempt >= self.limits.max_deliveries {
+                unit.dead = Some(format!("failed {attempt} times; last: {}", failure.reason));
+                return Ok((unit, false));
+            }
+            self.record_attempt(&member);
+            std::thread::sleep(backoff(attempt));
+        }
+    }
+
+    /// Calls `plugin`'s instance in `slot`, creating a fresh one when there is none.
+    fn call(
+        &self,
+        plugin: &Plugin,
+        slot: &mut Option<Instance>,
+        msg: &Message,
+        attempt: u32,
+    ) -> Result<Vec<wit::Action>, Failure> {
+        if slot.is_none() {
+            *slot = Some(self.runtime.instantiate(
+                plugin,
+                &self.agent,
+                &self.limits,
+                &self.grants,
+                &self.init_config,
+                self.lookup.clone(),
+            )?);
+        }
+        let inst = slot.as_mut().expect("just created");
+        let r = inst.handle(actions::to_wit(msg, attempt));
+        if r.as_ref().is_err_and(|f| f.trapped()) {
+            *slot = None;
+        }
+        r
+    }
+
+    /// Runs the shadow on the same message; its decision is recorded, never applied.
+    fn shadow_op(
+        &self,
+        live: &Plugin,
+        plugin: &Plugin,
+        slot: &mut Option<Instance>,
+        msg: &Message,
+        attempt: u32,
+        live_actions: &[wit::Action],
+    ) -> Result<Op> {
+        let describe = |a: &[wit::Action]| {
+            a.iter()
+                .map(actions::describe)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let live_text = describe(live_actions);
+        let shadow_text = match self.call(plugin, slot, msg, attempt) {
+            Ok(a) => describe(&a),
+            Err(f) if f.transient() => anyhow::bail!("shadow of `{}`: {}", self.agent, f.reason),
+            Err(f) => format!("error: {}", f.reason),
+        };
+        Ok(Op::ShadowRecord {
+            msg: msg.id.clone(),
+            agree: live_text == shadow_text,
+            live: live_text,
+            shadow: shadow_text,
+            live_digest: live.digest.to_string(),
+            shadow_digest: plugin.digest.to_string(),
+        })
+    }
+
+    fn previous_attempts(&self, member: &str) -> Result<u32> {
+        let mut c = self.town.db.conn.clone();
+        let key = self.town.db.keys.attempts(&self.agent);
+        let n = self
+            .rt
+            .block_on(async move { c.hget::<_, _, Option<u32>>(key, member).await })?;
+        Ok(n.unwrap_or(0))
+    }
+
+    fn record_attempt(&self, member: &str) {
+        let mut c = self.town.db.conn.clone();
+        let key = self.town.db.keys.attempts(&self.agent);
+        let _: Result<i64, _> = self
+            .rt
+            .block_on(async move { c.hincr(key, member, 1).await });
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((25u64 << attempt.min(6)).min(2_000))
+}
+
+fn report(agent: &str, unit: &Unit, r: &Applied) {
+    let member = unit.ack.as_ref().map(|a| a.member.as_str()).unwrap_or("?");
+    match r.outcome {
+        Outcome::Dlq => tracing::warn!(
+            agent,
+            msg = member,
+            "dead-lettered: {}",
+            r.reason.as_deref().unwrap_or("?")
+        ),
+        Outcome::Dup => tracing::info!(agent, msg = member, "already applied; acknowledged only"),
+        _ => tracing::debug!(agent, msg = member, actions = unit.ops.len(), "applied"),
+    }
+}

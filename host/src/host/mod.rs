@@ -1,0 +1,152 @@
+//! Layer 4, the host (`tt host`): serves a town's agents. It may depend on `store`, `town` and
+//! `runtime`, not on `cli` (`tests/layers.rs` checks).
+//!
+//! One tokio task per agent (a [`Runner`]) reads the agent's urgent and normal streams through
+//! the consumer group, hands each batch to the agent's long-lived Wasm instance on a blocking
+//! thread, and applies every message's actions together with its acknowledgement in one Lua call
+//! (idempotent by message id). Agents run concurrently, so a slow or failing one never holds up
+//! another.
+//!
+//! Nothing is lost: a message leaves the pending list only in the same atomic step that applies
+//! its effects. A retryable error or a trap is retried with backoff on a fresh instance; after
+//! `max_deliveries` attempts, or on a permanent error, the message moves to the dead-letter
+//! stream with the reason. Messages left pending by a host that died are reclaimed after the
+//! lease (XAUTOCLAIM), and a handling that takes long keeps its lease fresh.
+
+//!
+//! - [`supervisor`]: the host's own loop (a runner per agent, heartbeats, Redis revival, idle).
+//! - [`runner`]: one agent's loop: lease, plugin and shadow, reading the mailbox.
+//! - [`handling`]: one batch on a blocking thread: call the role, turn actions into a unit.
+//! - [`actions`]: the WIT contract <-> the town's messages and applier ops.
+//! - [`lookup`]: the role's read-only questions, answered from Redis.
+//! - [`swap`]: validating a candidate and switching an agent's policy (swap, rollback, shadow).
+
+mod actions;
+mod handling;
+pub mod lookup;
+mod runner;
+mod supervisor;
+pub mod swap;
+
+pub use actions::describe;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use redis::AsyncCommands;
+use tokio::sync::watch;
+
+use crate::runtime::{Lookup, Runtime};
+use crate::store::model::now_ms;
+use crate::town::Town;
+use lookup::TownLookup;
+use supervisor::{revive_embedded_redis, spawn_declared, watch_signals, Supervisor};
+
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// This host's consumer name; stable across restarts so it finds its own pending messages.
+    pub name: String,
+    /// Exit once every served mailbox is empty and nothing is in flight.
+    pub until_idle: bool,
+    /// Serve only these agents (all when empty).
+    pub agents: Vec<String>,
+}
+
+pub fn default_host_name() -> String {
+    let mut buf = [0u8; 256];
+    let n = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let raw = if n == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "host".into()
+    };
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Runs until SIGINT/SIGTERM (or until idle, with `until_idle`).
+pub async fn run(town: Arc<Town>, opts: HostOptions) -> Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(watch_signals(stop_tx.clone()));
+    run_until(town, opts, stop_tx, stop_rx).await
+}
+
+/// Runs until `stop` turns true (or until idle, with `until_idle`).
+pub async fn run_until(
+    town: Arc<Town>,
+    opts: HostOptions,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> Result<()> {
+    let fuel = town.config.limits.fuel > 0
+        || town
+            .config
+            .agents
+            .keys()
+            .any(|a| town.config.limits_for(a).fuel > 0);
+    let runtime = Arc::new(Runtime::new(
+        Some(town.config.state_dir().join("cache")),
+        fuel,
+    )?);
+    spawn_declared(&town).await?;
+    let lookup: Arc<dyn Lookup> = Arc::new(TownLookup {
+        town: town.clone(),
+        handle: tokio::runtime::Handle::current(),
+    });
+    let mut sup = Supervisor {
+        town: town.clone(),
+        runtime,
+        lookup,
+        opts,
+        stop_tx,
+        stop_rx,
+        started: now_ms(),
+        runners: HashMap::new(),
+        last_beat: None,
+        idle_rounds: 0,
+    };
+    tracing::info!(host = %sup.opts.name, town = %town.config.town.name, "host started");
+    let mut outcome = Ok(());
+    let mut backoff = Duration::from_millis(100);
+    while !*sup.stop_rx.borrow() {
+        match sup.round().await {
+            Ok(true) => break,
+            Ok(false) => backoff = Duration::from_millis(100),
+            // A refusal of ours (mail stuck behind a broken plugin) ends the host.
+            Err(e) if crate::store::error::user_error(&e).is_some() => {
+                outcome = Err(e);
+                break;
+            }
+            // Redis is away: keep everything, revive it if it is ours, try again.
+            Err(e) => {
+                tracing::warn!(
+                    "{}; retrying in {backoff:?}",
+                    crate::store::error::one_line(&e)
+                );
+                revive_embedded_redis(&town).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = sup.stop_tx.send(true);
+    for (_, (_, handle)) in sup.runners.drain() {
+        let _ = handle.await;
+    }
+    let mut c = town.db.conn.clone();
+    let _: Result<(), _> = c.hdel(town.db.keys.hosts(), &sup.opts.name).await;
+    tracing::info!(host = %sup.opts.name, "host stopped");
+    outcome
+}

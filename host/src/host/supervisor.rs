@@ -1,0 +1,219 @@
+//! The host's own loop: starts a runner per agent, writes the heartbeat, keeps the embedded
+//! Redis alive, and notices when the town is idle (`--until-idle`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use redis::AsyncCommands;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::runner::Runner;
+use super::HostOptions;
+use crate::runtime::{Lookup, Runtime};
+use crate::store::config::RedisTarget;
+use crate::store::model::now_ms;
+use crate::town::Town;
+
+/// What the supervisor knows about a runner.
+#[derive(Default)]
+pub(super) struct Activity {
+    /// True while the runner has a batch in hand or retries waiting.
+    pub(super) busy: AtomicBool,
+    /// Reads since the last one that returned something.
+    pub(super) empty_reads: AtomicU64,
+    pub(super) handled: AtomicU64,
+    pub(super) done: AtomicBool,
+    /// For an exclusive agent: whether this host holds its lease (a standby does not serve it).
+    pub(super) standby: AtomicBool,
+    /// The agent has no plugin: its mailbox is read by people, not by this host.
+    pub(super) unserved: AtomicBool,
+    /// Why the agent's plugin cannot run, while it cannot.
+    pub(super) blocked: std::sync::Mutex<Option<String>>,
+}
+
+pub(super) type Runners = HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>;
+
+/// The host's own loop: starts a runner per agent, writes the heartbeat, notices idleness.
+pub(super) struct Supervisor {
+    pub(super) town: Arc<Town>,
+    pub(super) runtime: Arc<Runtime>,
+    pub(super) lookup: Arc<dyn Lookup>,
+    pub(super) opts: HostOptions,
+    pub(super) stop_tx: watch::Sender<bool>,
+    pub(super) stop_rx: watch::Receiver<bool>,
+    pub(super) started: u64,
+    pub(super) runners: Runners,
+    pub(super) last_beat: Option<Instant>,
+    pub(super) idle_rounds: u32,
+}
+
+impl Supervisor {
+    /// One round; true when the host should stop (idle, with --until-idle).
+    pub(super) async fn round(&mut self) -> Result<bool> {
+        let town = &self.town;
+        for name in town.agent_names().await? {
+            let wanted = self.opts.agents.is_empty() || self.opts.agents.contains(&name);
+            if self.runners.contains_key(&name) || !wanted {
+                continue;
+            }
+            let activity = Arc::new(Activity::default());
+            let runner = Runner::new(
+                town.clone(),
+                self.runtime.clone(),
+                self.lookup.clone(),
+                &name,
+                &self.opts.name,
+                activity.clone(),
+                self.stop_rx.clone(),
+            )
+            .await?;
+            self.runners
+                .insert(name, (activity, tokio::spawn(runner.run())));
+        }
+        self.runners
+            .retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
+        revive_embedded_redis(town).await;
+        let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
+        if self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat) {
+            self.last_beat = Some(Instant::now());
+            write_heartbeat(town, &self.opts.name, self.started, &self.runners).await;
+        }
+        if !self.opts.until_idle {
+            return Ok(false);
+        }
+        let quiet = self.runners.values().all(|(a, _)| {
+            !a.busy.load(Ordering::Relaxed) && a.empty_reads.load(Ordering::Relaxed) >= 1
+        });
+        let blocked = |a: &Activity| a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
+        let served = self.runners.iter().filter_map(|(n, (a, _))| {
+            (!blocked(a) && !a.unserved.load(Ordering::Relaxed)).then_some(n)
+        });
+        if !(quiet && served_mailboxes_empty(town, served).await?) {
+            self.idle_rounds = 0;
+            return Ok(false);
+        }
+        self.idle_rounds += 1;
+        if self.idle_rounds < 2 {
+            return Ok(false);
+        }
+        let stuck = stuck_mail(town, &self.runners).await?;
+        if !stuck.is_empty() {
+            let reasons: Vec<String> = self
+                .runners
+                .values()
+                .filter_map(|(a, _)| a.blocked.lock().ok()?.clone())
+                .collect();
+            return Err(crate::store::error::fail(
+                format!(
+                    "mail is waiting for agents that cannot run: {}",
+                    reasons.join("; ")
+                ),
+                format!(
+                    "fix the plugin or its grants; the mail of {} is kept",
+                    stuck.join(", ")
+                ),
+            ));
+        }
+        Ok(true)
+    }
+}
+
+/// The town's own Redis is ours to keep alive: if it died, start it again (its AOF brings the
+/// town back); the connections reconnect by themselves.
+pub(super) async fn revive_embedded_redis(town: &Town) {
+    let RedisTarget::Embedded { appendfsync: fsync } = town.config.redis.target() else {
+        return;
+    };
+    let embedded = crate::store::embedded::Embedded::new(&town.config);
+    if embedded.is_up() {
+        return;
+    }
+    tracing::warn!("the town's Redis is not answering; starting it again");
+    match tokio::task::spawn_blocking(move || embedded.ensure(&fsync)).await {
+        Ok(Ok(_)) => tracing::info!("the town's Redis is back"),
+        Ok(Err(e)) => tracing::error!(
+            "cannot restart the town's Redis: {}",
+            crate::store::error::one_line(&e)
+        ),
+        Err(e) => tracing::error!("cannot restart the town's Redis: {e}"),
+    }
+}
+
+pub(super) async fn watch_signals(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("stop requested: finishing the messages in hand");
+    let _ = stop.send(true);
+}
+
+/// Spawns agents declared in tinytown.toml (with role and plugin) that do not exist yet.
+pub(super) async fn spawn_declared(town: &Town) -> Result<()> {
+    for (name, section) in &town.config.agents {
+        let (Some(role), Some(_)) = (&section.role, &section.plugin) else {
+            continue;
+        };
+        if town.agent(name).await?.is_none() {
+            town.spawn(name, role, None, section.nickname.as_deref())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn served_mailboxes_empty<'a>(
+    town: &Town,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<bool> {
+    for name in names {
+        let Some(agent) = town.agent(name).await? else {
+            continue;
+        };
+        if !agent.state.is_served() {
+            continue;
+        }
+        if town.mailbox_depth(name).await? != (0, 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Agents that cannot run but have mail.
+async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<String>> {
+    let mut stuck = Vec::new();
+    for (name, (a, _)) in runners {
+        let blocked = a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
+        if blocked && town.mailbox_depth(name).await? != (0, 0) {
+            stuck.push(name.clone());
+        }
+    }
+    stuck.sort();
+    Ok(stuck)
+}
+
+async fn write_heartbeat(town: &Town, host: &str, started: u64, runners: &Runners) {
+    let agents: BTreeMap<&String, u64> = runners
+        .iter()
+        .filter(|(_, (a, _))| !a.standby.load(Ordering::Relaxed))
+        .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
+        .collect();
+    let beat = json!({
+        "name": host, "pid": std::process::id(), "started_ms": started, "seen_ms": now_ms(),
+        "agents": agents,
+    });
+    let mut c = town.db.conn.clone();
+    let _: Result<(), _> = c.hset(town.db.keys.hosts(), host, beat.to_string()).await;
+}

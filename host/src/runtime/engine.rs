@@ -1,0 +1,181 @@
+//! The engine and the compiled-plugin cache.
+//!
+//! [`Runtime`] owns the wasmtime engine (epoch interruption on, fuel only when some agent asks
+//! for it, a ticker thread advancing the epoch), the on-disk cache of compiled components (by
+//! digest and the engine's compatibility hash), and compiles each plugin once per process.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Result;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::Engine;
+
+use super::bindings;
+use super::capabilities::{self, Grants};
+use super::instance::State;
+use crate::store::error;
+use crate::store::model::Digest;
+
+/// How often the epoch advances; the resolution of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+pub struct Runtime {
+    pub(super) engine: Engine,
+    cache_dir: Option<PathBuf>,
+    pub(super) fuel: bool,
+    compiled: Mutex<HashMap<Digest, Component>>,
+    /// Held while compiling, so agents starting together compile a plugin once, not once each.
+    compiling: Mutex<()>,
+    _ticker: std::thread::JoinHandle<()>,
+}
+
+impl Runtime {
+    /// `cache_dir` holds compiled components; `fuel` turns on fuel metering engine-wide.
+    pub fn new(cache_dir: Option<PathBuf>, fuel: bool) -> Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(fuel);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let weak = engine.weak();
+        let ticker = std::thread::Builder::new()
+            .name("tt-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            cache_dir,
+            fuel,
+            compiled: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(()),
+            _ticker: ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn cache_path(&self, digest: &Digest) -> Option<PathBuf> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let dir = self.cache_dir.as_ref()?;
+        // The compatibility hash covers the wasmtime version and every setting that matters.
+        Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// Compiles `bytes` (or loads them from the cache). Errors name the file and what is wrong.
+    pub fn compile(&self, path: &Path, bytes: &[u8]) -> Result<(Digest, Component, bool)> {
+        let digest = Digest::of(bytes);
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok((digest, c.clone(), true));
+        }
+        check_is_component(path, bytes)?;
+        let _one_at_a_time = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok((digest, c.clone(), true));
+        }
+        let cached = self.cache_path(&digest);
+        let mut from_cache = false;
+        let mut component = None;
+        if let Some(p) = cached.as_ref().filter(|p| p.exists()) {
+            // Safety: the file was written by `precompile_component` of an engine with the same
+            // compatibility hash (it is in the name), in the town's private directory.
+            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, p) } {
+                component = Some(c);
+                from_cache = true;
+            }
+        }
+        let component = match component {
+            Some(c) => c,
+            None => {
+                let compiled =
+                    self.engine.precompile_component(bytes).map_err(|e| {
+                        error::fail(
+                        format!("{} is not a valid component: {}", path.display(), e.root_cause()),
+                        "rebuild it with a component toolchain; `tt plugin check FILE` explains",
+                    )
+                    })?;
+                if let Some(p) = &cached {
+                    if let Err(e) = write_atomically(p, &compiled) {
+                        tracing::warn!(
+                            "cannot cache the compiled {} at {}: {e}",
+                            path.display(),
+                            p.display()
+                        );
+                    }
+                }
+                // Safety: bytes just produced by this engine.
+                unsafe { Component::deserialize(&self.engine, &compiled) }
+                    .map_err(|e| anyhow::anyhow!("loading compiled {}: {e}", path.display()))?
+            }
+        };
+        self.compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, component.clone());
+        Ok((digest, component, from_cache))
+    }
+
+    /// A linker with WASI (no files, no env, no network), the contract's own interfaces, and
+    /// the capabilities `grants` allows.
+    pub(super) fn linker(&self, grants: &Grants) -> Result<Linker<State>> {
+        let mut linker = Linker::<State>::new(&self.engine);
+        let wrap = |e: wasmtime::Error| anyhow::anyhow!("{e}");
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wrap)?;
+        bindings::tinytown::agent::types::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(wrap)?;
+        bindings::tinytown::agent::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(wrap)?;
+        capabilities::add_granted_to_linker(&mut linker, grants)?;
+        Ok(linker)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Refuses a component whose bytes are not a component, with a message that says what they are.
+pub fn check_is_component(path: &Path, bytes: &[u8]) -> Result<()> {
+    let what = if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        "not a WebAssembly file"
+    } else if bytes[4..8] == [1, 0, 0, 0] {
+        "a core Wasm module, not a component"
+    } else {
+        return Ok(());
+    };
+    Err(error::fail(
+        format!("{} is {what}", path.display()),
+        "build a component: cargo build --target wasm32-wasip2, componentize-py, jco, \
+         or `wasm-tools component new` for a core module",
+    ))
+}

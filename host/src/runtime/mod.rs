@@ -1,0 +1,24 @@
+//! Layer 3, the runtime: roles as Wasm components of the `tinytown:agent` world, sandboxed and
+//! limited. It may depend on `store` (not on `town`, `host` or `cli`; `tests/layers.rs` checks):
+//! the serving layer hands it the town's answers through [`Lookup`].
+//!
+//! - [`bindings`]: the generated WIT bindings (one module, so nothing imports in a circle).
+//! - [`engine`]: the engine, epoch ticker and compiled-code cache ([`Runtime`]).
+//! - [`plugin`]: loading a component for an agent and `tt plugin check`'s report.
+//! - [`instance`]: one agent's live instance, its limits and the `host` import.
+//! - [`lookup`]: the read-only questions a guest may ask, as a trait.
+//! - [`capabilities`]: imports that act in the world (`exec`), one folder each, one registry.
+
+pub mod bindings;
+pub mod capabilities;
+pub mod engine;
+pub mod instance;
+pub mod lookup;
+pub mod plugin;
+
+pub use bindings::{wit, WIT_VERSION};
+pub use capabilities::Grants;
+pub use engine::{check_is_component, Runtime};
+pub use instance::{Failure, FailureKind, Instance};
+pub use lookup::{Lookup, NoTown};
+pub use plugin::{check, CheckReport, Plugin};

@@ -1,0 +1,221 @@
+//! A plugin: a component compiled, checked against the contract and linked for an agent's
+//! grants, ready to instantiate; and `tt plugin check`'s report on a file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use wasmtime::component::InstancePre;
+
+use super::bindings::WIT_VERSION;
+use super::capabilities::{self, Grants};
+use super::engine::{check_is_component, Runtime};
+use super::instance::State;
+use crate::store::error;
+use crate::store::model::Digest;
+
+/// A compiled plugin, ready to instantiate with a given grant set.
+#[derive(Clone)]
+pub struct Plugin {
+    pub digest: Digest,
+    pub path: PathBuf,
+    pub imports: Vec<String>,
+    pre: InstancePre<State>,
+    has_init: bool,
+}
+
+impl Plugin {
+    pub fn has_init(&self) -> bool {
+        self.has_init
+    }
+
+    pub(super) fn pre(&self) -> &InstancePre<State> {
+        &self.pre
+    }
+}
+
+impl Runtime {
+    /// Loads a plugin for an agent with `grants`: compiles, links, and checks its exports.
+    pub fn load(&self, agent: &str, path: &Path, grants: &Grants) -> Result<Plugin> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            error::fail(
+                format!("plugin {} of agent `{agent}`: {e}", path.display()),
+                "build the plugins (`bash plugins/build.sh`) or fix the plugin path",
+            )
+        })?;
+        let (digest, component, _) = self.compile(path, &bytes)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        for name in &imports {
+            check_import(agent, path, name, grants)?;
+        }
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if !exports.iter().any(|e| e == "handle") {
+            return Err(error::fail(
+                format!(
+                    "{} does not export `handle`: it is not a tinytown:agent component \
+                     (exports: {})",
+                    path.display(),
+                    if exports.is_empty() {
+                        "none".into()
+                    } else {
+                        exports.join(", ")
+                    }
+                ),
+                "build it against world `agent` or `agent-exec` of wit/agent.wit",
+            ));
+        }
+        let linker = self.linker(grants)?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            error::fail(
+                format!(
+                    "{} cannot be linked for agent `{agent}`: {}",
+                    path.display(),
+                    e.root_cause()
+                ),
+                format!("it must be built against tinytown:agent@{WIT_VERSION} (wit/agent.wit)"),
+            )
+        })?;
+        Ok(Plugin {
+            digest,
+            path: path.to_path_buf(),
+            imports,
+            pre,
+            has_init: exports.iter().any(|e| e == "init"),
+        })
+    }
+}
+
+/// Checks one import of a component against what this host provides and `grants` allow.
+fn check_import(agent: &str, path: &Path, name: &str, grants: &Grants) -> Result<()> {
+    if let Some(rest) = name.strip_prefix("tinytown:agent/") {
+        let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        let compatible = version
+            .strip_prefix("0.1.")
+            .is_some_and(|patch| patch.parse::<u32>().is_ok_and(|p| p == 0));
+        if !compatible {
+            return Err(error::fail(
+                format!(
+                    "{} imports tinytown:agent/{iface}@{version}; this host implements \
+                     tinytown:agent@{WIT_VERSION}",
+                    path.display()
+                ),
+                "rebuild the plugin against this repository's wit/agent.wit",
+            ));
+        }
+        if matches!(iface, "types" | "host") {
+            return Ok(());
+        }
+        let Some(cap) = capabilities::by_name(iface) else {
+            return Err(error::fail(
+                format!(
+                    "{} imports unknown interface tinytown:agent/{iface}",
+                    path.display()
+                ),
+                "rebuild the plugin against this repository's wit/agent.wit",
+            ));
+        };
+        if grants.has(cap.name()) {
+            return Ok(());
+        }
+        Err(error::fail(
+            format!(
+                "agent `{agent}`: plugin {} imports the `{iface}` capability, which is not \
+                 granted to it",
+                path.display()
+            ),
+            format!("grant it in tinytown.toml: {}", cap.grant_example(agent)),
+        ))
+    } else if name.starts_with("wasi:") {
+        Ok(())
+    } else {
+        Err(error::fail(
+            format!(
+                "{} imports `{name}`, which no tinytown host provides",
+                path.display()
+            ),
+            "a role may import only tinytown:agent/* and wasi:* interfaces",
+        ))
+    }
+}
+
+/// What `tt plugin check` says about a file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub path: String,
+    pub digest: String,
+    pub bytes: usize,
+    /// `agent` or `agent-exec`: the world it fits.
+    pub world: String,
+    pub wit_version: String,
+    /// Capabilities it needs granted (names from the capability registry).
+    pub capabilities: Vec<String>,
+    pub wasi_imports: Vec<String>,
+    pub exports_init: bool,
+    /// Where the compiled code was cached, if a town's cache was at hand.
+    pub cached_at: Option<String>,
+    pub compile_ms: u128,
+}
+
+/// Checks that `path` is a component of our world and precompiles it into `cache_dir`.
+pub fn check(
+    path: &std::path::Path,
+    cache_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<CheckReport> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        error::fail(
+            format!("{}: {e}", path.display()),
+            "check the path of the plugin file",
+        )
+    })?;
+    check_is_component(path, &bytes)?;
+    let runtime = Runtime::new(cache_dir.clone(), false)?;
+    let started = std::time::Instant::now();
+    // Every capability granted (allowing nothing), so the report can say which ones it needs.
+    let plugin = runtime.load("check", path, &Grants::probe())?;
+    let compile_ms = started.elapsed().as_millis();
+    let ours: Vec<&String> = plugin
+        .imports
+        .iter()
+        .filter(|i| i.starts_with("tinytown:agent/"))
+        .collect();
+    let capabilities: Vec<String> = ours
+        .iter()
+        .filter_map(|i| {
+            let iface = i.trim_start_matches("tinytown:agent/").split('@').next()?;
+            capabilities::by_name(iface).map(|c| c.name().to_string())
+        })
+        .collect();
+    let wit_version = ours
+        .first()
+        .and_then(|i| i.split_once('@'))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| WIT_VERSION.to_string());
+    let cached_at = cache_dir.map(|d| d.display().to_string());
+    Ok(CheckReport {
+        path: path.display().to_string(),
+        digest: plugin.digest.to_string(),
+        bytes: bytes.len(),
+        world: if capabilities.is_empty() {
+            "agent".into()
+        } else {
+            "agent-exec".into()
+        },
+        wit_version,
+        capabilities,
+        wasi_imports: plugin
+            .imports
+            .iter()
+            .filter(|i| i.starts_with("wasi:"))
+            .cloned()
+            .collect(),
+        exports_init: plugin.has_init(),
+        cached_at,
+        compile_ms,
+    })
+}

@@ -1,0 +1,109 @@
+//! `tt plugin new NAME --lang rust|python|js|c --role worker|reviewer|conductor`: a plugin
+//! project that builds with one command (`bash build.sh` -> `NAME/NAME.wasm`) and whose output
+//! passes `tt plugin check`.
+//!
+//! The templates are compiled in, together with the host's own WIT, so a scaffolded project
+//! always matches the contract of the `tt` that made it. Where the repository has an example
+//! plugin of a role, the template *is* that plugin, so the two cannot drift:
+//!
+//! - Rust: `plugins/{worker,reviewer,conductor}/src/lib.rs`, with only the WIT path changed,
+//!   and the crate they share, `plugins/guest` (`tinytown-guest`), copied unchanged into the
+//!   project's `guest/` as a path dependency, so the project builds on its own.
+//! - The Python, JavaScript and C reviewers: `plugins/reviewer-{py,js,c}`, unchanged.
+//! - The other roles in those languages have no example twin; they live in `templates/`.
+//!
+//! The build scripts go the other way: `templates/{python,js,c}/build.sh` is the one source,
+//! and each `plugins/reviewer-*/build.sh` is it rendered for the repository's folders (a test
+//! below fails when they differ). Toolchains are pinned to the versions the repository's own
+//! plugins use and are installed by `build.sh` into
+//! `${TT_TOOLCHAINS:-$HOME/.cache/tinytown/toolchains}`, shared by every project.
+//!
+//! [`project`] holds the templates and renders a project's files; this file checks the choices
+//! and writes them.
+
+mod project;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::store::error;
+
+/// The languages `--lang` accepts.
+pub const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
+/// The roles `--role` accepts.
+pub const ROLES: [&str; 3] = ["worker", "reviewer", "conductor"];
+
+/// Creates a plugin project `name` under `dir` for `lang` and `role`; returns its folder.
+///
+/// Refuses a bad name, language or role (usage errors) and an existing folder. The folder
+/// holds `build.sh`, the role's source, `wit/agent.wit` and a README; `bash build.sh` in it
+/// writes `NAME.wasm` there.
+pub fn new_plugin(dir: &Path, name: &str, lang: &str, role: &str) -> Result<PathBuf> {
+    // The rules of agent names (it names a folder and a file), said about a plugin.
+    crate::store::model::validate_name(name).map_err(|e| match error::user_error(&e) {
+        Some(u) => error::usage(
+            u.message.replace("agent name", "plugin name"),
+            u.hint.clone().unwrap_or_default(),
+        ),
+        None => e,
+    })?;
+    if !LANGS.contains(&lang) {
+        return Err(error::usage(
+            format!("unknown plugin language `{lang}`"),
+            "use --lang rust, python, js or c",
+        ));
+    }
+    if !ROLES.contains(&role) {
+        return Err(error::usage(
+            format!("unknown plugin role `{role}`"),
+            "use --role worker, reviewer or conductor",
+        ));
+    }
+    let root = dir.join(name);
+    if root.symlink_metadata().is_ok() {
+        return Err(error::fail(
+            format!("{} already exists", root.display()),
+            "pick another plugin name, or remove that folder first",
+        ));
+    }
+    let files = project::project_files(name, lang, role);
+    match fs::create_dir(&root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(error::fail(
+                format!("{} already exists", root.display()),
+                "pick another plugin name, or remove that folder first",
+            ))
+        }
+        Err(e) => {
+            return Err(error::fail(
+                format!("cannot create {}: {e}", root.display()),
+                "run `tt plugin new` in a folder you can write to",
+            ))
+        }
+    }
+    // Half a project is worse than none: remove what we created when a write fails.
+    if let Err(e) = write_files(&root, &files) {
+        let _ = fs::remove_dir_all(&root);
+        return Err(e);
+    }
+    Ok(root)
+}
+
+fn write_files(root: &Path, files: &[(String, String)]) -> Result<()> {
+    for (rel, text) in files {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        if rel.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", path.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+-- Agents: spawn, lifecycle, plugin records, prune, and an agent's own state and log.
+
+function OPS.spawn(op)
+  local name = s(op.name)
+  if name == 'conductor' or name == 'supervisor' then
+    fail('RESERVED', '`' .. name .. '` is reserved for the humans\' mailbox')
+  end
+  if agent(name) then fail('EXISTS', 'agent `' .. name .. '` already exists') end
+  V.agents[name] = {role = s(op.role), state = 'idle'}
+  later(function()
+    local k = key('agent', name)
+    redis.call('HSET', k, 'role', s(op.role) or 'worker', 'state', 'idle', 'created', NOW)
+    local optional = {plugin = s(op.plugin), digest = s(op.digest), nickname = s(op.nickname)}
+    for f, v in pairs(optional) do redis.call('HSET', k, f, v) end
+    redis.call('SADD', key('agents'), name)
+    for _, kind in ipairs({'inbox', 'urgent'}) do
+      local ok = pcall(redis.call, 'XGROUP', 'CREATE', key(kind, name), GROUP, '0', 'MKSTREAM')
+      if not ok then redis.call('XGROUP', 'SETID', key(kind, name), GROUP, '0') end
+    end
+    event({type = 'agent', agent = name, to = 'idle', role = s(op.role), by = s(op.by)})
+  end)
+end
+
+-- Sets an agent's lifecycle state, only from the states listed in `from` (any when absent).
+function OPS.agent_state(op)
+  local name = canonical(s(op.name) or '')
+  local a = need_agent(name)
+  if name == 'conductor' then fail('RESERVED', 'the conductor mailbox has no lifecycle') end
+  local cur = a.state or 'idle'
+  if present(op.from) then
+    local allowed = false
+    for _, st in ipairs(op.from) do if st == cur then allowed = true end end
+    if not allowed then
+      fail('BADSTATE', 'agent `' .. name .. '` is ' .. cur .. '; it cannot become ' .. s(op.state))
+    end
+  end
+  a.state = s(op.state)
+  later(function()
+    redis.call('HSET', key('agent', name), 'state', s(op.state))
+    event({type = 'agent', agent = name, from = cur, to = s(op.state), by = s(op.by)})
+  end)
+end
+
+-- Records which plugin an agent runs (a swap), for status and audits.
+function OPS.agent_plugin(op)
+  local name = s(op.name)
+  need_agent(name)
+  later(function()
+    local k = key('agent', name)
+    local old_plugin, old_digest = unpack(redis.call('HMGET', k, 'plugin', 'digest'))
+    redis.call('HSET', k, 'plugin', s(op.plugin), 'digest', s(op.digest), 'swapped', NOW)
+    if old_plugin and old_digest ~= s(op.digest) then
+      redis.call('HSET', k, 'previous', old_plugin, 'previous_digest', old_digest or '')
+    end
+    event({type = 'swap', agent = name, digest = s(op.digest), plugin = s(op.plugin),
+      by = s(op.by)})
+  end)
+end
+
+-- Removes an agent. Messages it never handled go to the dead-letter stream, not away.
+function OPS.prune(op)
+  local name = canonical(s(op.name) or '')
+  local a = need_agent(name)
+  if name == 'conductor' then fail('RESERVED', 'the conductor mailbox cannot be pruned') end
+  local ok_states = present(op.states) and op.states or {'stopped'}
+  local ok = false
+  for _, st in ipairs(ok_states) do if st == (a.state or 'idle') then ok = true end end
+  if not ok then
+    fail('BADSTATE', 'agent `' .. name .. '` is ' .. (a.state or 'idle') ..
+      '; kill it first (`tt kill ' .. name .. '`)')
+  end
+  V.agents[name] = false
+  later(function()
+    for _, kind in ipairs({'urgent', 'inbox'}) do
+      local stream = key(kind, name)
+      local unread = {}
+      local groups = redis.pcall('XINFO', 'GROUPS', stream)
+      if type(groups) == 'table' and groups[1] then
+        local g = groups[1]
+        local last = '0-0'
+        for i = 1, #g, 2 do if g[i] == 'last-delivered-id' then last = g[i + 1] end end
+        for _, p in ipairs(redis.call('XPENDING', stream, GROUP, '-', '+', 100000)) do
+          unread[#unread + 1] = p[1]
+        end
+        for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+')) do
+          unread[#unread + 1] = e[1]
+        end
+      end
+      for _, entry in ipairs(unread) do
+        local e = redis.call('XRANGE', stream, entry, entry)[1]
+        if e then
+          local args = {'XADD', key('dlq'), '*', 'agent', name, 'stream', kind, 'entry', entry,
+            'reason', 'agent pruned before handling it', 'attempts', 0, 'ts', NOW}
+          for i = 1, #e[2] do args[#args + 1] = e[2][i] end
+          redis.call(unpack(args))
+        end
+      end
+      redis.call('DEL', stream)
+    end
+    redis.call('DEL', key('agent', name), key('state', name), key('applied', name),
+      key('owned', name), key('attempts', name), key('shadow', name))
+    redis.call('SREM', key('agents'), name)
+    event({type = 'agent', agent = name, to = 'pruned', by = s(op.by)})
+  end)
+end
+
+function OPS.set_state(op)
+  local who = s(op.by)
+  local k, v = s(op.key), s(op.value)
+  check_size('state value', v)
+  later(function()
+    if v then redis.call('HSET', key('state', who), k, v)
+    else redis.call('HDEL', key('state', who), k) end
+  end)
+end
+
+function OPS.log(op)
+  later(function()
+    event({type = 'log', agent = s(op.by), level = s(op.level), body = preview(s(op.text))})
+  end)
+end
+

@@ -1,0 +1,215 @@
+-- tinytown's one write path: every change to a town goes through this script.
+--
+-- The script is this prelude, the generated task-move table, then one file per concern
+-- (agents, mail, tasks, dlq, shadow) and the unit loop, joined by `applier/mod.rs`. Redis
+-- scripts cannot `require`, so the parts share this file's locals. Every op an `OPS.<name>`
+-- function accepts is a variant of the Rust `Op` enum (`applier/op.rs`), and every field it
+-- reads is one that variant serialises: a unit test checks both ways.
+--
+-- ARGV[1] key prefix `tt:{town}:`   ARGV[2] now (ms)   ARGV[3] JSON list of units
+-- ARGV[4] events kept   ARGV[5] max message bytes   ARGV[6] applied-id retention (ms)
+-- KEYS[1] the town's event stream (names the slot for Redis Cluster; every other key shares
+-- its hash tag, so they live on the same node).
+--
+-- A unit is what one command or one handled message does:
+--   { ops = [...], by = "agent", digest = "sha256", ack = {stream, entry, agent, kind, member},
+--     dlq = true, dead = "reason", attempts = n, fence = {agent, holder} }
+-- Each unit is all-or-nothing: phase 1 checks every op against a view of the town and plans
+-- the writes; phase 2 performs them only when every check passed. With `ack`, the unit is also
+-- idempotent: a message already applied is only acknowledged. With `dlq`, a unit whose ops are
+-- illegal is dead-lettered with the reason instead of failing; with `dead`, it is dead-lettered
+-- without running its ops.
+--
+-- Returns a JSON list, one result per unit: {s = "ok"|"dup"|"dlq"|"fenced", ids = "m1,m2",
+-- tasks = "t1", reason = "...", cleared = n} (Rust: `Applied` and `Outcome`). A unit without
+-- `dlq` that fails raises `TT <CODE> <message>`.
+
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local UNITS = cjson.decode(ARGV[3])
+local EVENTS_KEPT = tonumber(ARGV[4])
+local MAX_BYTES = tonumber(ARGV[5])
+local APPLIED_KEEP = tonumber(ARGV[6])
+local GROUP = 'tt'
+
+local function key(...) return P .. table.concat({...}, ':') end
+
+-- MOVES (state -> {state = true}) and TERMINAL are generated from `TaskState` in Rust and
+-- inserted here.
+--@MOVES@
+
+local function fail(code, msg) error({tt = code .. ' ' .. msg}) end
+
+local function s(v)
+  if v == nil or v == cjson.null then return nil end
+  return tostring(v)
+end
+
+local function present(v) return v ~= nil and v ~= cjson.null end
+
+local function canonical(name)
+  if name == 'supervisor' then return 'conductor' end
+  return name
+end
+
+-- The view: what phase 1 has read or decided so far, overlaying Redis.
+local V
+
+local function reset_view()
+  V = {tasks = {}, agents = {}, plan = {}, ids = {}, task_ids = {}, seq = nil}
+end
+
+local function later(f) V.plan[#V.plan + 1] = f end
+
+local function event(fields)
+  local args = {'XADD', key('events'), 'MAXLEN', '~', EVENTS_KEPT, '*', 'ts', NOW}
+  for k, v in pairs(fields) do
+    if v ~= nil then
+      args[#args + 1] = k
+      args[#args + 1] = tostring(v)
+    end
+  end
+  redis.call(unpack(args))
+end
+
+local function preview(text)
+  text = text or ''
+  if #text > 160 then return string.sub(text, 1, 157) .. '...' end
+  return text
+end
+
+local function agent(name)
+  name = canonical(name)
+  local a = V.agents[name]
+  if a == nil then
+    if name == 'conductor' then
+      a = {role = 'human', state = 'idle'}
+    else
+      local h = redis.call('HGETALL', key('agent', name))
+      if #h == 0 then
+        a = false
+      else
+        a = {}
+        for i = 1, #h, 2 do a[h[i]] = h[i + 1] end
+      end
+    end
+    V.agents[name] = a
+  end
+  return a
+end
+
+local function need_agent(name)
+  if name == nil or name == '' then fail('NOAGENT', 'no agent named') end
+  local a = agent(name)
+  if not a then fail('NOAGENT', 'agent `' .. name .. '` not found') end
+  return a
+end
+
+local function task(id)
+  local t = V.tasks[id]
+  if t == nil then
+    local h = redis.call('HGETALL', key('task', id))
+    if #h == 0 then
+      t = false
+    else
+      t = {}
+      for i = 1, #h, 2 do t[h[i]] = h[i + 1] end
+    end
+    V.tasks[id] = t
+  end
+  return t
+end
+
+local function need_task(id)
+  if id == nil or id == '' then fail('NOTASK', 'no task id given') end
+  local t = task(id)
+  if not t then fail('NOTASK', 'task `' .. id .. '` not found') end
+  return t
+end
+
+local function check_size(what, text)
+  if text and #text > MAX_BYTES then
+    fail('TOOBIG', what .. ' is ' .. #text .. ' bytes; the limit is ' .. MAX_BYTES)
+  end
+end
+
+-- Plans a state change of task `id`, checked against the legal moves.
+local function move(id, to, by, fields)
+  local t = need_task(id)
+  local from = t.state or 'pending'
+  if not (MOVES[from] and MOVES[from][to]) then
+    fail('ILLEGAL', 'task ' .. id .. ' is ' .. from .. '; it cannot become ' .. to)
+  end
+  t.state = to
+  local owner = t.owner
+  later(function()
+    local args = {'HSET', key('task', id), 'state', to, 'updated', NOW}
+    for k, v in pairs(fields or {}) do
+      args[#args + 1] = k
+      args[#args + 1] = v
+    end
+    redis.call(unpack(args))
+    if TERMINAL[to] and owner and owner ~= '' then
+      redis.call('SREM', key('owned', owner), id)
+    end
+    event({type = 'task', task = id, from = from, to = to, by = by})
+  end)
+end
+
+local function new_task_id()
+  if V.seq == nil then V.seq = tonumber(redis.call('GET', key('seq', 'task')) or '0') end
+  V.seq = V.seq + 1
+  local id = 't' .. V.seq
+  local seq = V.seq
+  later(function() redis.call('SET', key('seq', 'task'), seq) end)
+  return id
+end
+
+-- Plans one message into `to`'s mailbox.
+local function send(m)
+  local to = canonical(s(m.to) or '')
+  need_agent(to)
+  need_agent(s(m.from) or 'conductor')
+  local body = s(m.body) or ''
+  check_size('message body', body)
+  local stream = key(m.urgent and 'urgent' or 'inbox', to)
+  later(function()
+    local id = 'm' .. redis.call('INCR', key('seq', 'msg'))
+    redis.call('XADD', stream, '*', 'id', id, 'from', s(m.from) or '?', 'to', to,
+      'kind', s(m.kind) or 'task', 'body', body, 'prio', m.urgent and 'urgent' or 'normal',
+      'task', s(m.task) or '', 'corr', s(m.corr) or '', 'ts', NOW)
+    V.ids[#V.ids + 1] = id
+    event({type = 'sent', msg = id, from = s(m.from), to = to, kind = s(m.kind),
+      task = s(m.task), urgent = m.urgent and '1' or nil, body = preview(body)})
+  end)
+end
+
+local function create_task(desc, tags, by)
+  check_size('task description', desc)
+  local id = new_task_id()
+  V.tasks[id] = {state = 'pending', desc = desc}
+  later(function()
+    redis.call('HSET', key('task', id), 'desc', desc, 'state', 'pending', 'tags', tags or '',
+      'created', NOW, 'updated', NOW, 'rejections', 0, 'by', by or '')
+    redis.call('ZADD', key('tasks'), tonumber(string.sub(id, 2)), id)
+    event({type = 'task', task = id, to = 'pending', by = by, body = preview(desc)})
+  end)
+  V.task_ids[#V.task_ids + 1] = id
+  return id
+end
+
+-- Plans giving task `id` to `who` and telling them.
+local function hand_to(id, who, by)
+  local t = need_task(id)
+  local old = t.owner
+  move(id, 'assigned', by, {owner = who})
+  t.owner = who
+  later(function()
+    if old and old ~= '' and old ~= who then redis.call('SREM', key('owned', old), id) end
+    redis.call('SADD', key('owned', who), id)
+    redis.call('ZREM', key('backlog'), id)
+  end)
+  send({from = by, to = who, kind = 'task-assign', body = t.desc or '', task = id})
+end
+
+local OPS = {}

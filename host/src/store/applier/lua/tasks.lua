@@ -1,0 +1,96 @@
+-- Tasks and the backlog: assignment, transitions, review and verdicts.
+
+-- Create-and-assign (no `task`) or assign an existing task.
+function OPS.assign(op)
+  local who = canonical(s(op.agent) or '')
+  need_agent(who)
+  if who == 'conductor' then fail('RESERVED', 'tasks go to agents, not to the conductor mailbox') end
+  local id = s(op.task)
+  if id == nil then
+    id = create_task(s(op.desc) or '', nil, s(op.by))
+  end
+  hand_to(id, who, s(op.by) or 'conductor')
+end
+
+function OPS.backlog_add(op)
+  local desc = s(op.desc) or ''
+  local id = create_task(desc, s(op.tags), s(op.by))
+  later(function() redis.call('ZADD', key('backlog'), tonumber(string.sub(id, 2)), id) end)
+  -- Conductor policies learn about new work without polling.
+  for _, name in ipairs(redis.call('SMEMBERS', key('agents'))) do
+    local a = agent(name)
+    if a and a.role == 'conductor' and a.state ~= 'stopped' then
+      send({from = s(op.by) or 'conductor', to = name, kind = 'info',
+        body = 'backlog: ' .. id .. ' ' .. desc, task = id})
+    end
+  end
+end
+
+function OPS.backlog_claim(op)
+  local id = s(op.task)
+  need_task(id)
+  need_agent(s(op.agent))
+  if canonical(s(op.agent)) == 'conductor' then
+    fail('RESERVED', 'tasks go to agents, not to the conductor mailbox')
+  end
+  if not redis.call('ZSCORE', key('backlog'), id) or V.tasks[id].claimed then
+    fail('NOTBACKLOG', 'task ' .. id .. ' is not in the backlog (already claimed or removed)')
+  end
+  V.tasks[id].claimed = true
+  hand_to(id, canonical(s(op.agent)), s(op.by) or 'conductor')
+end
+
+function OPS.backlog_remove(op)
+  local id = s(op.task)
+  need_task(id)
+  if not redis.call('ZSCORE', key('backlog'), id) then
+    fail('NOTBACKLOG', 'task ' .. id .. ' is not in the backlog')
+  end
+  move(id, 'cancelled', s(op.by), {result = 'removed from the backlog'})
+  later(function() redis.call('ZREM', key('backlog'), id) end)
+end
+
+-- complete / fail / cancel / running, checked against the legal moves.
+function OPS.transition(op)
+  local to = s(op.to)
+  local fields = {}
+  if s(op.text) then fields.result = s(op.text) end
+  local id = s(op.task)
+  move(id, to, s(op.by), fields)
+  if to == 'cancelled' then later(function() redis.call('ZREM', key('backlog'), id) end) end
+end
+
+-- The host marks a task running when its owner starts on it; anything else is left alone.
+function OPS.mark_running(op)
+  local t = task(s(op.task) or '')
+  if t and t.state == 'assigned' and t.owner == s(op.by) then
+    move(s(op.task), 'running', s(op.by))
+  end
+end
+
+function OPS.request_review(op)
+  local id = s(op.task)
+  local reviewer = canonical(s(op.reviewer) or '')
+  need_agent(reviewer)
+  local t = need_task(id)
+  move(id, 'in-review', s(op.by), {reviewer = reviewer})
+  send({from = s(op.by), to = reviewer, kind = 'review-request', body = s(op.body), task = id})
+  return t
+end
+
+function OPS.verdict(op)
+  local id = s(op.task)
+  local t = need_task(id)
+  local text = s(op.text) or ''
+  local owner = t.owner or 'conductor'
+  if op.approve then
+    move(id, 'completed', s(op.by), {result = text})
+    send({from = s(op.by), to = owner, kind = 'verdict:approve', body = text, task = id})
+  else
+    move(id, 'rejected', s(op.by), {result = text})
+    move(id, 'assigned', s(op.by), {})
+    later(function() redis.call('HINCRBY', key('task', id), 'rejections', 1) end)
+    send({from = s(op.by), to = owner, kind = 'verdict:reject', body = text, task = id})
+  end
+end
+

@@ -1,0 +1,77 @@
+-- The unit loop: fence, de-duplication, phase 1 (check and plan), phase 2 (write), ack.
+
+local function acknowledge(unit)
+  local a = unit.ack
+  redis.call('XACK', a.stream, GROUP, a.entry)
+  redis.call('ZADD', key('applied', a.agent), NOW, a.member)
+  -- A retry counter exists only once an attempt has failed.
+  if (tonumber(unit.attempts) or 1) > 1 then redis.call('HDEL', key('attempts', a.agent), a.member) end
+end
+
+local results = {}
+for _, unit in ipairs(UNITS) do
+  reset_view()
+  local r = {s = 'ok'}
+  local fenced = false
+  if present(unit.fence) then
+    -- An exclusive agent's effects count only from the current lease holder: a host that
+    -- paused past its lease cannot apply stale work over its successor's.
+    fenced = redis.call('GET', key('lease', unit.fence.agent)) ~= unit.fence.holder
+  end
+  if fenced then
+    r.s = 'fenced'
+  elseif unit.ack and redis.call('ZSCORE', key('applied', unit.ack.agent), unit.ack.member) then
+    redis.call('XACK', unit.ack.stream, GROUP, unit.ack.entry)
+    r.s = 'dup'
+  elseif unit.dead then
+    dead_letter(unit, s(unit.dead))
+    acknowledge(unit)
+    r.s = 'dlq'
+    r.reason = s(unit.dead)
+  else
+    local ok, err = pcall(function()
+      for i, op in ipairs(unit.ops or {}) do
+        op.by = unit.by
+        local f = OPS[s(op.op) or '']
+        if not f then fail('BADOP', 'unknown operation ' .. tostring(op.op)) end
+        f(op)
+      end
+    end)
+    if not ok then
+      local msg
+      if type(err) == 'table' and err.tt then msg = err.tt else msg = 'INTERNAL ' .. tostring(err) end
+      if unit.dlq and unit.ack then
+        local reason = string.gsub(msg, '^%u+ ', '')
+        dead_letter(unit, 'its actions were refused: ' .. reason)
+        acknowledge(unit)
+        r.s = 'dlq'
+        r.reason = reason
+      else
+        return redis.error_reply('TT ' .. msg)
+      end
+    else
+      for _, f in ipairs(V.plan) do f() end
+      if unit.ack then
+        acknowledge(unit)
+        if unit.digest then
+          event({type = 'handled', agent = unit.ack.agent, msg = s(unit.ack.member),
+            digest = s(unit.digest), actions = #(unit.ops or {})})
+        end
+      end
+      r.ids = table.concat(V.ids, ',')
+      r.tasks = table.concat(V.task_ids, ',')
+      r.cleared = V.cleared
+    end
+  end
+  results[#results + 1] = r
+end
+
+if math.random(1, 64) == 1 then
+  for _, unit in ipairs(UNITS) do
+    if unit.ack then
+      redis.call('ZREMRANGEBYSCORE', key('applied', unit.ack.agent), 0, NOW - APPLIED_KEEP)
+    end
+  end
+end
+
+return cjson.encode(results)

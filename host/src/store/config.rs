@@ -1,0 +1,387 @@
+//! `tinytown.toml`, the one config file of a town.
+//!
+//! It names the town, says which Redis holds it, and declares what only the operator may decide
+//! for an agent: its capabilities (each an `[agents.NAME.<capability>]` table) and its limits. The live registry
+//! of agents is in Redis (`tt spawn` writes there); an agent declared here is spawned by
+//! `tt host` if it does not exist yet. Grants are never read from Redis, so write access to Redis
+//! does not give anyone the power to run programs.
+//!
+//! Secrets are not written here by `tt`: a Redis password comes from an environment variable or
+//! from a file readable only by its owner.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::store::error;
+use crate::store::limits::{LimitOverrides, Limits};
+use crate::store::model::validate_name;
+
+pub const FILE_NAME: &str = "tinytown.toml";
+/// The town's private directory (embedded Redis, compiled-plugin cache, logs).
+pub const STATE_DIR: &str = ".tt";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub town: TownSection,
+    #[serde(default)]
+    pub redis: RedisSection,
+    #[serde(default)]
+    pub host: HostSection,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSection>,
+    /// The directory holding tinytown.toml; paths in the file are relative to it.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TownSection {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path/to.sock`. Empty: the embedded server.
+    pub url: Option<String>,
+    /// Treat `url` as one node of a Redis Cluster.
+    #[serde(default)]
+    pub cluster: bool,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Name of the environment variable that holds the password.
+    pub password_env: Option<String>,
+    /// A file (mode 0600) whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// Embedded server only: `always` (default), `everysec` or `no`. See the README.
+    pub appendfsync: Option<String>,
+}
+
+/// The embedded Redis fsyncs its AOF before answering a write: an acknowledged change
+/// survives a crash of Redis or of the machine. The README explains the other settings.
+pub const DEFAULT_APPENDFSYNC: &str = "always";
+
+/// Which Redis holds the town. Decided here only: everything else asks [`RedisSection::target`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// No URL (absent or empty): tt runs the town's own `redis-server` on `.tt/redis.sock`.
+    Embedded { appendfsync: String },
+    /// A server someone else runs.
+    Url(String),
+    /// One node of a Redis Cluster (`cluster = true`, or a `redis+cluster://` URL, which is
+    /// given here as `redis://`).
+    Cluster(String),
+}
+
+impl RedisSection {
+    pub fn target(&self) -> RedisTarget {
+        match self.url.as_deref().filter(|u| !u.is_empty()) {
+            None => RedisTarget::Embedded {
+                appendfsync: self
+                    .appendfsync
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_APPENDFSYNC.into()),
+            },
+            Some(url) if self.cluster || url.starts_with("redis+cluster://") => {
+                RedisTarget::Cluster(url.replacen("redis+cluster://", "redis://", 1))
+            }
+            Some(url) => RedisTarget::Url(url.to_string()),
+        }
+    }
+
+    /// How status lines name it.
+    pub fn describe(&self) -> String {
+        match self.target() {
+            RedisTarget::Embedded { .. } => "embedded".into(),
+            RedisTarget::Url(u) | RedisTarget::Cluster(u) => self.url.clone().unwrap_or(u),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSection {
+    /// A message delivered to a host that stops answering is reclaimed by another after this.
+    pub lease_ms: u64,
+    /// How often a host writes its heartbeat and refreshes the leases of messages in hand.
+    pub heartbeat_ms: u64,
+}
+
+impl HostSection {
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ms)
+    }
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        HostSection {
+            lease_ms: 30_000,
+            heartbeat_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentSection {
+    pub role: Option<String>,
+    pub plugin: Option<PathBuf>,
+    pub nickname: Option<String>,
+    /// Passed to the plugin's `init`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Overrides of the town-wide `[limits]`, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitOverrides>,
+    /// `exclusive` (default): one host at a time, under a fenced lease; right for every role.
+    /// `shared`: any number of hosts at once; only for stateless roles (no read-modify-write
+    /// of their state or of the town), which then spread over the hosts.
+    #[serde(default)]
+    pub mode: ServeMode,
+    /// Capability grants, as written: `[agents.NAME.exec]` is `grants["exec"]`. Absent: not
+    /// granted. Their meaning belongs to the capability registry (`runtime::capabilities`),
+    /// which parses and checks them; this layer only keeps them.
+    #[serde(flatten)]
+    pub grants: BTreeMap<String, toml::Value>,
+}
+
+/// The fields of an agent table other than its capability grants.
+const AGENT_FIELDS: &[&str] = &["role", "plugin", "nickname", "config", "limits", "mode"];
+
+// By hand rather than derived: a derived `flatten` would buffer the table and lose the line
+// numbers of errors inside it (`limits = { memory_mb = "lots" }` must name its line).
+impl<'de> Deserialize<'de> for AgentSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AgentSection, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = AgentSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an agent table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AgentSection, A::Error> {
+                let mut a = AgentSection::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "role" => a.role = Some(map.next_value()?),
+                        "plugin" => a.plugin = Some(map.next_value()?),
+                        "nickname" => a.nickname = Some(map.next_value()?),
+                        "config" => a.config = map.next_value()?,
+                        "limits" => a.limits = Some(map.next_value()?),
+                        "mode" => a.mode = map.next_value()?,
+                        _ => {
+                            let value: toml::Value = map.next_value()?;
+                            // A grant is always a table; anything else is a misspelt field.
+                            if !value.is_table() {
+                                return Err(serde::de::Error::unknown_field(&key, AGENT_FIELDS));
+                            }
+                            a.grants.insert(key, value);
+                        }
+                    }
+                }
+                Ok(a)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServeMode {
+    Shared,
+    #[default]
+    Exclusive,
+}
+
+impl Config {
+    /// A fresh config for `tt init`.
+    pub fn new(name: &str, dir: &Path) -> Config {
+        Config {
+            town: TownSection {
+                name: name.to_string(),
+            },
+            redis: RedisSection::default(),
+            host: HostSection::default(),
+            limits: Limits::default(),
+            agents: BTreeMap::new(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Finds `tinytown.toml` in `start` or its parents.
+    pub fn find(start: &Path) -> Result<PathBuf> {
+        let mut dir = Some(start);
+        while let Some(d) = dir {
+            if d.join(FILE_NAME).is_file() {
+                return Ok(d.to_path_buf());
+            }
+            dir = d.parent();
+        }
+        Err(error::fail(
+            format!("no {FILE_NAME} in {} or its parents", start.display()),
+            "run `tt init` to create a town here, or pass --town DIR (or set TT_TOWN)",
+        ))
+    }
+
+    pub fn load(dir: &Path) -> Result<Config> {
+        let path = dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            error::fail(
+                format!("cannot read {}: {e}", path.display()),
+                "run `tt init` to create a town here, or pass --town DIR (or set TT_TOWN)",
+            )
+        })?;
+        let mut config = Config::parse(&text).map_err(|e| {
+            error::fail(
+                format!("{} is not valid: {e}", path.display()),
+                "fix the line and field named above; `tt init --force` writes a fresh file",
+            )
+        })?;
+        config.dir = dir.to_path_buf();
+        Ok(config)
+    }
+
+    /// Parses and checks the text of a config file. The error names the line and the field.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        validate_name(&config.town.name)
+            .map_err(|e| format!("[town] name: {}", error::one_line(&e)))?;
+        for name in config.agents.keys() {
+            validate_name(name).map_err(|e| {
+                // The name is the bad input: never print its control characters raw.
+                format!("[agents.{}]: {}", name.escape_debug(), error::one_line(&e))
+            })?;
+        }
+        if let Some(f) = &config.redis.appendfsync {
+            if !matches!(f.as_str(), "always" | "everysec" | "no") {
+                return Err(format!(
+                    "[redis] appendfsync = {f:?}: use \"always\", \"everysec\" or \"no\""
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let text = toml::to_string_pretty(self).context("serialising tinytown.toml")?;
+        std::fs::write(self.dir.join(FILE_NAME), text)
+            .with_context(|| format!("writing {}", self.dir.join(FILE_NAME).display()))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(STATE_DIR)
+    }
+
+    /// The town-wide limits with the agent's overrides applied.
+    pub fn limits_for(&self, agent: &str) -> Limits {
+        match self.agents.get(agent).and_then(|a| a.limits.as_ref()) {
+            Some(o) => self.limits.with(o),
+            None => self.limits,
+        }
+    }
+
+    /// Resolves a path from the config file (relative to the town dir).
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    /// The Redis password, if one is configured, from its env var or its 0600 file.
+    pub fn redis_password(&self) -> Result<Option<String>> {
+        if let Some(var) = &self.redis.password_env {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(error::fail(
+                    format!("[redis] password_env names ${var}, which is not set"),
+                    format!("export {var}=... before running tt"),
+                )),
+            };
+        }
+        if let Some(file) = &self.redis.password_file {
+            let path = self.resolve(file);
+            let meta = std::fs::metadata(&path).map_err(|e| {
+                error::fail(
+                    format!("[redis] password_file {}: {e}", path.display()),
+                    "create it with the password on its first line, mode 0600",
+                )
+            })?;
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(error::fail(
+                    format!(
+                        "[redis] password_file {} is readable by others (mode {:o})",
+                        path.display(),
+                        meta.permissions().mode() & 0o777
+                    ),
+                    format!("chmod 600 {}", path.display()),
+                ));
+            }
+            let text = std::fs::read_to_string(&path)?;
+            return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_parses_with_defaults() {
+        let c = Config::parse("[town]\nname = \"demo\"\n").unwrap();
+        assert_eq!(c.town.name, "demo");
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.agents.is_empty());
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = Config::parse("[town]\nname = \"demo\"\n[limits]\ncall_timeout = 5\n").unwrap_err();
+        assert!(e.contains("line 4") && e.contains("call_timeout"), "{e}");
+        let e = Config::parse("[town]\nname = 5\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = Config::parse("[town]\nname = \"../x\"\n").unwrap_err();
+        assert!(e.contains("[town] name"), "{e}");
+        let e =
+            Config::parse("[town]\nname=\"a\"\n[redis]\nappendfsync=\"sometimes\"\n").unwrap_err();
+        assert!(e.contains("appendfsync"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_agent_name_cannot_break_the_error_line() {
+        let e = Config::parse("[town]\nname = \"t\"\n[agents.\"a\\nb\\u001b\"]\nrole = \"w\"\n")
+            .unwrap_err();
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");
+    }
+
+    #[test]
+    fn agent_limits_override_field_by_field() {
+        let c = Config::parse(
+            "[town]\nname=\"a\"\n[limits]\nmemory_mb=32\n[agents.w.limits]\ncall_timeout_ms=50\n",
+        )
+        .unwrap();
+        let l = c.limits_for("w");
+        assert_eq!((l.call_timeout_ms, l.memory_mb), (50, 32));
+        let e = Config::parse("[town]\nname=\"a\"\n[agents.w.limits]\nmemroy_mb=1\n").unwrap_err();
+        assert!(e.contains("memroy_mb") && e.contains("line 4"), "{e}");
+        let e =
+            Config::parse("[town]\nname=\"a\"\n[agents.w]\nlimits = { memory_mb = \"lots\" }\n")
+                .unwrap_err();
+        assert!(e.contains("line 4") && e.contains("memory_mb"), "{e}");
+    }
+}

@@ -1,0 +1,199 @@
+//! Connections to the town's Redis, single server or cluster.
+//!
+//! [`Db`] holds a shared, auto-reconnecting connection for commands and hands out dedicated
+//! connections for blocking mailbox reads (a blocking read on a shared connection would stall
+//! everything queued behind it). Writes go through the applier (`store::applier`, methods on
+//! [`Db`]); leases through `store::lease`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+
+use crate::store::config::{Config, RedisTarget};
+use crate::store::embedded::Embedded;
+use crate::store::error;
+use crate::store::keys::Keys;
+
+/// Replies slower than this are treated as a lost connection (blocking reads set their own).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to one server or to a cluster; both speak the same commands.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Target {
+    Single(redis::Client),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+/// The town's Redis.
+#[derive(Clone)]
+pub struct Db {
+    pub conn: Conn,
+    pub keys: Keys,
+    target: Target,
+}
+
+impl Db {
+    /// Connects to the configured Redis, starting the embedded one when no URL is set.
+    pub async fn connect(config: &Config) -> Result<Db> {
+        let target = target(config)?;
+        let conn = match &target {
+            Target::Single(client) => {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_number_of_retries(2);
+                let cm = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    ConnectionManager::new_with_config(client.clone(), cfg),
+                )
+                .await
+                .map_err(|_| unreachable_err(config, "timed out"))?
+                .map_err(|e| connect_err(config, e))?;
+                Conn::Single(cm)
+            }
+            Target::Cluster(client) => Conn::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| connect_err(config, e))?,
+            ),
+        };
+        // Credentials are checked on first use: ask once, so a refusal is reported as such.
+        let mut probe = conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut probe)
+            .await
+            .map_err(|e| connect_err(config, e))?;
+        Ok(Db {
+            conn,
+            keys: Keys::new(&config.town.name),
+            target,
+        })
+    }
+
+    /// A connection of its own, for blocking reads; it waits as long as `block` allows.
+    pub async fn dedicated(&self, block: Duration) -> Result<Conn> {
+        let timeout = block + Duration::from_secs(5);
+        Ok(match &self.target {
+            Target::Single(client) => {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(timeout))
+                    .set_connection_timeout(Some(Duration::from_secs(5)));
+                Conn::Single(ConnectionManager::new_with_config(client.clone(), cfg).await?)
+            }
+            Target::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+        })
+    }
+}
+
+fn target(config: &Config) -> Result<Target> {
+    let password = config.redis_password()?;
+    let username = config.redis.username.clone();
+    let with_auth = |info: redis::ConnectionInfo| {
+        let mut settings = info.redis_settings().clone();
+        if let Some(p) = &password {
+            settings = settings.set_password(p);
+        }
+        if let Some(u) = &username {
+            settings = settings.set_username(u);
+        }
+        info.set_redis_settings(settings)
+    };
+    let (url, cluster) = match config.redis.target() {
+        RedisTarget::Embedded { appendfsync } => {
+            let socket = Embedded::new(config).ensure(&appendfsync)?;
+            let info = redis::ConnectionAddr::Unix(socket).into_connection_info()?;
+            return Ok(Target::Single(redis::Client::open(with_auth(info))?));
+        }
+        RedisTarget::Url(url) => (url, false),
+        RedisTarget::Cluster(url) => (url, true),
+    };
+    let info = url.as_str().into_connection_info().map_err(|e| {
+        error::fail(
+            format!("[redis] url {url:?} is not a Redis URL: {e}"),
+            "use redis://host:port, rediss://host:port, unix:///path/to/redis.sock \
+             or redis+cluster://host:port",
+        )
+    })?;
+    let info = with_auth(info);
+    if cluster {
+        let client = redis::cluster::ClusterClientBuilder::new(vec![info])
+            .response_timeout(RESPONSE_TIMEOUT)
+            .build()
+            .map_err(|e| error::fail(format!("Redis Cluster {url}: {e}"), "check [redis] url"))?;
+        Ok(Target::Cluster(Box::new(client)))
+    } else {
+        Ok(Target::Single(redis::Client::open(info)?))
+    }
+}
+
+fn connect_err(config: &Config, e: redis::RedisError) -> anyhow::Error {
+    let text = e.to_string();
+    let refused = [
+        "WRONGPASS",
+        "NOAUTH",
+        "NOPERM",
+        "AuthenticationFailed",
+        "authentication failed",
+    ];
+    if refused.iter().any(|r| text.contains(r))
+        || e.kind() == redis::ErrorKind::AuthenticationFailed
+    {
+        return error::fail(
+            format!("Redis refused the password: {text}"),
+            "check [redis] username and password_env/password_file in tinytown.toml",
+        );
+    }
+    unreachable_err(config, &text)
+}
+
+fn unreachable_err(config: &Config, why: &str) -> anyhow::Error {
+    let url = match config.redis.target() {
+        RedisTarget::Embedded { .. } => "the embedded Redis".to_string(),
+        RedisTarget::Url(_) | RedisTarget::Cluster(_) => {
+            config.redis.url.clone().unwrap_or_default()
+        }
+    };
+    error::fail(
+        format!("cannot reach Redis at {url}: {why}"),
+        "is the server running and the URL in [redis] url right? \
+         Without a url, tt starts its own server",
+    )
+}

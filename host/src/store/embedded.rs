@@ -1,0 +1,245 @@
+//! The embedded Redis: a private `redis-server` per town when no URL is configured.
+//!
+//! It listens only on `.tt/redis.sock` (mode 0700, no TCP port), keeps an append-only file in
+//! `.tt/data`, and is shared by every later `tt` command of the town until `tt shutdown`. Two
+//! commands starting it at once are serialised by a lock file, so exactly one server runs.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::store::config::Config;
+use crate::store::error;
+
+/// Unix socket paths longer than this do not fit in `sockaddr_un`.
+const MAX_SOCKET_PATH: usize = 100;
+
+pub struct Embedded {
+    pub dir: PathBuf,
+}
+
+impl Embedded {
+    pub fn new(config: &Config) -> Embedded {
+        Embedded {
+            dir: config.state_dir(),
+        }
+    }
+
+    /// Where the server listens. A town in a deep directory gets its socket in a private
+    /// directory under /tmp instead, named after the town directory.
+    pub fn socket(&self) -> PathBuf {
+        let local = self.dir.join("redis.sock");
+        if local.as_os_str().len() <= MAX_SOCKET_PATH {
+            return local;
+        }
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(self.dir.as_os_str().as_encoded_bytes());
+        let short: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        std::env::temp_dir()
+            .join(format!("tt-{short}"))
+            .join("redis.sock")
+    }
+
+    fn pidfile(&self) -> PathBuf {
+        self.dir.join("redis.pid")
+    }
+
+    /// True when a server answers on the socket (ready, or still loading its AOF).
+    pub fn is_up(&self) -> bool {
+        ping(&self.socket()) != Ping::Down
+    }
+
+    /// Waits until a server that is loading its AOF is ready; false if it never got there.
+    fn ready(&self, socket: &Path) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match ping(socket) {
+                Ping::Ready => return true,
+                Ping::Down => return false,
+                Ping::Loading if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ping::Loading => return false,
+            }
+        }
+    }
+
+    /// Starts the server unless it already answers. Returns the socket path.
+    pub fn ensure(&self, appendfsync: &str) -> Result<PathBuf> {
+        let socket = self.socket();
+        if ping(&socket) != Ping::Down && self.ready(&socket) {
+            return Ok(socket);
+        }
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        let _lock = Lock::take(&self.dir.join("redis.lock"))?;
+        if ping(&socket) != Ping::Down && self.ready(&socket) {
+            return Ok(socket);
+        }
+        let server = find_redis_server()?;
+        let data = self.dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
+        if let Some(parent) = socket.parent() {
+            std::fs::create_dir_all(parent)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let _ = std::fs::remove_file(&socket);
+        let log = self.dir.join("redis.log");
+        let status = Command::new(&server)
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(&data)
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                appendfsync,
+                "--save",
+                "",
+            ])
+            .args(["--daemonize", "yes", "--pidfile"])
+            .arg(self.pidfile())
+            .arg("--logfile")
+            .arg(&log)
+            .status()
+            .with_context(|| format!("starting {}", server.display()))?;
+        if !status.success() {
+            return Err(error::fail(
+                format!("redis-server exited with {status} while starting"),
+                format!("see {}", log.display()),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if ping(&socket) != Ping::Down && self.ready(&socket) {
+                return Ok(socket);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let last = tail.lines().last().unwrap_or("no log").to_string();
+        Err(error::fail(
+            format!(
+                "redis-server did not answer on {} within 10 s: {last}",
+                socket.display()
+            ),
+            format!("see {}", log.display()),
+        ))
+    }
+
+    /// The server's pid, if its pidfile names a live process.
+    pub fn pid(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        (unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+    }
+
+    /// Stops the server (SIGTERM makes Redis flush its AOF first). Returns false if none ran.
+    pub fn stop(&self) -> Result<bool> {
+        let Some(pid) = self.pid() else {
+            return Ok(false);
+        };
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && ping(&self.socket()) != Ping::Down {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while Instant::now() < deadline && self.pid().is_some() && is_running(pid) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(self.socket());
+        Ok(true)
+    }
+}
+
+/// Zombies (an exited child not yet reaped) still answer kill(pid, 0); /proc tells them apart.
+fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn find_redis_server() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("TT_REDIS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("redis-server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(error::fail(
+        "redis-server is not installed (not found on PATH)",
+        "install it (`sudo apt-get install -y redis-server`, or `brew install redis`), \
+         or set [redis] url in tinytown.toml to use a server you run",
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ping {
+    Down,
+    /// Up, but still loading its AOF: do not start another, do not use it yet.
+    Loading,
+    Ready,
+}
+
+fn ping(socket: &Path) -> Ping {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return Ping::Down;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return Ping::Down;
+    }
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) if buf[..n].starts_with(b"-LOADING") => Ping::Loading,
+        Ok(n) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH") => Ping::Ready,
+        _ => Ping::Down,
+    }
+}
+
+/// An exclusive `flock` held until dropped.
+struct Lock(std::fs::File);
+
+impl Lock {
+    fn take(path: &Path) -> Result<Lock> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking the embedded Redis");
+        }
+        Ok(Lock(f))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}

@@ -1,0 +1,121 @@
+//! Every Redis key tinytown uses, in one place.
+//!
+//! A key is `tt:{<town>}:<kind>[:<id>]`. The braces are a Redis Cluster hash tag: every key of a
+//! town hashes to one slot, so a multi-key Lua script runs on a single server and on a cluster
+//! alike. The applier's Lua builds the same names from the prefix (`key(...)` in
+//! `applier/lua/prelude.lua`); keep the two in step.
+
+/// The consumer group every mailbox stream is read through.
+pub const GROUP: &str = "tt";
+
+/// The humans' mailbox. `supervisor` is another name for it.
+pub const CONDUCTOR: &str = "conductor";
+pub const SUPERVISOR: &str = "supervisor";
+
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(town: &str) -> Self {
+        Keys {
+            prefix: format!("tt:{{{town}}}:"),
+        }
+    }
+
+    /// `tt:{town}:`, handed to the Lua scripts so they can name keys themselves.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        k.push_str(&parts.join(":"));
+        k
+    }
+
+    /// Set of agent names.
+    pub fn agents(&self) -> String {
+        self.key(&["agents"])
+    }
+    /// Hash: role, plugin, digest, nickname, state, created.
+    pub fn agent(&self, name: &str) -> String {
+        self.key(&["agent", name])
+    }
+    /// Normal-priority mailbox stream.
+    pub fn inbox(&self, name: &str) -> String {
+        self.key(&["inbox", name])
+    }
+    /// Urgent mailbox stream; always read before the normal one.
+    pub fn urgent(&self, name: &str) -> String {
+        self.key(&["urgent", name])
+    }
+    /// Hash: the agent's own state, written by `set-state` actions.
+    pub fn state(&self, name: &str) -> String {
+        self.key(&["state", name])
+    }
+    /// Set of the unfinished tasks an agent owns.
+    pub fn owned(&self, name: &str) -> String {
+        self.key(&["owned", name])
+    }
+    /// Sorted set of message ids already applied (deduplication), scored by time.
+    pub fn applied(&self, name: &str) -> String {
+        self.key(&["applied", name])
+    }
+    /// Hash: message id -> failed handling attempts so far.
+    pub fn attempts(&self, name: &str) -> String {
+        self.key(&["attempts", name])
+    }
+    /// Stream of a shadow plugin's decisions beside the live one's.
+    pub fn shadow(&self, name: &str) -> String {
+        self.key(&["shadow", name])
+    }
+    /// String `<host>:<token>` with a TTL: which host serves an exclusive agent.
+    pub fn lease(&self, name: &str) -> String {
+        self.key(&["lease", name])
+    }
+    /// Counter of an exclusive agent's leases: the fencing token.
+    pub fn lease_seq(&self, name: &str) -> String {
+        self.key(&["lease-seq", name])
+    }
+    /// Hash: task fields.
+    pub fn task(&self, id: &str) -> String {
+        self.key(&["task", id])
+    }
+    /// Sorted set of all task ids, scored by creation order.
+    pub fn tasks(&self) -> String {
+        self.key(&["tasks"])
+    }
+    /// Sorted set of task ids waiting in the backlog, oldest first.
+    pub fn backlog(&self) -> String {
+        self.key(&["backlog"])
+    }
+    /// Capped stream of everything that happened.
+    pub fn events(&self) -> String {
+        self.key(&["events"])
+    }
+    /// Dead-letter stream: messages that could not be handled, with the reason.
+    pub fn dlq(&self) -> String {
+        self.key(&["dlq"])
+    }
+    /// Hash of host name -> JSON heartbeat.
+    pub fn hosts(&self) -> String {
+        self.key(&["hosts"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let k = Keys::new("demo");
+        assert_eq!(k.inbox("alice"), "tt:{demo}:inbox:alice");
+        assert_eq!(k.task("t1"), "tt:{demo}:task:t1");
+        for key in [k.agents(), k.events(), k.dlq(), k.urgent("bob")] {
+            assert!(key.starts_with("tt:{demo}:"), "{key}");
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Layer 1, the store: everything about a town that lives in files and in Redis, and nothing
+//! that runs a role. It may not depend on `town`, `runtime`, `host` or `cli`, nor on wasmtime
+//! (`tests/layers.rs` checks).
+//!
+//! - [`config`] reads `tinytown.toml` and decides where Redis is; [`limits`] holds every default.
+//! - [`model`] is the town's records and their checks; [`keys`] names every Redis key;
+//!   [`streams`] reads stream replies.
+//! - [`conn`] connects (single server or cluster); [`embedded`] runs the private `redis-server`.
+//! - [`applier`] is the one write path (typed ops, one atomic Lua call per batch of units);
+//!   [`lease`] fences exclusive agents.
+//! - [`error`] is how a failure reaches a person: a message that names the thing, and a hint.
+
+pub mod applier;
+pub mod config;
+pub mod conn;
+pub mod embedded;
+pub mod error;
+pub mod keys;
+pub mod lease;
+pub mod limits;
+pub mod model;
+pub mod streams;

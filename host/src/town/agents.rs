@@ -1,0 +1,155 @@
+//! Agents: spawn, look up, list, lifecycle, prune.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use redis::AsyncCommands;
+
+use super::{AgentView, Town};
+use crate::store::applier::Op;
+use crate::store::error;
+use crate::store::model::{validate_name, Agent, AgentState, Digest};
+
+/// Lifecycle commands on an agent.
+#[derive(Debug, Clone, Copy)]
+pub enum Lifecycle {
+    Kill,
+    Interrupt,
+    Resume,
+    Close,
+}
+
+impl Town {
+    pub async fn spawn(
+        &self,
+        name: &str,
+        role: &str,
+        plugin: Option<&Path>,
+        nickname: Option<&str>,
+    ) -> Result<Agent> {
+        validate_name(name)?;
+        validate_name(role).map_err(|_| {
+            error::usage(
+                format!("invalid role {role:?}"),
+                "roles are words like worker, reviewer",
+            )
+        })?;
+        let plugin = match plugin {
+            Some(p) => Some(p.to_path_buf()),
+            None => self.config.agents.get(name).and_then(|a| a.plugin.clone()),
+        };
+        let (plugin_str, digest) = match &plugin {
+            Some(p) => {
+                let path = self.config.resolve(p);
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    error::fail(
+                        format!("plugin {}: {e}", path.display()),
+                        "build the plugins (`bash plugins/build.sh`) or check the path",
+                    )
+                })?;
+                (
+                    Some(p.display().to_string()),
+                    Some(Digest::of(&bytes).to_string()),
+                )
+            }
+            None => (None, None),
+        };
+        self.as_humans(Op::Spawn {
+            name: name.to_string(),
+            role: role.to_string(),
+            plugin: plugin_str,
+            digest,
+            nickname: nickname.map(str::to_string),
+        })
+        .await?;
+        self.agent(name)
+            .await?
+            .context("agent vanished right after spawning")
+    }
+
+    pub async fn agent(&self, name: &str) -> Result<Option<Agent>> {
+        let mut c = self.db.conn.clone();
+        let h: HashMap<String, String> = c.hgetall(self.db.keys.agent(name)).await?;
+        Ok((!h.is_empty()).then(|| Agent::from_hash(name, &h)))
+    }
+
+    /// The agent, or an error naming it.
+    pub async fn need_agent(&self, name: &str) -> Result<Agent> {
+        validate_name(name)?;
+        self.agent(name).await?.ok_or_else(|| {
+            error::fail(
+                format!("agent `{name}` not found"),
+                "`tt list` shows the agents; `tt spawn NAME --role ROLE` adds one",
+            )
+        })
+    }
+
+    pub async fn agent_names(&self) -> Result<Vec<String>> {
+        let mut c = self.db.conn.clone();
+        let mut names: Vec<String> = c.smembers(self.db.keys.agents()).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    pub async fn list(&self) -> Result<Vec<AgentView>> {
+        let mut out = Vec::new();
+        for name in self.agent_names().await? {
+            if let Some(agent) = self.agent(&name).await? {
+                out.push(self.view(agent).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn view(&self, agent: Agent) -> Result<AgentView> {
+        let (waiting, in_flight) = self.mailbox_depth(&agent.name).await?;
+        let mut c = self.db.conn.clone();
+        let active_tasks: u64 = c.scard(self.db.keys.owned(&agent.name)).await?;
+        Ok(AgentView {
+            agent,
+            waiting,
+            in_flight,
+            active_tasks,
+        })
+    }
+
+    pub async fn lifecycle(&self, name: &str, what: Lifecycle) -> Result<Agent> {
+        validate_name(name)?;
+        use AgentState::*;
+        let (state, from): (AgentState, Option<&[AgentState]>) = match what {
+            Lifecycle::Kill => (Stopped, None),
+            Lifecycle::Interrupt => (Interrupted, Some(&[Idle, Working, Closing])),
+            Lifecycle::Resume => (Idle, Some(&[Interrupted, Cold, Stopped, Closing])),
+            Lifecycle::Close => (Closing, Some(&[Idle, Working, Interrupted])),
+        };
+        self.as_humans(Op::AgentState {
+            name: name.to_string(),
+            state,
+            from: from.map(<[AgentState]>::to_vec),
+        })
+        .await?;
+        self.need_agent(name).await
+    }
+
+    /// Removes stopped agents (and cold ones with `all`). Returns the names removed.
+    pub async fn prune(&self, all: bool) -> Result<Vec<String>> {
+        let states: &[AgentState] = if all {
+            &[AgentState::Stopped, AgentState::Cold]
+        } else {
+            &[AgentState::Stopped]
+        };
+        let mut removed = Vec::new();
+        for agent in self.list().await? {
+            if states.contains(&agent.agent.state) {
+                self.as_humans(Op::Prune {
+                    name: agent.agent.name.clone(),
+                    states: states.to_vec(),
+                })
+                .await?;
+                removed.push(agent.agent.name);
+            }
+        }
+        Ok(removed)
+    }
+}

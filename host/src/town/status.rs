@@ -1,0 +1,156 @@
+//! The town at a glance, its event history, and waiting until it is idle.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use redis::AsyncCommands;
+
+use super::{Event, Status, Town};
+use crate::store::error;
+use crate::store::keys::CONDUCTOR;
+use crate::store::model::{validate_name, TaskState};
+use crate::store::streams;
+
+impl Town {
+    pub async fn status(&self, events: usize) -> Result<Status> {
+        let agents = self.list().await?;
+        let mut tasks: HashMap<String, u64> = HashMap::new();
+        for t in self.tasks(None, None).await? {
+            *tasks.entry(t.state.to_string()).or_default() += 1;
+        }
+        let mut c = self.db.conn.clone();
+        let backlog: u64 = c.zcard(self.db.keys.backlog()).await?;
+        let dead_letters: u64 = c.xlen(self.db.keys.dlq()).await?;
+        let (w, _) = self.mailbox_depth(CONDUCTOR).await?;
+        let hosts: HashMap<String, String> = c.hgetall(self.db.keys.hosts()).await?;
+        let mut hosts: Vec<serde_json::Value> = hosts
+            .values()
+            .filter_map(|v| serde_json::from_str(v).ok())
+            .collect();
+        hosts.sort_by_key(|h| h["name"].as_str().unwrap_or("").to_string());
+        Ok(Status {
+            town: self.config.town.name.clone(),
+            redis: self.config.redis.describe(),
+            agents,
+            conductor_inbox: w,
+            tasks,
+            backlog,
+            dead_letters,
+            hosts,
+            recent_events: self.events(events, None).await?,
+        })
+    }
+
+    /// The last `n` events, oldest first, optionally about one agent.
+    pub async fn events(&self, n: usize, agent: Option<&str>) -> Result<Vec<Event>> {
+        if let Some(a) = agent {
+            validate_name(a)?;
+        }
+        let mut c = self.db.conn.clone();
+        let scan = if agent.is_some() {
+            n.saturating_mul(20).max(1000)
+        } else {
+            n
+        };
+        let v: redis::Value = redis::cmd("XREVRANGE")
+            .arg(self.db.keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(scan)
+            .query_async(&mut c)
+            .await?;
+        let mut out: Vec<Event> = streams::entries(&v)
+            .into_iter()
+            .map(|e| Event {
+                fields: e.text_map(),
+                id: e.id,
+            })
+            .filter(|e| agent.is_none_or(|a| event_mentions(e, a)))
+            .take(n)
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The id of the newest event (`0-0` when there is none), to follow from.
+    pub async fn last_event_id(&self) -> Result<String> {
+        let mut c = self.db.conn.clone();
+        let v: redis::Value = redis::cmd("XREVRANGE")
+            .arg(self.db.keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await?;
+        Ok(streams::entries(&v)
+            .pop()
+            .map(|e| e.id)
+            .unwrap_or_else(|| "0-0".into()))
+    }
+
+    /// Events after `last` (exclusive), waiting up to `block` for new ones.
+    pub async fn events_after(&self, last: &str, block: Duration) -> Result<Vec<Event>> {
+        let mut c = self.db.dedicated(block).await?;
+        let v: redis::Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(self.db.keys.events())
+            .arg(last)
+            .query_async(&mut c)
+            .await?;
+        Ok(streams::read_reply(&v)
+            .into_iter()
+            .flat_map(|(_, es)| es)
+            .map(|e| Event {
+                fields: e.text_map(),
+                id: e.id,
+            })
+            .collect())
+    }
+
+    /// Waits until every task is finished and no agent has mail waiting or in hand.
+    pub async fn wait_idle(&self, timeout: Option<Duration>) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.is_idle().await? {
+                return Ok(());
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Err(error::fail(
+                    format!(
+                        "the town is still busy after {:?}",
+                        timeout.unwrap_or_default()
+                    ),
+                    "`tt status` shows what is in flight; is `tt host` running?",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn is_idle(&self) -> Result<bool> {
+        for a in self.list().await? {
+            if !a.agent.state.is_served() {
+                continue;
+            }
+            if a.waiting > 0 || a.in_flight > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(self
+            .tasks(None, None)
+            .await?
+            .iter()
+            .all(|t| t.state.is_terminal() || t.state == TaskState::Pending))
+    }
+}
+
+pub fn event_mentions(e: &Event, agent: &str) -> bool {
+    ["agent", "from", "to", "by"]
+        .iter()
+        .any(|k| e.fields.get(*k).map(String::as_str) == Some(agent))
+}
