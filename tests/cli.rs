@@ -1547,6 +1547,20 @@ fn a_broken_config_names_the_line_and_the_field() {
 }
 
 #[test]
+fn a_grant_of_an_unknown_or_misspelt_capability_is_refused_by_name() {
+    let town = TestTown::bare();
+    town.write_config("[town]\nname = \"t\"\n\n[agents.w.exce]\nallow = [\"sh\"]\n");
+    let r = town.refused(&["list"], 1, &["[agents.w.exce]", "no capability `exce`"]);
+    assert!(r.hint.contains("exec"), "{}", r.hint);
+    town.write_config("[town]\nname = \"t\"\n\n[agents.w.exec]\nalow = [\"sh\"]\n");
+    town.refused(&["list"], 1, &["[agents.w.exec] is not valid", "alow"]);
+    assert!(
+        !town.path().join(".tt").exists(),
+        "no Redis was started for a refused grant"
+    );
+}
+
+#[test]
 fn an_unreachable_redis_fails_fast_with_a_hint() {
     let town = TestTown::bare();
     town.write_config("[town]\nname = \"test\"\n\n[redis]\nurl = \"redis://127.0.0.1:1\"\n");

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the example plugin reviewer-c: bash build.sh  ->  plugins/dist/reviewer-c.wasm.
-# This is what `tt plugin new --lang c` writes (host/src/templates/c/build.sh),
-# rendered for this folder; a test in host/src/scaffold.rs fails when the two differ. Edit
+# This is what `tt plugin new --lang c` writes (host/src/scaffold/templates/c/build.sh),
+# rendered for this folder; a test in host/src/scaffold/ fails when the two differ. Edit
 # the template, then rewrite this: TT_SCAFFOLD_BLESS=1 cargo test -p tinytown --lib scaffold
 # Toolchain, installed on first use:
 # - clang + lld + wasi-libc (wasm32-wasi, WASI preview 1) + libclang-rt-dev-wasm32: apt-get;

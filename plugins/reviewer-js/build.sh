@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the example plugin reviewer-js: bash build.sh  ->  plugins/dist/reviewer-js.wasm.
-# This is what `tt plugin new --lang js` writes (host/src/templates/js/build.sh),
-# rendered for this folder; a test in host/src/scaffold.rs fails when the two differ. Edit
+# This is what `tt plugin new --lang js` writes (host/src/scaffold/templates/js/build.sh),
+# rendered for this folder; a test in host/src/scaffold/ fails when the two differ. Edit
 # the template, then rewrite this: TT_SCAFFOLD_BLESS=1 cargo test -p tinytown --lib scaffold
 # Toolchain: componentize-js 0.23.0 (StarlingMonkey) + jco 1.35.0, the exact versions locked in
 # plugins/reviewer-js/toolchain/package-lock.json, installed with `npm ci` (needs node + npm) on first

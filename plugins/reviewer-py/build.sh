@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the example plugin reviewer-py: bash build.sh  ->  plugins/dist/reviewer-py.wasm.
-# This is what `tt plugin new --lang python` writes (host/src/templates/python/build.sh),
-# rendered for this folder; a test in host/src/scaffold.rs fails when the two differ. Edit
+# This is what `tt plugin new --lang python` writes (host/src/scaffold/templates/python/build.sh),
+# rendered for this folder; a test in host/src/scaffold/ fails when the two differ. Edit
 # the template, then rewrite this: TT_SCAFFOLD_BLESS=1 cargo test -p tinytown --lib scaffold
 # Toolchain: componentize-py 0.25.1 in a venv under ${TT_TOOLCHAINS:-plugins/.toolchains},
 # installed on first use (needs python3 with venv) and shared by every plugin built there.

@@ -74,26 +74,21 @@ impl Runtime {
         Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
     }
 
+    fn already_compiled(&self, digest: &Digest) -> Option<Component> {
+        let compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        compiled.get(digest).cloned()
+    }
+
     /// Compiles `bytes` (or loads them from the cache). Errors name the file and what is wrong.
     pub fn compile(&self, path: &Path, bytes: &[u8]) -> Result<(Digest, Component, bool)> {
         let digest = Digest::of(bytes);
-        if let Some(c) = self
-            .compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-        {
-            return Ok((digest, c.clone(), true));
+        if let Some(c) = self.already_compiled(&digest) {
+            return Ok((digest, c, true));
         }
         check_is_component(path, bytes)?;
         let _one_at_a_time = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = self
-            .compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-        {
-            return Ok((digest, c.clone(), true));
+        if let Some(c) = self.already_compiled(&digest) {
+            return Ok((digest, c, true));
         }
         let cached = self.cache_path(&digest);
         let mut from_cache = false;

@@ -86,8 +86,8 @@ impl Layout {
                 (
                     "header",
                     "# Builds the example plugin {{name}}: bash build.sh  ->  plugins/dist/{{name}}.wasm.\n\
-                     # This is what `tt plugin new --lang {{lang}}` writes (host/src/templates/{{lang}}/build.sh),\n\
-                     # rendered for this folder; a test in host/src/scaffold.rs fails when the two differ. Edit\n\
+                     # This is what `tt plugin new --lang {{lang}}` writes (host/src/scaffold/templates/{{lang}}/build.sh),\n\
+                     # rendered for this folder; a test in host/src/scaffold/ fails when the two differ. Edit\n\
                      # the template, then rewrite this: TT_SCAFFOLD_BLESS=1 cargo test -p tinytown --lib scaffold",
                 ),
                 (

@@ -62,7 +62,7 @@ fn the_example_plugins_build_sh_are_the_templates() {
     }
     assert!(
         stale.is_empty(),
-        "{} differ from host/src/templates/*/build.sh rendered for them; rewrite them with \
+        "{} differ from host/src/scaffold/templates/*/build.sh rendered for them; rewrite them with \
          TT_SCAFFOLD_BLESS=1 cargo test -p tinytown --lib scaffold",
         stale.join(", ")
     );

@@ -155,6 +155,21 @@ pub struct AgentSection {
 /// The fields of an agent table other than its capability grants.
 const AGENT_FIELDS: &[&str] = &["role", "plugin", "nickname", "config", "limits", "mode"];
 
+/// A capability grant is always a table; anything else under an unknown key is a misspelt
+/// field. Refused while reading the value, so the error carries the value's line.
+struct GrantTable<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for GrantTable<'_> {
+    type Value = toml::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<toml::Value, D::Error> {
+        let value = toml::Value::deserialize(d)?;
+        if !value.is_table() {
+            return Err(serde::de::Error::unknown_field(self.0, AGENT_FIELDS));
+        }
+        Ok(value)
+    }
+}
+
 // By hand rather than derived: a derived `flatten` would buffer the table and lose the line
 // numbers of errors inside it (`limits = { memory_mb = "lots" }` must name its line).
 impl<'de> Deserialize<'de> for AgentSection {
@@ -179,11 +194,7 @@ impl<'de> Deserialize<'de> for AgentSection {
                         "limits" => a.limits = Some(map.next_value()?),
                         "mode" => a.mode = map.next_value()?,
                         _ => {
-                            let value: toml::Value = map.next_value()?;
-                            // A grant is always a table; anything else is a misspelt field.
-                            if !value.is_table() {
-                                return Err(serde::de::Error::unknown_field(&key, AGENT_FIELDS));
-                            }
+                            let value = map.next_value_seed(GrantTable(&key))?;
                             a.grants.insert(key, value);
                         }
                     }
@@ -360,6 +371,15 @@ mod tests {
         let e =
             Config::parse("[town]\nname=\"a\"\n[redis]\nappendfsync=\"sometimes\"\n").unwrap_err();
         assert!(e.contains("appendfsync"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_agent_field_names_its_line_and_grants_are_kept() {
+        let e = Config::parse("[town]\nname = \"t\"\n\n[agents.w]\nrole = \"w\"\nplugn = \"x\"\n")
+            .unwrap_err();
+        assert!(e.contains("line 6") && e.contains("plugn"), "{e}");
+        let c = Config::parse("[town]\nname = \"t\"\n[agents.w.exec]\nallow = [\"sh\"]\n").unwrap();
+        assert!(c.agents["w"].grants["exec"].is_table());
     }
 
     #[test]

@@ -28,9 +28,7 @@ function OPS.agent_state(op)
   if name == 'conductor' then fail('RESERVED', 'the conductor mailbox has no lifecycle') end
   local cur = a.state or 'idle'
   if present(op.from) then
-    local allowed = false
-    for _, st in ipairs(op.from) do if st == cur then allowed = true end end
-    if not allowed then
+    if not contains(op.from, cur) then
       fail('BADSTATE', 'agent `' .. name .. '` is ' .. cur .. '; it cannot become ' .. s(op.state))
     end
   end
@@ -63,9 +61,7 @@ function OPS.prune(op)
   local a = need_agent(name)
   if name == 'conductor' then fail('RESERVED', 'the conductor mailbox cannot be pruned') end
   local ok_states = present(op.states) and op.states or {'stopped'}
-  local ok = false
-  for _, st in ipairs(ok_states) do if st == (a.state or 'idle') then ok = true end end
-  if not ok then
+  if not contains(ok_states, a.state or 'idle') then
     fail('BADSTATE', 'agent `' .. name .. '` is ' .. (a.state or 'idle') ..
       '; kill it first (`tt kill ' .. name .. '`)')
   end

@@ -47,6 +47,11 @@ end
 
 local function present(v) return v ~= nil and v ~= cjson.null end
 
+local function contains(list, x)
+  for _, v in ipairs(list) do if v == x then return true end end
+  return false
+end
+
 local function canonical(name)
   if name == 'supervisor' then return 'conductor' end
   return name
