@@ -28,6 +28,7 @@ use crate::store::conn::Db;
 use crate::store::error;
 use crate::store::keys::CONDUCTOR;
 use crate::store::model::{canonical_name, Agent, Message, Stream};
+use crate::store::streams::{self, Entry};
 
 pub use agents::Lifecycle;
 pub use status::event_mentions;
@@ -81,6 +82,15 @@ pub struct Event {
     pub fields: HashMap<String, String>,
 }
 
+impl From<Entry> for Event {
+    fn from(e: Entry) -> Event {
+        Event {
+            fields: e.text_map(),
+            id: e.id,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub town: String,
@@ -108,6 +118,25 @@ impl Town {
 
     fn who(from: Option<&str>) -> String {
         canonical_name(from.unwrap_or(CONDUCTOR)).to_string()
+    }
+
+    /// Up to `count` entries of `stream`, oldest first, or newest first with `newest_first`.
+    async fn range(&self, stream: &str, newest_first: bool, count: usize) -> Result<Vec<Entry>> {
+        let mut c = self.db.conn.clone();
+        let (cmd, from, to) = if newest_first {
+            ("XREVRANGE", "+", "-")
+        } else {
+            ("XRANGE", "-", "+")
+        };
+        let v: redis::Value = redis::cmd(cmd)
+            .arg(stream)
+            .arg(from)
+            .arg(to)
+            .arg("COUNT")
+            .arg(count.min(i64::MAX as usize))
+            .query_async(&mut c)
+            .await?;
+        Ok(streams::entries(&v))
     }
 
     /// Applies `op` as the humans (the CLI and the server).

@@ -47,26 +47,16 @@ impl Town {
         if let Some(a) = agent {
             validate_name(a)?;
         }
-        let mut c = self.db.conn.clone();
         let scan = if agent.is_some() {
             n.saturating_mul(20).max(1000)
         } else {
             n
         };
-        let v: redis::Value = redis::cmd("XREVRANGE")
-            .arg(self.db.keys.events())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(scan)
-            .query_async(&mut c)
-            .await?;
-        let mut out: Vec<Event> = streams::entries(&v)
+        let mut out: Vec<Event> = self
+            .range(&self.db.keys.events(), true, scan)
+            .await?
             .into_iter()
-            .map(|e| Event {
-                fields: e.text_map(),
-                id: e.id,
-            })
+            .map(Event::from)
             .filter(|e| agent.is_none_or(|a| event_mentions(e, a)))
             .take(n)
             .collect();
@@ -76,17 +66,10 @@ impl Town {
 
     /// The id of the newest event (`0-0` when there is none), to follow from.
     pub async fn last_event_id(&self) -> Result<String> {
-        let mut c = self.db.conn.clone();
-        let v: redis::Value = redis::cmd("XREVRANGE")
-            .arg(self.db.keys.events())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut c)
-            .await?;
-        Ok(streams::entries(&v)
-            .pop()
+        let newest = self.range(&self.db.keys.events(), true, 1).await?;
+        Ok(newest
+            .into_iter()
+            .next()
             .map(|e| e.id)
             .unwrap_or_else(|| "0-0".into()))
     }
@@ -105,10 +88,7 @@ impl Town {
         Ok(streams::read_reply(&v)
             .into_iter()
             .flat_map(|(_, es)| es)
-            .map(|e| Event {
-                fields: e.text_map(),
-                id: e.id,
-            })
+            .map(Event::from)
             .collect())
     }
 

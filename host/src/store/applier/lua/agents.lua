@@ -23,9 +23,7 @@ end
 
 -- Sets an agent's lifecycle state, only from the states listed in `from` (any when absent).
 function OPS.agent_state(op)
-  local name = canonical(s(op.name) or '')
-  local a = need_agent(name)
-  if name == 'conductor' then fail('RESERVED', 'the conductor mailbox has no lifecycle') end
+  local name, a = need_real_agent(s(op.name), 'has no lifecycle')
   local cur = a.state or 'idle'
   if present(op.from) then
     if not contains(op.from, cur) then
@@ -57,9 +55,7 @@ end
 
 -- Removes an agent. Messages it never handled go to the dead-letter stream, not away.
 function OPS.prune(op)
-  local name = canonical(s(op.name) or '')
-  local a = need_agent(name)
-  if name == 'conductor' then fail('RESERVED', 'the conductor mailbox cannot be pruned') end
+  local name, a = need_real_agent(s(op.name), 'cannot be pruned')
   local ok_states = present(op.states) and op.states or {'stopped'}
   if not contains(ok_states, a.state or 'idle') then
     fail('BADSTATE', 'agent `' .. name .. '` is ' .. (a.state or 'idle') ..

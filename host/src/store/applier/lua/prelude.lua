@@ -83,6 +83,15 @@ local function preview(text)
   return text
 end
 
+-- A hash as a table, or false when it does not exist.
+local function load_hash(k)
+  local h = redis.call('HGETALL', k)
+  if #h == 0 then return false end
+  local t = {}
+  for i = 1, #h, 2 do t[h[i]] = h[i + 1] end
+  return t
+end
+
 local function agent(name)
   name = canonical(name)
   local a = V.agents[name]
@@ -90,13 +99,7 @@ local function agent(name)
     if name == 'conductor' then
       a = {role = 'human', state = 'idle'}
     else
-      local h = redis.call('HGETALL', key('agent', name))
-      if #h == 0 then
-        a = false
-      else
-        a = {}
-        for i = 1, #h, 2 do a[h[i]] = h[i + 1] end
-      end
+      a = load_hash(key('agent', name))
     end
     V.agents[name] = a
   end
@@ -110,16 +113,18 @@ local function need_agent(name)
   return a
 end
 
+-- An agent's name and record, refusing the humans' mailbox, which `what` (has no lifecycle).
+local function need_real_agent(name, what)
+  name = canonical(name or '')
+  local a = need_agent(name)
+  if name == 'conductor' then fail('RESERVED', 'the conductor mailbox ' .. what) end
+  return name, a
+end
+
 local function task(id)
   local t = V.tasks[id]
   if t == nil then
-    local h = redis.call('HGETALL', key('task', id))
-    if #h == 0 then
-      t = false
-    else
-      t = {}
-      for i = 1, #h, 2 do t[h[i]] = h[i + 1] end
-    end
+    t = load_hash(key('task', id))
     V.tasks[id] = t
   end
   return t
