@@ -1,7 +1,7 @@
 //! Layer 4, the host (`tt host`): serves a town's agents. It may depend on `store`, `town` and
 //! `runtime`, not on `cli` (`tests/layers.rs` checks).
 //!
-//! One tokio task per agent (a [`Runner`]) reads the agent's urgent and normal streams through
+//! One tokio task per agent (a runner) reads the agent's urgent and normal streams through
 //! the consumer group, hands each batch to the agent's long-lived Wasm instance on a blocking
 //! thread, and applies every message's actions together with its acknowledgement in one Lua call
 //! (idempotent by message id). Agents run concurrently, so a slow or failing one never holds up
@@ -12,7 +12,6 @@
 //! `max_deliveries` attempts, or on a permanent error, the message moves to the dead-letter
 //! stream with the reason. Messages left pending by a host that died are reclaimed after the
 //! lease (XAUTOCLAIM), and a handling that takes long keeps its lease fresh.
-
 //!
 //! - [`supervisor`]: the host's own loop (a runner per agent, heartbeats, Redis revival, idle).
 //! - [`runner`]: one agent's loop: lease, plugin and shadow, reading the mailbox.

@@ -86,7 +86,7 @@ impl Runner {
         let reads = town.db.dedicated(READ_BLOCK).await?;
         Ok(Runner {
             limits: town.config.limits_for(name),
-            init_config: super::swap::init_config(&town.config, name),
+            init_config: town.config.init_config(name),
             grants,
             reads,
             town,

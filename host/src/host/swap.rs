@@ -24,21 +24,12 @@ use crate::store::model::Digest;
 use crate::store::streams;
 use crate::town::Town;
 
-/// The `init` config of an agent.
-pub fn init_config(config: &Config, agent: &str) -> Vec<(String, String)> {
-    config
-        .agents
-        .get(agent)
-        .map(|a| a.config.clone().into_iter().collect())
-        .unwrap_or_default()
-}
-
 /// Loads, links and instantiates `path` as `agent` would run it, `init` included.
 pub fn validate(town: &Config, agent: &str, path: &Path) -> Result<Plugin> {
     let runtime = Runtime::new(Some(town.state_dir().join("cache")), false)?;
     let grants = Grants::for_agent(town, agent)?;
     let plugin = runtime.load(agent, path, &grants)?;
-    let config = init_config(town, agent);
+    let config = town.init_config(agent);
     let limits = town.limits_for(agent);
     runtime
         .instantiate(&plugin, agent, &limits, &grants, &config, Arc::new(NoTown))

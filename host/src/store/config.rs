@@ -302,6 +302,14 @@ impl Config {
         }
     }
 
+    /// The agent's `config` table, as its plugin's `init` gets it.
+    pub fn init_config(&self, agent: &str) -> Vec<(String, String)> {
+        self.agents
+            .get(agent)
+            .map(|a| a.config.clone().into_iter().collect())
+            .unwrap_or_default()
+    }
+
     /// Resolves a path from the config file (relative to the town dir).
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
