@@ -1547,6 +1547,40 @@ fn a_broken_config_names_the_line_and_the_field() {
 }
 
 #[test]
+fn status_deep_shows_each_agents_confinement() {
+    let town = TestTown::new();
+    let config = town.read_config();
+    town.write_config(&format!(
+        "{config}\n[agents.w]\nrole = \"worker\"\n\n[agents.w.exec]\nallow = [\"/bin/sh\"]\n\n\
+         [agents.open]\nrole = \"worker\"\n\n[agents.open.exec]\nallow = [\"/bin/sh\"]\nsandbox = \"off\"\n\n\
+         [agents.broken]\nrole = \"worker\"\n\n[agents.broken.exec]\nallow = [\"no-such-program\"]\n"
+    ));
+    for a in ["w", "open", "broken", "plain"] {
+        town.ok(&["spawn", a]);
+    }
+    let deep = town.ok(&["status", "--deep"]);
+    let line_after = |agent: &str| {
+        let mut lines = deep
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(agent));
+        lines.next();
+        lines.next().unwrap_or("").to_string()
+    };
+    let w = line_after("w ");
+    assert!(
+        w.contains("exec: landlock") && w.contains("net none"),
+        "{deep}"
+    );
+    assert!(line_after("open ").contains("exec: sandbox off"), "{deep}");
+    assert!(
+        line_after("broken ").contains("grants cannot be resolved")
+            && deep.contains("no-such-program"),
+        "{deep}"
+    );
+    assert!(!line_after("plain ").contains("exec:"), "{deep}");
+}
+
+#[test]
 fn a_grant_of_an_unknown_or_misspelt_capability_is_refused_by_name() {
     let town = TestTown::bare();
     town.write_config("[town]\nname = \"t\"\n\n[agents.w.exce]\nallow = [\"sh\"]\n");

@@ -12,7 +12,9 @@
 //! - [`throughput`]: Redis baseline, `tt send`, library and host throughput.
 //! - [`latency`]: latency, cold start, idle memory.
 //! - [`scaling`]: several hosts, swap latency, polyglot load times.
+//! - [`exec`]: what confining a program costs per `exec`.
 
+mod exec;
 mod latency;
 mod scaling;
 mod scratch;
@@ -85,5 +87,6 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
     }
     scaling::swap_latency(&opts).await?;
     scaling::polyglot_load(&opts)?;
+    exec::confinement_cost()?;
     Ok(())
 }

@@ -4,6 +4,8 @@ use anyhow::Result;
 use clap::Args;
 
 use super::print::{format_event, format_ms, print_json, Json};
+use crate::runtime::Grants;
+use crate::store::error::one_line;
 use crate::town::Town;
 
 #[derive(Args, Debug)]
@@ -48,6 +50,11 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
             }
         }
         println!();
+        if deep {
+            for line in confinement(town, &a.agent.name) {
+                println!("      {line}");
+            }
+        }
     }
     let mut states: Vec<_> = status.tasks.iter().collect();
     states.sort();
@@ -74,4 +81,21 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
         println!("  {}", format_event(e));
     }
     Ok(())
+}
+
+/// What the agent's capabilities let it reach (its `exec` confinement), from its grants as the
+/// host would resolve them; a grant that cannot be resolved says why.
+fn confinement(town: &Town, agent: &str) -> Vec<String> {
+    let granted = town
+        .config
+        .agents
+        .get(agent)
+        .is_some_and(|a| !a.grants.is_empty());
+    if !granted {
+        return Vec::new();
+    }
+    match Grants::for_agent(&town.config, agent) {
+        Ok(g) => g.describe(),
+        Err(e) => vec![format!("grants cannot be resolved: {}", one_line(&e))],
+    }
 }

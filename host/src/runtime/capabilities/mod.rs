@@ -36,6 +36,11 @@ pub trait Capability: Sync {
     /// A grant that allows nothing, for linking a component just to see what it imports.
     fn probe(&self) -> Grant;
     fn add_to_linker(&self, linker: &mut Linker<State>) -> Result<()>;
+    /// One line on what the granted capability lets the agent reach, for `tt status --deep`;
+    /// `None` when `grants` do not grant it.
+    fn describe(&self, _grants: &Grants) -> Option<String> {
+        None
+    }
 }
 
 /// The registry: every capability this host has.
@@ -109,6 +114,14 @@ impl Grants {
             .values()
             .find(|g| (***g).type_id() == TypeId::of::<T>())
             .and_then(|g| g.clone().downcast::<T>().ok())
+    }
+
+    /// One line per granted capability that can say what it lets the agent reach.
+    pub fn describe(&self) -> Vec<String> {
+        CAPABILITIES
+            .iter()
+            .filter_map(|c| Some(format!("{}: {}", c.name(), c.describe(self)?)))
+            .collect()
     }
 
     /// Names of the granted capabilities.

@@ -6,20 +6,35 @@
 //! ([`run`]). The call blocks the agent's own handling thread only: other agents keep running,
 //! and the time spent is not charged against the guest's call deadline ([`host`]).
 //!
+//! Every program runs confined unless its grant says `sandbox = "off"` ([`sandbox`]): Landlock
+//! and a seccomp filter, applied in the child before exec and inherited by everything it
+//! starts, keep it to its work directory, the system's programs and libraries, the paths its
+//! grant lists and the network its grant allows.
+//!
 //! - [`grant`]: the config table and its resolved form.
+//! - [`sandbox`]: the resolved confinement of a grant; [`presets`] for coding CLIs.
+//! - [`ruleset`]: the Landlock ruleset; [`seccomp`]: the socket filter; [`confine`]: the
+//!   child's step that applies them and the limits.
 //! - [`run`]: starting, waiting for and capping one program.
 //! - [`host`]: the WIT `exec` interface on the instance's state.
 
+mod confine;
 mod grant;
 mod host;
+pub mod presets;
+mod ruleset;
 mod run;
+mod sandbox;
+mod seccomp;
 
 use std::sync::Arc;
 
 use anyhow::Result;
 use wasmtime::component::{HasSelf, Linker};
 
-pub use grant::{ExecConfig, ExecGrant, OUTPUT_BYTES, TIMEOUT_MS};
+pub use grant::{ConfinedExec, ExecConfig, ExecGrant, OUTPUT_BYTES, TIMEOUT_MS};
+pub use ruleset::kernel_abi;
+pub use sandbox::{ChildLimits, Confinement, Network, NetworkConfig, Sandbox, DEFAULT_ABI};
 
 use super::{parse_table, Capability, Grant};
 use crate::runtime::bindings;
@@ -38,12 +53,13 @@ impl Capability for Exec {
     }
 
     fn check(&self, agent: &str, table: &toml::Value) -> Result<()> {
-        parse_table::<ExecConfig>(agent, self.name(), table).map(drop)
+        let c: ExecConfig = parse_table(agent, self.name(), table)?;
+        Sandbox::check(agent, &c)
     }
 
     fn grant(&self, config: &Config, agent: &str, table: &toml::Value) -> Result<Grant> {
         let c: ExecConfig = parse_table(agent, self.name(), table)?;
-        Ok(Arc::new(ExecGrant::from_config(config, agent, &c)?))
+        Ok(Arc::new(ConfinedExec::from_config(config, agent, &c)?))
     }
 
     fn probe(&self) -> Grant {
@@ -58,8 +74,23 @@ impl Capability for Exec {
         })
     }
 
+    fn describe(&self, grants: &super::Grants) -> Option<String> {
+        describe(grants)
+    }
+
     fn add_to_linker(&self, linker: &mut Linker<State>) -> Result<()> {
         bindings::tinytown::agent::exec::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
+}
+
+/// How the programs of an agent with these grants are confined (one line), for `tt plugin
+/// check`, `tt doctor` and `tt status --deep`; `None` when exec is not granted.
+pub fn describe(grants: &super::Grants) -> Option<String> {
+    if let Some(g) = grants.get::<ConfinedExec>() {
+        return Some(g.describe());
+    }
+    grants
+        .get::<ExecGrant>()
+        .map(|g| Sandbox::default_for(&g).describe())
 }

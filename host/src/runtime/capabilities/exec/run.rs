@@ -1,6 +1,6 @@
 //! Running one program for an agent: resolved against the allow-list, in the work directory,
 //! with a cleared environment, in its own process group (a timeout kills the whole group),
-//! with its output capped.
+//! with its output capped, inside the grant's sandbox ([`super::confine`]).
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -8,12 +8,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::confine::Prepared;
 use super::grant::ExecGrant;
+use super::sandbox::Sandbox;
 use crate::runtime::bindings::tinytown::agent::exec as wit;
 
+/// What stderr says when a confined program was refused something.
+const DENIALS: [&str; 2] = ["Permission denied", "Operation not permitted"];
+
 impl ExecGrant {
-    /// Runs `cmd` for `agent`. `Err` when the program is not allowed or cannot start.
+    /// Runs `cmd` for `agent` in the default sandbox ([`Sandbox::default_for`]). `Err` when
+    /// the program is not allowed or cannot start.
     pub fn run(&self, agent: &str, cmd: wit::Command) -> Result<wit::Output, String> {
+        self.run_in(&Sandbox::default_for(self), agent, cmd)
+    }
+
+    /// Runs `cmd` for `agent` inside `sandbox`. `Err` when the program is not allowed, cannot
+    /// be confined (it then does not run) or cannot start.
+    pub fn run_in(
+        &self,
+        sandbox: &Sandbox,
+        agent: &str,
+        cmd: wit::Command,
+    ) -> Result<wit::Output, String> {
         let program = resolve(&self.town_dir, &cmd.program).ok_or_else(|| {
             format!(
                 "program `{}` not found (looked on PATH and in the town directory)",
@@ -32,7 +49,20 @@ impl ExecGrant {
             Some(ms) => self.timeout.min(Duration::from_millis(ms.into())),
             None => self.timeout,
         };
-        let mut child = Command::new(&program)
+        let prepared = Prepared::new(sandbox).map_err(|e| {
+            tracing::warn!(agent, program = %program.display(), "exec refused: {e}");
+            format!(
+                "cannot confine `{}`, so it does not run: {e} ([agents.{agent}.exec] sandbox)",
+                program.display()
+            )
+        })?;
+        let mut command = Command::new(&program);
+        if !prepared.is_empty() {
+            // SAFETY: the step only makes syscalls on values prepared above (no allocation, no
+            // locks), which is what may run between fork and exec.
+            unsafe { command.pre_exec(prepared.child_step()) };
+        }
+        let mut child = command
             .args(&cmd.args)
             .current_dir(&self.workdir)
             .env_clear()
@@ -46,7 +76,15 @@ impl ExecGrant {
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot start `{}`: {e}", program.display()))?;
+            .map_err(|e| {
+                let confined = if sandbox.is_confined() {
+                    " (while confining it, or by the sandbox)"
+                } else {
+                    ""
+                };
+                format!("cannot start `{}`{confined}: {e}", program.display())
+            })?;
+        drop(prepared);
         let pid = child.id() as i32;
         if let (Some(text), Some(mut stdin)) = (cmd.stdin, child.stdin.take()) {
             std::thread::spawn(move || {
@@ -64,6 +102,8 @@ impl ExecGrant {
             .map(|s| std::thread::spawn(move || read_capped(s, cap)));
         let started = Instant::now();
         let mut timed_out = false;
+        // Short programs are noticed within 50 µs, long ones polled every 2 ms.
+        let mut pause = Duration::from_micros(50);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
@@ -72,14 +112,21 @@ impl ExecGrant {
                     unsafe { libc::kill(-pid, libc::SIGKILL) };
                     break child.wait().ok();
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                Ok(None) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(2));
+                }
                 Err(e) => return Err(format!("waiting for `{}`: {e}", program.display())),
             }
         };
         // Anything the program left running in its group goes with it.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         let (stdout, t1) = out.and_then(|h| h.join().ok()).unwrap_or_default();
-        let (stderr, t2) = err.and_then(|h| h.join().ok()).unwrap_or_default();
+        let (mut stderr, t2) = err.and_then(|h| h.join().ok()).unwrap_or_default();
+        let failed = !status.is_some_and(|s| s.success());
+        if failed && sandbox.is_confined() && DENIALS.iter().any(|d| stderr.contains(d)) {
+            stderr.push_str(&denial_note(agent, sandbox));
+        }
         Ok(wit::Output {
             status: if timed_out {
                 None
@@ -92,6 +139,17 @@ impl ExecGrant {
             truncated: t1 || t2,
         })
     }
+}
+
+/// Said after the stderr of a confined program that failed with a permission error: the
+/// kernel does not say which rule refused, so the note says what the sandbox allows.
+fn denial_note(agent: &str, sandbox: &Sandbox) -> String {
+    format!(
+        "\n[tinytown] this program ran confined by [agents.{agent}.exec]; a permission error above \
+         may be the sandbox refusing a path or a connection. It allows: {}. Grant more with \
+         read, write or network.\n",
+        sandbox.describe()
+    )
 }
 
 /// Reads all of `r`, keeping the first `cap` bytes; returns (text, truncated).
