@@ -10,7 +10,9 @@ use crate::runtime::bindings::tinytown::agent::exec::Command;
 use crate::runtime::capabilities::exec::{ConfinedExec, ExecConfig};
 use crate::store::config::Config;
 
-pub(super) fn confinement_cost() -> Result<()> {
+/// `when` says how big the measuring process is: a confined program is started with fork,
+/// whose cost grows with the parent's address space (an unconfined one uses posix_spawn).
+pub(super) fn confinement_cost(when: &str) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ttb-exec-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = Config::new("bench", &dir);
@@ -52,7 +54,7 @@ pub(super) fn confinement_cost() -> Result<()> {
     without.sort();
     let (a, b) = (with[with.len() / 2], without[without.len() / 2]);
     println!(
-        "exec /bin/true, median of 200: confined {}  unconfined {}  added {}   (target added < 2 ms)",
+        "exec /bin/true {when}, median of 200: confined {}  unconfined {}  added {}   (target added < 2 ms)",
         ms(a),
         ms(b),
         ms(a.saturating_sub(b))

@@ -73,6 +73,7 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
             .unwrap_or(1)
     );
     println!();
+    exec::confinement_cost(&format!("(host RSS {} MiB)", rss_kib() / 1024))?;
     throughput::redis_baseline(&opts).await?;
     throughput::cli_send_time(&opts).await?;
     throughput::library_throughput(&opts).await?;
@@ -87,6 +88,6 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
     }
     scaling::swap_latency(&opts).await?;
     scaling::polyglot_load(&opts)?;
-    exec::confinement_cost()?;
+    exec::confinement_cost(&format!("(host RSS {} MiB)", rss_kib() / 1024))?;
     Ok(())
 }
