@@ -916,3 +916,95 @@ fn bench_confinement_cost_per_exec() {
         (on.as_secs_f64() - unconfined.as_secs_f64()) * 1e3
     );
 }
+
+fn sh(script: &str) -> ExecCommand {
+    ExecCommand {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        stdin: None,
+        timeout_ms: None,
+    }
+}
+
+/// The `SigBlk` and `SigIgn` masks of /proc/PID/status.
+fn signal_masks(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("SigBlk:") || l.starts_with("SigIgn:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_program_starts_with_no_signal_blocked_or_ignored() {
+    // The host blocks every signal around the clone that starts a program, and Rust ignores
+    // SIGPIPE for itself; the program gets neither, confined or not.
+    let ours = signal_masks(&std::fs::read_to_string("/proc/self/status").unwrap());
+    assert!(
+        ours.iter()
+            .any(|l| l.starts_with("SigIgn:") && !l.ends_with("0000000000000000")),
+        "the test process should ignore SIGPIPE: {ours:?}"
+    );
+    let town = Town::new();
+    ensure_workdir(&town);
+    for exec in [
+        PROGRAMS.to_string(),
+        format!("{PROGRAMS}\nsandbox = \"off\""),
+    ] {
+        let c = town.confined(&exec);
+        let out = c
+            .exec
+            .run_in(&c.sandbox, "w", sh("exec cat /proc/self/status"))
+            .unwrap();
+        assert_eq!(out.status, Some(0), "{}", out.stderr);
+        assert_eq!(
+            signal_masks(&out.stdout),
+            ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"],
+            "{exec}"
+        );
+    }
+}
+
+#[test]
+fn a_program_that_cannot_start_says_which_step_failed() {
+    let town = Town::new();
+    // No work directory to enter.
+    let off = town.confined(&format!("{PROGRAMS}\nsandbox = \"off\""));
+    let _ = std::fs::remove_dir_all(town.workdir());
+    let e = off.exec.run_in(&off.sandbox, "w", sh("true")).unwrap_err();
+    assert!(
+        e.contains("cannot start `")
+            && e.contains("`: entering its work directory failed: No such file"),
+        "{e}"
+    );
+    // A listed program that cannot be executed, confined and not.
+    ensure_workdir(&town);
+    let program = town.root.join("not-executable");
+    std::fs::write(&program, "#!/bin/sh\necho ran\n").unwrap();
+    let allow = format!("allow = [\"{}\"]", program.display());
+    for exec in [allow.clone(), format!("{allow}\nsandbox = \"off\"")] {
+        let c = town.confined(&exec);
+        let cmd = ExecCommand {
+            program: program.display().to_string(),
+            args: vec![],
+            stdin: None,
+            timeout_ms: None,
+        };
+        let e = c.exec.run_in(&c.sandbox, "w", cmd).unwrap_err();
+        assert!(
+            e.contains("executing it failed") && e.contains("Permission denied"),
+            "{exec}: {e}"
+        );
+    }
+    // The same program, made executable, runs: the failure above was the missing mode.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = town.confined(&format!("{allow}\nsandbox = \"off\""));
+    let cmd = ExecCommand {
+        program: program.display().to_string(),
+        args: vec![],
+        stdin: None,
+        timeout_ms: None,
+    };
+    assert_eq!(c.exec.run_in(&c.sandbox, "w", cmd).unwrap().stdout, "ran\n");
+}

@@ -120,3 +120,49 @@ fn check_refuses_what_is_not_ours_with_a_reason() {
         assert!(!r.hint.is_empty(), "{file:?}");
     }
 }
+
+#[test]
+fn check_against_an_agent_shows_its_grants_and_confinement() {
+    let town = TestTown::new();
+    let config = town.read_config();
+    town.write_config(&format!(
+        "{config}\n[agents.w]\nrole = \"worker\"\n\n[agents.w.exec]\nallow = [\"/bin/sh\"]\n\n\
+         [agents.open.exec]\nallow = [\"/bin/sh\"]\nsandbox = \"off\"\n\n[agents.plain]\nrole = \"worker\"\n"
+    ));
+    let worker = plugin_path("worker");
+    let worker = worker.to_str().unwrap();
+    let text = town.ok(&["plugin", "check", worker, "--agent", "w"]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("agent `w`"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("exec: landlock") && line.contains("net none"),
+        "{text}"
+    );
+    let r = town.json(&["plugin", "check", worker, "--agent", "open", "--json"]);
+    assert_eq!(r["agent"]["name"], "open");
+    assert_eq!(r["agent"]["missing"], serde_json::json!([]));
+    assert!(
+        r["agent"]["granted"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("exec: sandbox off"),
+        "{r}"
+    );
+    // Without the grant the agent could not load it: refused, naming the grant to add.
+    let r = town.refused(
+        &["plugin", "check", worker, "--agent", "plain"],
+        1,
+        &["agent `plain` is not granted `exec`", "would not load"],
+    );
+    assert!(r.hint.contains("[agents.plain.exec]"), "{}", r.hint);
+    // A plugin that imports nothing fits any declared agent.
+    let noop = plugin_path("noop");
+    town.ok(&["plugin", "check", noop.to_str().unwrap(), "--agent", "plain"]);
+    town.refused(
+        &["plugin", "check", worker, "--agent", "nobody"],
+        1,
+        &["agent `nobody` is not declared"],
+    );
+}

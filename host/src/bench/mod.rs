@@ -55,7 +55,20 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-pub async fn run(opts: BenchOptions) -> Result<()> {
+/// The suites `tt bench SUITE` runs alone.
+pub const SUITES: [&str; 1] = ["exec"];
+
+pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
+    match suite {
+        None => {}
+        Some("exec") => return exec::suite(&opts),
+        Some(other) => {
+            return Err(crate::store::error::fail(
+                format!("there is no bench suite `{other}`"),
+                format!("run `tt bench` for all, or one of: {}", SUITES.join(", ")),
+            ))
+        }
+    }
     for p in ["noop", "relay", "chaos"] {
         let f = opts.plugins.join(format!("{p}.wasm"));
         if !f.exists() {

@@ -7,6 +7,8 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    /// One suite instead of all: `exec` (the cost of confining a program).
+    pub suite: Option<String>,
     /// Where the compiled plugins are (noop, relay, chaos and the reviewers).
     #[arg(long, default_value = "plugins/dist")]
     pub plugins: PathBuf,
@@ -20,14 +22,18 @@ pub struct BenchArgs {
 
 pub async fn run(args: BenchArgs) -> Result<()> {
     let BenchArgs {
+        suite,
         plugins,
         messages,
         appendfsync,
     } = args;
-    crate::bench::run(crate::bench::BenchOptions {
-        plugins,
-        messages,
-        appendfsync,
-    })
+    crate::bench::run(
+        suite.as_deref(),
+        crate::bench::BenchOptions {
+            plugins,
+            messages,
+            appendfsync,
+        },
+    )
     .await
 }

@@ -23,6 +23,10 @@ pub enum PluginCommand {
         /// The role it is meant for (worker and reviewer roles usually need `exec`).
         #[arg(long)]
         role: Option<String>,
+        /// In a town: check it against this agent's grants, and show what each allows (for
+        /// `exec`, the program's confinement).
+        #[arg(long)]
+        agent: Option<String>,
         #[command(flatten)]
         json: Json,
     },
@@ -39,46 +43,41 @@ pub enum PluginCommand {
 /// `town` is the global `--town`, if given.
 pub fn run(town: &Option<PathBuf>, args: PluginArgs) -> Result<()> {
     match args.command {
-        PluginCommand::Check { file, role, json } => {
+        PluginCommand::Check {
+            file,
+            role,
+            agent,
+            json,
+        } => {
             // Inside a town, the compiled code goes into its cache, ready for its hosts.
-            let cache = super::town_dir(town)
-                .ok()
-                .and_then(|d| Config::load(&d).ok())
-                .map(|c| c.state_dir().join("cache"));
-            let r = crate::runtime::check(&file, cache)?;
+            let config = match (&agent, super::town_dir(town)) {
+                (Some(_), dir) => Some(Config::load(&dir?)?),
+                (None, dir) => dir.ok().and_then(|d| Config::load(&d).ok()),
+            };
+            let cache = config.as_ref().map(|c| c.state_dir().join("cache"));
+            let mut r = crate::runtime::check(&file, cache)?;
+            if let (Some(agent), Some(config)) = (&agent, &config) {
+                r.fit(config, agent)?;
+            }
             if json.json {
-                return print_json(&r);
+                print_json(&r)?;
+            } else {
+                print_report(&r, role.as_deref());
             }
-            println!(
-                "{}: a tinytown:agent@{} component (world `{}`)",
-                r.path, r.wit_version, r.world
-            );
-            println!(
-                "  digest {}  ({} bytes, compiled in {} ms)",
-                r.digest, r.bytes, r.compile_ms
-            );
-            println!(
-                "  capabilities: {}",
-                if r.capabilities.is_empty() {
-                    "none".to_string()
-                } else {
-                    r.capabilities.join(", ")
-                }
-            );
-            println!(
-                "  exports init: {}",
-                if r.exports_init { "yes" } else { "no (fine)" }
-            );
-            println!("  WASI imports: {}", r.wasi_imports.len());
-            if let Some(c) = &r.cached_at {
-                println!("  precompiled into {c}");
-            }
-            if let Some(role) = role {
-                if matches!(role.as_str(), "worker" | "reviewer") && r.capabilities.is_empty() {
-                    println!(
-                        "  note: a {role} usually runs programs; this one does not import `exec`"
-                    );
-                }
+            if let Some(fit) = r.agent.as_ref().filter(|f| !f.missing.is_empty()) {
+                let cap = &fit.missing[0];
+                let example = crate::runtime::capabilities::by_name(cap)
+                    .map(|c| c.grant_example(&fit.name))
+                    .unwrap_or_default();
+                return Err(crate::store::error::fail(
+                    format!(
+                        "agent `{}` is not granted `{}`, which {} imports, so it would not load",
+                        fit.name,
+                        fit.missing.join("`, `"),
+                        r.path
+                    ),
+                    format!("grant it in tinytown.toml: {example}"),
+                ));
             }
         }
         PluginCommand::New { name, lang, role } => {
@@ -91,4 +90,44 @@ pub fn run(town: &Option<PathBuf>, args: PluginArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_report(r: &crate::runtime::CheckReport, role: Option<&str>) {
+    println!(
+        "{}: a tinytown:agent@{} component (world `{}`)",
+        r.path, r.wit_version, r.world
+    );
+    println!(
+        "  digest {}  ({} bytes, compiled in {} ms)",
+        r.digest, r.bytes, r.compile_ms
+    );
+    println!(
+        "  capabilities: {}",
+        if r.capabilities.is_empty() {
+            "none".to_string()
+        } else {
+            r.capabilities.join(", ")
+        }
+    );
+    println!(
+        "  exports init: {}",
+        if r.exports_init { "yes" } else { "no (fine)" }
+    );
+    println!("  WASI imports: {}", r.wasi_imports.len());
+    if let Some(c) = &r.cached_at {
+        println!("  precompiled into {c}");
+    }
+    if let Some(fit) = &r.agent {
+        for g in &fit.granted {
+            println!("  agent `{}`: {g}", fit.name);
+        }
+        for m in &fit.missing {
+            println!("  agent `{}`: `{m}` NOT granted", fit.name);
+        }
+    }
+    if let Some(role) = role {
+        if matches!(role, "worker" | "reviewer") && r.capabilities.is_empty() {
+            println!("  note: a {role} usually runs programs; this one does not import `exec`");
+        }
+    }
 }

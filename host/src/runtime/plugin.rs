@@ -160,6 +160,54 @@ pub struct CheckReport {
     /// Where the compiled code was cached, if a town's cache was at hand.
     pub cached_at: Option<String>,
     pub compile_ms: u128,
+    /// With `--agent`: how that agent's grants meet what the plugin imports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentFit>,
+}
+
+/// What an agent is granted of the capabilities a plugin imports, and what each grant allows
+/// (for `exec`, its confinement).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentFit {
+    pub name: String,
+    /// `capability: what it allows`, for each granted capability the plugin imports.
+    pub granted: Vec<String>,
+    /// Capabilities the plugin imports that the agent is not granted.
+    pub missing: Vec<String>,
+}
+
+impl CheckReport {
+    /// Fills [`CheckReport::agent`] from `agent`'s grants as a host would resolve them.
+    pub fn fit(
+        &mut self,
+        config: &crate::store::config::Config,
+        agent: &str,
+    ) -> anyhow::Result<()> {
+        if !config.agents.contains_key(agent) {
+            return Err(error::fail(
+                format!("agent `{agent}` is not declared in tinytown.toml"),
+                format!("add an [agents.{agent}] table, or check the name"),
+            ));
+        }
+        super::capabilities::check_config(config)?;
+        let grants = super::Grants::for_agent(config, agent)?;
+        let described = grants.describe();
+        let (mut granted, mut missing) = (Vec::new(), Vec::new());
+        for cap in &self.capabilities {
+            if grants.has(cap) {
+                let prefix = format!("{cap}: ");
+                granted.extend(described.iter().filter(|d| d.starts_with(&prefix)).cloned());
+            } else {
+                missing.push(cap.clone());
+            }
+        }
+        self.agent = Some(AgentFit {
+            name: agent.to_string(),
+            granted,
+            missing,
+        });
+        Ok(())
+    }
 }
 
 /// Checks that `path` is a component of our world and precompiles it into `cache_dir`.
@@ -208,6 +256,7 @@ pub fn check(
         },
         wit_version,
         capabilities,
+        agent: None,
         wasi_imports: plugin
             .imports
             .iter()

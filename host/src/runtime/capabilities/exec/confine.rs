@@ -1,11 +1,10 @@
 //! Applying a [`Sandbox`] to one program: everything is built in the parent (the Landlock
-//! ruleset of [`super::ruleset`], the seccomp filter, the limits), and the child, between fork
-//! and exec, only makes syscalls on it: `setrlimit`, `prctl(PR_SET_NO_NEW_PRIVS)`,
+//! ruleset of [`super::ruleset`], the seccomp filter, the limits), and the child that
+//! [`super::spawn`] starts, between clone and exec, only makes syscalls on it: `setrlimit`, `prctl(PR_SET_NO_NEW_PRIVS)`,
 //! `landlock_restrict_self`, `prctl(PR_SET_SECCOMP)` and dropping every capability. No
-//! allocation and no lock after fork. A Landlock domain, a seccomp filter and the dropped
+//! allocation and no lock in the child. A Landlock domain, a seccomp filter and the dropped
 //! capabilities are inherited by every process the program starts and cannot be undone by it.
 
-use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -47,59 +46,100 @@ impl Prepared {
         })
     }
 
-    /// Nothing to apply (`sandbox = "off"`, no limits): the program can be started without a
-    /// step in the child, as before there was a sandbox (std then uses `posix_spawn`).
-    pub fn is_empty(&self) -> bool {
-        self.ruleset.is_none()
-            && self.filter.is_none()
-            && self.memory.is_none()
-            && self.cpu.is_none()
+    /// Applies the sandbox to the calling process: for the child of [`super::spawn`], between
+    /// clone and exec. Err names the step that failed and its errno.
+    ///
+    /// # Safety
+    /// Only syscalls, on values built before the clone; nothing allocates or locks, so it may
+    /// run in a child that shares the parent's memory.
+    pub unsafe fn apply(&self) -> Result<(), (Step, i32)> {
+        let check = |step: Step, rc: libc::c_long| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err((step, *libc::__errno_location()))
+            }
+        };
+        if let Some(r) = &self.memory {
+            check(Step::Limits, libc::setrlimit(libc::RLIMIT_AS, r).into())?;
+        }
+        if let Some(r) = &self.cpu {
+            check(Step::Limits, libc::setrlimit(libc::RLIMIT_CPU, r).into())?;
+        }
+        let fd = self.ruleset.as_ref().map_or(-1, |f| f.as_raw_fd());
+        if fd >= 0 {
+            check(
+                Step::Landlock,
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into(),
+            )?;
+            check(
+                Step::Landlock,
+                libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32),
+            )?;
+        }
+        if let Some(f) = &self.filter {
+            let prog = libc::sock_fprog {
+                len: f.len() as u16,
+                filter: f.as_ptr() as *mut libc::sock_filter,
+            };
+            check(
+                Step::Seccomp,
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                )
+                .into(),
+            )?;
+        }
+        if fd >= 0 {
+            check(Step::Capabilities, drop_capabilities())?;
+        }
+        Ok(())
+    }
+}
+
+/// The step of starting a program that failed, for the error the agent sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Step {
+    Stdio = 1,
+    Group,
+    Directory,
+    Limits,
+    Landlock,
+    Seccomp,
+    Capabilities,
+    Exec,
+}
+
+impl Step {
+    pub fn from_i32(n: i32) -> Option<Step> {
+        use Step::*;
+        [
+            Stdio,
+            Group,
+            Directory,
+            Limits,
+            Landlock,
+            Seccomp,
+            Capabilities,
+            Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as i32 == n)
     }
 
-    /// The step to run in the child before exec (for `CommandExt::pre_exec`).
-    pub fn child_step(&self) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
-        let fd = self.ruleset.as_ref().map_or(-1, |f| f.as_raw_fd());
-        let filter = self.filter.clone();
-        let (memory, cpu) = (self.memory, self.cpu);
-        move || {
-            let check = |rc: libc::c_long| {
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
-                }
-            };
-            // SAFETY: only syscalls, on values built before fork; nothing allocates or locks.
-            unsafe {
-                if let Some(r) = &memory {
-                    check(libc::setrlimit(libc::RLIMIT_AS, r).into())?;
-                }
-                if let Some(r) = &cpu {
-                    check(libc::setrlimit(libc::RLIMIT_CPU, r).into())?;
-                }
-                if fd >= 0 {
-                    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into())?;
-                    check(libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32))?;
-                }
-                if let Some(f) = &filter {
-                    let prog = libc::sock_fprog {
-                        len: f.len() as u16,
-                        filter: f.as_ptr() as *mut libc::sock_filter,
-                    };
-                    check(
-                        libc::prctl(
-                            libc::PR_SET_SECCOMP,
-                            libc::SECCOMP_MODE_FILTER,
-                            &prog as *const libc::sock_fprog,
-                        )
-                        .into(),
-                    )?;
-                }
-                if fd >= 0 {
-                    drop_capabilities()?;
-                }
-            }
-            Ok(())
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::Stdio => "connecting its stdin, stdout and stderr",
+            Step::Group => "giving it its own process group",
+            Step::Directory => "entering its work directory",
+            Step::Limits => "setting its resource limits",
+            Step::Landlock => "applying the Landlock ruleset",
+            Step::Seccomp => "loading the seccomp filter",
+            Step::Capabilities => "dropping its capabilities",
+            Step::Exec => "executing it",
         }
     }
 }
@@ -125,8 +165,8 @@ struct CapData {
 /// gains none back; then the ambient, inheritable, permitted and effective sets.
 ///
 /// # Safety
-/// Only syscalls; for the child between fork and exec.
-unsafe fn drop_capabilities() -> io::Result<()> {
+/// Only syscalls; for the child between clone and exec.
+unsafe fn drop_capabilities() -> libc::c_long {
     for cap in 0..64 {
         libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
     }
@@ -153,10 +193,7 @@ unsafe fn drop_capabilities() -> io::Result<()> {
             inheritable: 0,
         },
     ];
-    if libc::syscall(libc::SYS_capset, &header as *const CapHeader, none.as_ptr()) != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    libc::syscall(libc::SYS_capset, &header as *const CapHeader, none.as_ptr())
 }
 
 /// `resource` at `value` (soft), never above the current hard limit: an unprivileged host

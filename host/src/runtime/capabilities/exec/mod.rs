@@ -7,7 +7,7 @@
 //! and the time spent is not charged against the guest's call deadline ([`host`]).
 //!
 //! Every program runs confined unless its grant says `sandbox = "off"` ([`sandbox`]): Landlock
-//! and a seccomp filter, applied in the child before exec and inherited by everything it
+//! and a seccomp filter, applied in the child before exec ([`spawn`]) and inherited by everything it
 //! starts, keep it to its work directory, the system's programs and libraries, the paths its
 //! grant lists and the network its grant allows.
 //!
@@ -15,7 +15,8 @@
 //! - [`sandbox`]: the resolved confinement of a grant; [`presets`] for coding CLIs.
 //! - [`ruleset`]: the Landlock ruleset; [`seccomp`]: the socket filter; [`confine`]: the
 //!   child's step that applies them and the limits.
-//! - [`run`]: starting, waiting for and capping one program.
+//! - [`spawn`]: starting one program without copying the host; [`run`]: resolving,
+//!   waiting for and capping it.
 //! - [`host`]: the WIT `exec` interface on the instance's state.
 
 mod confine;
@@ -26,6 +27,7 @@ mod ruleset;
 mod run;
 mod sandbox;
 mod seccomp;
+mod spawn;
 
 use std::sync::Arc;
 

@@ -3,14 +3,13 @@
 //! with its output capped, inside the grant's sandbox ([`super::confine`]).
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::confine::Prepared;
 use super::grant::ExecGrant;
 use super::sandbox::Sandbox;
+use super::spawn::{spawn, try_wait, wait, Spec};
 use crate::runtime::bindings::tinytown::agent::exec as wit;
 
 /// What stderr says when a confined program was refused something.
@@ -56,61 +55,37 @@ impl ExecGrant {
                 program.display()
             )
         })?;
-        let mut command = Command::new(&program);
-        if !prepared.is_empty() {
-            // SAFETY: the step only makes syscalls on values prepared above (no allocation, no
-            // locks), which is what may run between fork and exec.
-            unsafe { command.pre_exec(prepared.child_step()) };
-        }
-        let mut child = command
-            .args(&cmd.args)
-            .current_dir(&self.workdir)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if cmd.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                let confined = if sandbox.is_confined() {
-                    " (while confining it, or by the sandbox)"
-                } else {
-                    ""
-                };
-                format!("cannot start `{}`{confined}: {e}", program.display())
-            })?;
+        let child = spawn(Spec {
+            program: &program,
+            args: &cmd.args,
+            env: &self.env,
+            cwd: &self.workdir,
+            stdin: cmd.stdin.is_some(),
+            sandbox: &prepared,
+        })
+        .map_err(|e| format!("cannot start `{}`: {e}", program.display()))?;
         drop(prepared);
-        let pid = child.id() as i32;
-        if let (Some(text), Some(mut stdin)) = (cmd.stdin, child.stdin.take()) {
+        let pid = child.pid;
+        if let (Some(text), Some(mut stdin)) = (cmd.stdin, child.stdin) {
             std::thread::spawn(move || {
                 let _ = stdin.write_all(text.as_bytes());
             });
         }
         let cap = self.output_bytes;
-        let out = child
-            .stdout
-            .take()
-            .map(|s| std::thread::spawn(move || read_capped(s, cap)));
-        let err = child
-            .stderr
-            .take()
-            .map(|s| std::thread::spawn(move || read_capped(s, cap)));
+        let (stdout, stderr) = (child.stdout, child.stderr);
+        let out = std::thread::spawn(move || read_capped(stdout, cap));
+        let err = std::thread::spawn(move || read_capped(stderr, cap));
         let started = Instant::now();
         let mut timed_out = false;
         // Short programs are noticed within 50 µs, long ones polled every 2 ms.
         let mut pause = Duration::from_micros(50);
         let status = loop {
-            match child.try_wait() {
+            match try_wait(pid) {
                 Ok(Some(status)) => break Some(status),
                 Ok(None) if started.elapsed() >= timeout => {
                     timed_out = true;
                     unsafe { libc::kill(-pid, libc::SIGKILL) };
-                    break child.wait().ok();
+                    break wait(pid).ok();
                 }
                 Ok(None) => {
                     std::thread::sleep(pause);
@@ -121,8 +96,8 @@ impl ExecGrant {
         };
         // Anything the program left running in its group goes with it.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let (stdout, t1) = out.and_then(|h| h.join().ok()).unwrap_or_default();
-        let (mut stderr, t2) = err.and_then(|h| h.join().ok()).unwrap_or_default();
+        let (stdout, t1) = out.join().unwrap_or_default();
+        let (mut stderr, t2) = err.join().unwrap_or_default();
         let failed = !status.is_some_and(|s| s.success());
         if failed && sandbox.is_confined() && DENIALS.iter().any(|d| stderr.contains(d)) {
             stderr.push_str(&denial_note(agent, sandbox));
