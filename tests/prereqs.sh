@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and running tinytown needs and a fresh machine lacks:
-# redis-server (Debian package) and Rust's wasm32-wasip2 target. Idempotent and quiet when
+# redis-server, python3 and git (Debian packages) and Rust's wasm32-wasip2 target. Idempotent and quiet when
 # everything is there. Guest toolchains (Python, JavaScript, C) are installed by the plugin
 # folders' own build.sh scripts, into plugins/.toolchains/.
 set -euo pipefail
@@ -9,13 +9,19 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# command -> the Debian package that provides it. python3 is a program the confinement tests run
+# (and componentize-py's toolchain needs); git is for the repository tests.
+missing=()
+for pair in redis-server:redis-server python3:python3 git:git; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
-        echo "prereqs: installing redis-server"
+        echo "prereqs: installing ${missing[*]}"
         as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "prereqs: redis-server is missing; install it (e.g. brew install redis) and rerun" >&2
+        echo "prereqs: missing ${missing[*]}; install them (e.g. brew install ${missing[*]}) and rerun" >&2
         exit 1
     fi
 fi
