@@ -1738,3 +1738,44 @@ fn a_password_file_must_be_private() {
     std::fs::write(&file, "not the password\n").unwrap();
     town.fails(&["list"], 1);
 }
+
+#[test]
+fn config_values_out_of_range_are_refused_naming_the_field() {
+    let town = TestTown::bare();
+    for (section, needle) in [
+        (
+            "[host]\nlease_ms = 2\n",
+            "[host] lease_ms = 2: use 300 or more",
+        ),
+        (
+            "[host]\nlease_ms = 1000\nheartbeat_ms = 1000\n",
+            "[host] heartbeat_ms = 1000: it must be above 0 and below lease_ms (1000)",
+        ),
+        (
+            "[limits]\nmax_deliveries = 0\n",
+            "[limits] max_deliveries = 0",
+        ),
+        (
+            "[agents.w]\nrole = \"worker\"\n\n[agents.w.limits]\nmax_sends = 0\n",
+            "[agents.w.limits] max_sends = 0",
+        ),
+        ("[retention]\nevents = 0\n", "[retention] events = 0"),
+        (
+            "[retention]\nmaxmemory_mb = 4\n",
+            "[retention] maxmemory_mb = 4",
+        ),
+        ("[retention]\nsweep_ms = 1\n", "[retention] sweep_ms = 1"),
+    ] {
+        town.write_config(&format!("[town]\nname = \"t\"\n\n{section}"));
+        town.refused(&["list"], 1, &[needle]);
+    }
+    assert!(
+        !town.path().join(".tt").exists(),
+        "no Redis was started for a refused config"
+    );
+    // The boundary values are accepted.
+    town.write_config(
+        "[town]\nname = \"t\"\n\n[host]\nlease_ms = 300\nheartbeat_ms = 100\n\n[retention]\nmaxmemory_mb = 16\n",
+    );
+    town.ok(&["list"]);
+}

@@ -337,13 +337,19 @@ impl Probe {
         v.into_iter().map(|c| c.unwrap_or(0)).collect()
     }
 
-    /// How many messages of each agent were applied and acknowledged (its dedup set).
+    /// How many messages of each agent were applied and acknowledged: the entries its consumer
+    /// group has read minus those still pending, over both of its streams.
     fn handled(&self, agents: &[String]) -> Vec<u64> {
         let mut p = redis::pipe();
         for a in agents {
-            p.cmd("ZCARD").arg(self.town.db.keys.applied(a));
+            for kind in ["urgent", "inbox"] {
+                p.cmd("XINFO").arg("GROUPS").arg(self.stream(kind, a));
+            }
         }
-        self.query(&p)
+        let v: Vec<redis::Value> = self.query(&p);
+        v.chunks(2)
+            .map(|both| both.iter().map(acknowledged).sum())
+            .collect()
     }
 
     fn total_handled(&self, agents: &[String]) -> u64 {
@@ -380,21 +386,24 @@ impl Probe {
             .collect()
     }
 
-    /// Those of `held` not applied yet.
+    /// Those of `held` not applied yet: still pending in their group (applying acknowledges).
     fn unhandled(&self, held: &[Held]) -> Vec<Held> {
         if held.is_empty() {
             return Vec::new();
         }
         let mut p = redis::pipe();
         for h in held {
-            p.cmd("ZSCORE")
-                .arg(self.town.db.keys.applied(&h.agent))
-                .arg(format!("{}/{}", h.kind, h.id));
+            p.cmd("XPENDING")
+                .arg(self.stream(h.kind, &h.agent))
+                .arg("tt")
+                .arg(&h.id)
+                .arg(&h.id)
+                .arg(1);
         }
-        let v: Vec<Option<f64>> = self.query(&p);
+        let v: Vec<Vec<redis::Value>> = self.query(&p);
         held.iter()
             .zip(v)
-            .filter(|(_, s)| s.is_none())
+            .filter(|(_, p)| !p.is_empty())
             .map(|(h, _)| h.clone())
             .collect()
     }
@@ -1227,4 +1236,25 @@ fn throughput_with_one_two_three_hosts() {
             }
         }
     }
+}
+
+/// `entries-read - pending` of the `tt` group in an `XINFO GROUPS` reply.
+fn acknowledged(reply: &redis::Value) -> u64 {
+    let redis::Value::Array(groups) = reply else {
+        panic!("XINFO GROUPS replied {reply:?}")
+    };
+    let Some(redis::Value::Array(fields)) = groups.first() else {
+        return 0;
+    };
+    let int = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|kv| matches!(&kv[0], redis::Value::BulkString(k) if k == name.as_bytes()))
+            .and_then(|kv| match &kv[1] {
+                redis::Value::Int(n) => Some(*n as u64),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
+    };
+    int("entries-read") - int("pending")
 }

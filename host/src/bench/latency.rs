@@ -36,7 +36,7 @@ pub(super) async fn latency(opts: &BenchOptions) -> Result<()> {
                 tick.tick().await;
                 sent_at.lock().unwrap()[i] = Some(Instant::now());
                 let op = Op::send("relay", Kind::Task, i.to_string());
-                town.db.apply_ops("conductor", vec![op]).await?;
+                town.db.apply_human("conductor", vec![op]).await?;
             }
             anyhow::Ok(())
         })

@@ -64,7 +64,7 @@ pub(super) async fn swap_latency(opts: &BenchOptions) -> Result<()> {
             for _ in 0..2500 {
                 tick.tick().await;
                 town.db
-                    .apply_ops("conductor", vec![Op::send("c", Kind::Task, "ok")])
+                    .apply_human("conductor", vec![Op::send("c", Kind::Task, "ok")])
                     .await?;
             }
             anyhow::Ok(())

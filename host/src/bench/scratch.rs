@@ -75,7 +75,7 @@ impl Scratch {
                     ops.push(Op::send(a, Kind::Task, body));
                 }
             }
-            self.town.db.apply_ops("conductor", ops).await?;
+            self.town.db.apply_human("conductor", ops).await?;
         }
         Ok(())
     }

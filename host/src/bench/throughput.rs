@@ -71,7 +71,7 @@ pub(super) async fn library_throughput(opts: &BenchOptions) -> Result<()> {
     let mut done = 0;
     while done < n {
         let ops: Vec<_> = (0..batch).map(|_| Op::send("a", Kind::Task, "x")).collect();
-        s.town.db.apply_ops("conductor", ops).await?;
+        s.town.db.apply_human("conductor", ops).await?;
         let v: redis::Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)

@@ -17,8 +17,9 @@ pub enum AgentsCommand {
     /// Add an agent.
     Spawn {
         name: String,
-        #[arg(long, default_value = "worker")]
-        role: String,
+        /// Default: the role in its [agents.NAME] section, else `worker`.
+        #[arg(long)]
+        role: Option<String>,
         /// The role's Wasm component (default: the plugin in its [agents.NAME] section).
         #[arg(long)]
         plugin: Option<PathBuf>,
@@ -59,6 +60,9 @@ pub async fn run(town: &Town, command: AgentsCommand) -> Result<()> {
             plugin,
             nickname,
         } => {
+            let role = role
+                .or_else(|| town.config.agents.get(&name).and_then(|a| a.role.clone()))
+                .unwrap_or_else(|| "worker".into());
             let a = town
                 .spawn(&name, &role, plugin.as_deref(), nickname.as_deref())
                 .await?;

@@ -99,6 +99,16 @@ pub fn to_ops(actions: &[wit::Action], limits: &Limits) -> Result<Vec<Op>, Strin
             limits.max_action_bytes
         ));
     }
+    let sends = actions
+        .iter()
+        .filter(|a| !matches!(a, wit::Action::SetState(_) | wit::Action::Log(_)))
+        .count();
+    if sends > limits.max_sends {
+        return Err(format!(
+            "sent {sends} messages in one handling; the limit is {} (limits.max_sends)",
+            limits.max_sends
+        ));
+    }
     Ok(actions.iter().map(op).collect())
 }
 

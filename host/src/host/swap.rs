@@ -94,7 +94,7 @@ pub async fn swap(town: &Town, agent: &str, path: &Path, shadow: bool) -> Result
             digest,
         }
     };
-    town.db.apply_ops(CONDUCTOR, vec![op]).await?;
+    town.db.apply_human(CONDUCTOR, vec![op]).await?;
     Ok(plugin.digest)
 }
 
@@ -135,7 +135,7 @@ async fn stop_shadow_op(town: &Town, agent: &str) -> Result<()> {
         plugin: None,
         digest: None,
     };
-    town.db.apply_ops(CONDUCTOR, vec![op]).await?;
+    town.db.apply_human(CONDUCTOR, vec![op]).await?;
     Ok(())
 }
 

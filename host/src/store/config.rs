@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::error;
 use crate::store::limits::{LimitOverrides, Limits};
 use crate::store::model::validate_name;
+use crate::store::policy::{RetentionSection, TasksSection};
 
 pub const FILE_NAME: &str = "tinytown.toml";
 /// The town's private directory (embedded Redis, compiled-plugin cache, logs).
@@ -33,6 +34,10 @@ pub struct Config {
     pub host: HostSection,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub tasks: TasksSection,
+    #[serde(default)]
+    pub retention: RetentionSection,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSection>,
     /// The directory holding tinytown.toml; paths in the file are relative to it.
@@ -115,6 +120,24 @@ pub struct HostSection {
 }
 
 impl HostSection {
+    /// Checks the values; the error names the field. A lease is renewed every third of it,
+    /// so it must leave room for that.
+    pub fn check(&self) -> Result<(), String> {
+        if self.lease_ms < 300 {
+            return Err(format!(
+                "[host] lease_ms = {}: use 300 or more (leases are renewed every third of it)",
+                self.lease_ms
+            ));
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.lease_ms {
+            return Err(format!(
+                "[host] heartbeat_ms = {}: it must be above 0 and below lease_ms ({})",
+                self.heartbeat_ms, self.lease_ms
+            ));
+        }
+        Ok(())
+    }
+
     pub fn lease(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.lease_ms)
     }
@@ -224,6 +247,8 @@ impl Config {
             redis: RedisSection::default(),
             host: HostSection::default(),
             limits: Limits::default(),
+            tasks: TasksSection::default(),
+            retention: RetentionSection::default(),
             agents: BTreeMap::new(),
             dir: dir.to_path_buf(),
         }
@@ -273,6 +298,17 @@ impl Config {
                 // The name is the bad input: never print its control characters raw.
                 format!("[agents.{}]: {}", name.escape_debug(), error::one_line(&e))
             })?;
+        }
+        config.retention.check()?;
+        config.host.check()?;
+        config.limits.check("[limits]")?;
+        for (name, a) in &config.agents {
+            if let Some(o) = &a.limits {
+                config
+                    .limits
+                    .with(o)
+                    .check(&format!("[agents.{name}.limits]"))?;
+            }
         }
         if let Some(f) = &config.redis.appendfsync {
             if !matches!(f.as_str(), "always" | "everysec" | "no") {

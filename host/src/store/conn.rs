@@ -16,6 +16,7 @@ use crate::store::config::{Config, RedisTarget};
 use crate::store::embedded::Embedded;
 use crate::store::error;
 use crate::store::keys::Keys;
+use crate::store::policy::Rules;
 
 /// Replies slower than this are treated as a lost connection (blocking reads set their own).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +68,8 @@ pub struct Db {
     pub conn: Conn,
     pub keys: Keys,
     target: Target,
+    /// The town's rules as the applier script takes them (`store::policy::Rules`, JSON).
+    pub(crate) rules_json: String,
 }
 
 impl Db {
@@ -105,6 +108,7 @@ impl Db {
             conn,
             keys: Keys::new(&config.town.name),
             target,
+            rules_json: serde_json::to_string(&Rules::new(&config.tasks, &config.retention))?,
         })
     }
 

@@ -59,11 +59,7 @@ impl Keys {
     pub fn owned(&self, name: &str) -> String {
         self.key(&["owned", name])
     }
-    /// Sorted set of message ids already applied (deduplication), scored by time.
-    pub fn applied(&self, name: &str) -> String {
-        self.key(&["applied", name])
-    }
-    /// Hash: message id -> failed handling attempts so far.
+    /// Hash: message id -> failed handling attempts so far, and `<id>!why` -> the last failure.
     pub fn attempts(&self, name: &str) -> String {
         self.key(&["attempts", name])
     }

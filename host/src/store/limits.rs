@@ -9,8 +9,6 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Largest task description (bytes).
 pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
-/// Events kept in the town's capped event stream (approximate trim).
-pub const EVENTS_KEPT: usize = 100_000;
 /// How many entries one mailbox read takes at most.
 pub const READ_BATCH: usize = 64;
 
@@ -30,6 +28,9 @@ pub struct Limits {
     pub max_actions: usize,
     /// Most bytes of action payload (bodies, descriptions, texts) one handling may return.
     pub max_action_bytes: usize,
+    /// Most messages one handling may send (sends, assignments, review requests, verdicts,
+    /// escalations): a role cannot flood the town from one message.
+    pub max_sends: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +42,7 @@ impl Default for Limits {
             max_deliveries: 5,
             max_actions: 1_000,
             max_action_bytes: 4 << 20,
+            max_sends: 100,
         }
     }
 }
@@ -55,6 +57,7 @@ pub struct LimitOverrides {
     pub max_deliveries: Option<u32>,
     pub max_actions: Option<usize>,
     pub max_action_bytes: Option<usize>,
+    pub max_sends: Option<usize>,
 }
 
 impl Limits {
@@ -66,6 +69,32 @@ impl Limits {
             max_deliveries: o.max_deliveries.unwrap_or(self.max_deliveries),
             max_actions: o.max_actions.unwrap_or(self.max_actions),
             max_action_bytes: o.max_action_bytes.unwrap_or(self.max_action_bytes),
+            max_sends: o.max_sends.unwrap_or(self.max_sends),
         }
+    }
+
+    /// Checks the values; the error names the table (`[limits]` or `[agents.X.limits]`) and
+    /// the field.
+    pub fn check(&self, table: &str) -> Result<(), String> {
+        let at_least_one = [
+            ("call_timeout_ms", self.call_timeout_ms),
+            ("memory_mb", self.memory_mb),
+            ("max_deliveries", u64::from(self.max_deliveries)),
+            ("max_actions", self.max_actions as u64),
+            ("max_action_bytes", self.max_action_bytes as u64),
+            ("max_sends", self.max_sends as u64),
+        ];
+        for (field, v) in at_least_one {
+            if v == 0 {
+                return Err(format!("{table} {field} = 0: it must be at least 1"));
+            }
+        }
+        if self.memory_mb > 65_536 {
+            return Err(format!(
+                "{table} memory_mb = {}: at most 65536 (64 GiB)",
+                self.memory_mb
+            ));
+        }
+        Ok(())
     }
 }

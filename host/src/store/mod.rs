@@ -2,7 +2,8 @@
 //! that runs a role. It may not depend on `town`, `runtime`, `host` or `cli`, nor on wasmtime
 //! (`tests/layers.rs` checks).
 //!
-//! - [`config`] reads `tinytown.toml` and decides where Redis is; [`limits`] holds every default.
+//! - [`config`] reads `tinytown.toml` and decides where Redis is; [`limits`] holds every default
+//!   limit of a handling, [`policy`] the town's rules and retention.
 //! - [`model`] is the town's records and their checks; [`keys`] names every Redis key;
 //!   [`streams`] reads stream replies.
 //! - [`conn`] connects (single server or cluster); [`embedded`] runs the private `redis-server`.
@@ -19,4 +20,5 @@ pub mod keys;
 pub mod lease;
 pub mod limits;
 pub mod model;
+pub mod policy;
 pub mod streams;

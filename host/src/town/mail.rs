@@ -37,7 +37,7 @@ impl Town {
             task: None,
             corr: None,
         };
-        let r = self.db.apply_ops(&Self::who(from), vec![op]).await?;
+        let r = self.db.apply_human(&Self::who(from), vec![op]).await?;
         r.message_ids().pop().context("the applier sent nothing")
     }
 

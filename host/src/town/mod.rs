@@ -141,7 +141,7 @@ impl Town {
 
     /// Applies `op` as the humans (the CLI and the server).
     async fn as_humans(&self, op: Op) -> Result<Applied> {
-        self.db.apply_ops(CONDUCTOR, vec![op]).await
+        self.db.apply_human(CONDUCTOR, vec![op]).await
     }
 }
 

@@ -23,7 +23,7 @@ impl Town {
             task: None,
             desc: desc.to_string(),
         };
-        let r = self.db.apply_ops(&Self::who(from), vec![op]).await?;
+        let r = self.db.apply_human(&Self::who(from), vec![op]).await?;
         first_task(r)
     }
 

@@ -1,14 +1,17 @@
 //! The `chaos` role: misbehaves on purpose, for the host's fault tests. The first word of each
 //! message body picks the misbehaviour (errors, traps, panics, endless loops, huge allocations,
-//! floods of actions, attempts to reach files, environment or network); config key `init` makes
-//! `init` itself fail or trap. Nothing here is meant to be useful, only to be survivable.
+//! floods of actions, attempts to reach files, environment or network, moves it has no authority
+//! for and forged verdicts); config key `init` makes `init` itself fail or trap. Nothing here is
+//! meant to be useful, only to be survivable.
 
 wit_bindgen::generate!({ world: "agent", path: "../../wit" });
 
 use core::hint::black_box;
 
 use tinytown::agent::host;
-use tinytown::agent::types::{Kind, LogLevel, Outgoing, Priority};
+use tinytown::agent::types::{
+    Assignment, Kind, LogLevel, Outgoing, Priority, ReviewRequest, TaskOutcome, Verdict,
+};
 use tinytown_guest::Table;
 
 fn fail(message: impl Into<String>, retryable: bool) -> Error {
@@ -31,6 +34,12 @@ fn number<T: core::str::FromStr>(word: &str, arg: Option<&str>) -> Result<T, Err
             false,
         )
     })
+}
+
+/// The word argument of a command such as `approve t1`.
+fn arg(word: &str, arg: Option<&str>) -> Result<String, Error> {
+    arg.map(str::to_owned)
+        .ok_or_else(|| fail(format!("chaos: `{word}` needs an argument"), false))
 }
 
 /// Spins forever; `black_box` keeps the optimiser from proving the loop useless.
@@ -135,6 +144,89 @@ fn misbehave(msg: Message) -> Result<Vec<Action>, Error> {
                 correlation_id: Some(msg.id),
             })])
         }
+        // Moves on a task, whoever owns it: `approve t1`, `complete t1`, `review t1 bob`,
+        // `reassign t1 carol`. The applier decides whether this agent may make them.
+        "approve" | "reject" | "complete" | "fail" => {
+            let outcome = TaskOutcome {
+                task_id: arg(word, words.next())?,
+                text: format!("{word} by chaos"),
+            };
+            Ok(vec![match word {
+                "approve" => Action::Approve(outcome),
+                "reject" => Action::Reject(outcome),
+                "complete" => Action::Complete(outcome),
+                _ => Action::Fail(outcome),
+            }])
+        }
+        "review" => Ok(vec![Action::RequestReview(ReviewRequest {
+            task_id: arg(word, words.next())?,
+            reviewer: arg(word, words.next())?,
+            body: "review this".to_owned(),
+        })]),
+        "reassign" => {
+            let task = arg(word, words.next())?;
+            Ok(vec![Action::Assign(Assignment {
+                agent: arg(word, words.next())?,
+                task_id: Some(task),
+                description: String::new(),
+            })])
+        }
+        // `forge approve bob t1`: a message of a kind only actions may make.
+        "forge" => {
+            let kind = match words.next() {
+                Some("assign") => Kind::TaskAssign,
+                Some("review") => Kind::ReviewRequest,
+                Some("approve") => Kind::Verdict(Verdict::Approve),
+                Some("reject") => Kind::Verdict(Verdict::Reject("forged".to_owned())),
+                other => return Err(fail(format!("chaos: cannot forge {other:?}"), false)),
+            };
+            Ok(vec![Action::Send(Outgoing {
+                to: arg(word, words.next())?,
+                kind,
+                body: "forged".to_owned(),
+                priority: Priority::Normal,
+                task_id: words.next().map(str::to_owned),
+                correlation_id: None,
+            })])
+        }
+        // `fanout 500 bob`: that many messages from one handling.
+        "fanout" => {
+            let n: usize = number(word, words.next())?;
+            let to = arg(word, words.next())?;
+            Ok((0..n)
+                .map(|i| {
+                    Action::Send(Outgoing {
+                        to: to.clone(),
+                        kind: Kind::Info,
+                        body: format!("fan {i}"),
+                        priority: Priority::Normal,
+                        task_id: None,
+                        correlation_id: None,
+                    })
+                })
+                .collect())
+        }
+        // Oversized short fields: `longkey 1000`, `longtask 1000 bob`, `longkind 1000 bob`.
+        "longkey" => {
+            let n: usize = number(word, words.next())?;
+            Ok(vec![Action::SetState(("k".repeat(n), Some("v".to_owned())))])
+        }
+        "longtask" | "longcorr" | "longkind" => {
+            let n: usize = number(word, words.next())?;
+            let long = "x".repeat(n);
+            Ok(vec![Action::Send(Outgoing {
+                to: arg(word, words.next())?,
+                kind: if word == "longkind" {
+                    Kind::Custom(long.clone())
+                } else {
+                    Kind::Info
+                },
+                body: "long".to_owned(),
+                priority: Priority::Normal,
+                task_id: (word == "longtask").then(|| long.clone()),
+                correlation_id: (word == "longcorr").then_some(long),
+            })])
+        }
         // "ok" and anything unknown.
         _ => Ok(Vec::new()),
     }
@@ -152,6 +244,13 @@ impl Guest for Chaos {
     }
 
     fn handle(msg: Message) -> Result<Vec<Action>, Error> {
+        // What the town sends it (assignments, review requests, verdicts) is not a command.
+        if matches!(
+            msg.kind,
+            Kind::TaskAssign | Kind::ReviewRequest | Kind::Verdict(_)
+        ) {
+            return Ok(Vec::new());
+        }
         misbehave(msg)
     }
 }

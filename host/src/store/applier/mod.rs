@@ -22,7 +22,7 @@ pub use op::Op;
 
 use crate::store::conn::Db;
 use crate::store::error;
-use crate::store::limits::{EVENTS_KEPT, MAX_MESSAGE_BYTES};
+use crate::store::limits::MAX_MESSAGE_BYTES;
 use crate::store::model::{now_ms, Stream, TaskState};
 
 /// The parts of the script, in order (name, text).
@@ -35,9 +35,6 @@ pub(crate) const LUA_PARTS: &[(&str, &str)] = &[
     ("shadow", include_str!("lua/shadow.lua")),
     ("units", include_str!("lua/units.lua")),
 ];
-
-/// How long a handled message's id is remembered for deduplication.
-const APPLIED_KEEP_MS: u64 = 7 * 24 * 3600 * 1000;
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&script_text()));
 
@@ -85,6 +82,10 @@ pub struct Unit {
     /// Who acts: an agent, or `conductor` for the humans.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The humans act (the CLI, as `by`): any legal move is theirs to make. Without it, the
+    /// applier checks that `by` may make each move (authority, `lua/tasks.lua`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub human: bool,
     /// The plugin that decided it, for the `handled` event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -178,22 +179,38 @@ impl Db {
             .arg(self.keys.prefix())
             .arg(now_ms())
             .arg(json)
-            .arg(EVENTS_KEPT)
             .arg(MAX_MESSAGE_BYTES)
-            .arg(APPLIED_KEEP_MS)
+            .arg(&self.rules_json)
             .invoke_async(&mut conn)
             .await
             .map_err(error::from_redis)?;
         serde_json::from_str(&raw).with_context(|| format!("decoding the applier's reply {raw:?}"))
     }
 
-    /// Applies one unit made of `ops` on behalf of `by`; a refused op is the error.
+    /// Applies one unit made of `ops` by agent `by`, with an agent's authority; a refused op
+    /// is the error.
     pub async fn apply_ops(&self, by: &str, ops: Vec<Op>) -> Result<Applied> {
-        let unit = Unit {
+        self.apply_one(Unit {
             ops,
             by: Some(by.to_string()),
             ..Default::default()
-        };
+        })
+        .await
+    }
+
+    /// Applies one unit made of `ops` by the humans, speaking as `by` (`conductor`, or the
+    /// agent a CLI `--from` names): every legal move is allowed, and recorded as theirs.
+    pub async fn apply_human(&self, by: &str, ops: Vec<Op>) -> Result<Applied> {
+        self.apply_one(Unit {
+            ops,
+            by: Some(by.to_string()),
+            human: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn apply_one(&self, unit: Unit) -> Result<Applied> {
         let mut r = self.apply(&[unit]).await?;
         r.pop().context("the applier returned no result")
     }

@@ -89,7 +89,7 @@ function OPS.prune(op)
       end
       redis.call('DEL', stream)
     end
-    redis.call('DEL', key('agent', name), key('state', name), key('applied', name),
+    redis.call('DEL', key('agent', name), key('state', name),
       key('owned', name), key('attempts', name), key('shadow', name))
     redis.call('SREM', key('agents'), name)
     event({type = 'agent', agent = name, to = 'pruned', by = s(op.by)})
@@ -99,6 +99,8 @@ end
 function OPS.set_state(op)
   local who = s(op.by)
   local k, v = s(op.key), s(op.value)
+  if k == nil or k == '' then fail('BADKEY', 'set-state needs a key') end
+  check_size('state key', k, MAX_KEY)
   check_size('state value', v)
   later(function()
     if v then redis.call('HSET', key('state', who), k, v)

@@ -1,6 +1,16 @@
 -- Mail: sending, escalating to the humans, and clearing their mailbox.
 
+-- Kinds only their actions make, so that a `verdict:approve` or a `task-assign` in a mailbox
+-- always comes from a move the applier checked.
+local ACTION_KINDS = {['task-assign'] = 'assign', ['review-request'] = 'request-review',
+  ['verdict:approve'] = 'approve', ['verdict:reject'] = 'reject'}
+
 function OPS.send(op)
+  local by_action = ACTION_KINDS[s(op.kind) or '']
+  if by_action then
+    fail('FORGED', 'a `' .. s(op.kind) .. '` message comes only from the `' .. by_action ..
+      '` action, never from send')
+  end
   send({from = s(op.by), to = s(op.to), kind = s(op.kind), body = s(op.body),
     urgent = op.urgent, task = s(op.task), corr = s(op.corr)})
 end

@@ -7,16 +7,22 @@
 -- reads is one that variant serialises: a unit test checks both ways.
 --
 -- ARGV[1] key prefix `tt:{town}:`   ARGV[2] now (ms)   ARGV[3] JSON list of units
--- ARGV[4] events kept   ARGV[5] max message bytes   ARGV[6] applied-id retention (ms)
+-- ARGV[4] max message bytes   ARGV[5] JSON town rules (Rust: `store::policy::Rules`):
+-- {review = "required"|"optional", events = n, shadow_records = n}
 -- KEYS[1] the town's event stream (names the slot for Redis Cluster; every other key shares
 -- its hash tag, so they live on the same node).
 --
 -- A unit is what one command or one handled message does:
---   { ops = [...], by = "agent", digest = "sha256", ack = {stream, entry, agent, kind, member},
---     dlq = true, dead = "reason", attempts = n, fence = {agent, holder} }
+--   { ops = [...], by = "agent", human = true, digest = "sha256",
+--     ack = {stream, entry, agent, kind, member}, dlq = true, dead = "reason", attempts = n,
+--     fence = {agent, holder} }
+-- `human` marks a unit of the humans (the CLI, speaking as `by`): they may make any legal move.
+-- A unit of an agent's handling may make only the moves its role and the task allow
+-- (`authorise`), checked in phase 1 like legality.
 -- Each unit is all-or-nothing: phase 1 checks every op against a view of the town and plans
 -- the writes; phase 2 performs them only when every check passed. With `ack`, the unit is also
--- idempotent: a message already applied is only acknowledged. With `dlq`, a unit whose ops are
+-- idempotent: it applies only while its mailbox entry is pending, and applying acknowledges
+-- the entry in the same step, so a redelivered message whose effects were applied is skipped. With `dlq`, a unit whose ops are
 -- illegal is dead-lettered with the reason instead of failing; with `dead`, it is dead-lettered
 -- without running its ops.
 --
@@ -27,9 +33,11 @@
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local UNITS = cjson.decode(ARGV[3])
-local EVENTS_KEPT = tonumber(ARGV[4])
-local MAX_BYTES = tonumber(ARGV[5])
-local APPLIED_KEEP = tonumber(ARGV[6])
+local MAX_BYTES = tonumber(ARGV[4])
+local RULES = cjson.decode(ARGV[5])
+local EVENTS_KEPT = RULES.events
+-- Whether the unit being applied is the humans' (events record it).
+local HUMAN = false
 local GROUP = 'tt'
 
 local function key(...) return P .. table.concat({...}, ':') end
@@ -38,7 +46,21 @@ local function key(...) return P .. table.concat({...}, ':') end
 -- inserted here.
 --@MOVES@
 
+-- Refuses the unit: `code` and `msg` reach Rust as `TT <CODE> <msg>`. Only phase 1 may call
+-- it (phase 2 has begun writing and must not stop part-way).
 local function fail(code, msg) error({tt = code .. ' ' .. msg}) end
+
+local function check_size(what, text, limit)
+  limit = limit or MAX_BYTES
+  if text and #text > limit then
+    fail('TOOBIG', what .. ' is ' .. #text .. ' bytes; the limit is ' .. limit)
+  end
+end
+
+-- Bounds of the short fields (ids, names, keys); bodies and texts are bounded by MAX_BYTES.
+local MAX_ID = 128
+local MAX_KEY = 256
+
 
 local function s(v)
   if v == nil or v == cjson.null then return nil end
@@ -68,6 +90,10 @@ local function later(f) V.plan[#V.plan + 1] = f end
 
 local function event(fields)
   local args = {'XADD', key('events'), 'MAXLEN', '~', EVENTS_KEPT, '*', 'ts', NOW}
+  if HUMAN then
+    args[#args + 1] = 'human'
+    args[#args + 1] = '1'
+  end
   for k, v in pairs(fields) do
     if v ~= nil then
       args[#args + 1] = k
@@ -132,15 +158,20 @@ end
 
 local function need_task(id)
   if id == nil or id == '' then fail('NOTASK', 'no task id given') end
+  check_size('task id', id, MAX_ID)
   local t = task(id)
   if not t then fail('NOTASK', 'task `' .. id .. '` not found') end
   return t
 end
 
-local function check_size(what, text)
-  if text and #text > MAX_BYTES then
-    fail('TOOBIG', what .. ' is ' .. #text .. ' bytes; the limit is ' .. MAX_BYTES)
-  end
+-- Authority: a human may do anything; an agent's op passes only when `ok`.
+local function authorise(op, ok, msg)
+  if not (op.human or ok) then fail('FORBIDDEN', msg) end
+end
+
+local function role_of(name)
+  local a = agent(name or '')
+  return a and a.role or nil
 end
 
 -- Plans a state change of task `id`, checked against the legal moves.
@@ -182,6 +213,9 @@ local function send(m)
   need_agent(s(m.from) or 'conductor')
   local body = s(m.body) or ''
   check_size('message body', body)
+  check_size('task id', s(m.task), MAX_ID)
+  check_size('correlation id', s(m.corr), MAX_KEY)
+  check_size('message kind', s(m.kind), MAX_ID)
   local stream = key(m.urgent and 'urgent' or 'inbox', to)
   later(function()
     local id = 'm' .. redis.call('INCR', key('seq', 'msg'))

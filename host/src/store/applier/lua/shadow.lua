@@ -20,7 +20,7 @@ end
 -- What the shadow decided beside the live plugin, for `tt shadow report`.
 function OPS.shadow_record(op)
   later(function()
-    redis.call('XADD', key('shadow', s(op.by)), 'MAXLEN', '~', EVENTS_KEPT, '*', 'msg', s(op.msg),
+    redis.call('XADD', key('shadow', s(op.by)), 'MAXLEN', '~', RULES.shadow_records, '*', 'msg', s(op.msg),
       'agree', op.agree and '1' or '0', 'live', s(op.live), 'shadow', s(op.shadow),
       'live_digest', s(op.live_digest), 'shadow_digest', s(op.shadow_digest), 'ts', NOW)
   end)

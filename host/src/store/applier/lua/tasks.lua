@@ -8,6 +8,11 @@ function OPS.assign(op)
   local id = s(op.task)
   if id == nil then
     id = create_task(s(op.desc) or '', nil, s(op.by))
+  else
+    local t = need_task(id)
+    authorise(op, s(op.by) == t.owner or role_of(s(op.by)) == 'conductor',
+      'only the owner of task ' .. id .. ' (' .. (t.owner or 'none') ..
+      ') or a conductor may reassign it')
   end
   hand_to(id, who, s(op.by) or 'conductor')
 end
@@ -56,7 +61,23 @@ function OPS.transition(op)
   local fields = {}
   if s(op.text) then fields.result = s(op.text) end
   local id = s(op.task)
-  move(id, to, s(op.by), fields)
+  local t = need_task(id)
+  local by = s(op.by)
+  local owner = by == t.owner
+  if to == 'completed' then
+    authorise(op, RULES.review ~= 'required',
+      'task ' .. id .. ' must pass review: request-review it ([tasks] review = "required")')
+    authorise(op, owner, 'only the owner of task ' .. id .. ' (' .. (t.owner or 'none') ..
+      ') may complete it')
+  elseif to == 'cancelled' then
+    authorise(op, owner or role_of(by) == 'conductor',
+      'only the owner of task ' .. id .. ' or a conductor may cancel it')
+  else
+    authorise(op, owner, 'only the owner of task ' .. id .. ' (' .. (t.owner or 'none') ..
+      ') may ' .. (to == 'failed' and 'fail' or 'move') .. ' it')
+  end
+  check_size('result', s(op.text))
+  move(id, to, by, fields)
   if to == 'cancelled' then later(function() redis.call('ZREM', key('backlog'), id) end) end
 end
 
@@ -73,7 +94,13 @@ function OPS.request_review(op)
   local reviewer = canonical(s(op.reviewer) or '')
   need_agent(reviewer)
   local t = need_task(id)
+  authorise(op, s(op.by) == t.owner, 'only the owner of task ' .. id .. ' (' ..
+    (t.owner or 'none') .. ') may request its review')
+  if reviewer == s(op.by) and not op.human then
+    fail('FORBIDDEN', 'the owner of task ' .. id .. ' cannot review its own work')
+  end
   move(id, 'in-review', s(op.by), {reviewer = reviewer})
+  t.reviewer = reviewer
   send({from = s(op.by), to = reviewer, kind = 'review-request', body = s(op.body), task = id})
   return t
 end
@@ -83,6 +110,14 @@ function OPS.verdict(op)
   local t = need_task(id)
   local text = s(op.text) or ''
   local owner = t.owner or 'conductor'
+  local by = s(op.by)
+  local verb = op.approve and 'approve' or 'reject'
+  if present(t.reviewer) and t.reviewer ~= '' then
+    authorise(op, by == t.reviewer, 'only ' .. t.reviewer .. ', the reviewer task ' .. id ..
+      ' was sent to, may ' .. verb .. ' it')
+  else
+    authorise(op, role_of(by) == 'reviewer', 'only a reviewer may ' .. verb .. ' task ' .. id)
+  end
   if op.approve then
     move(id, 'completed', s(op.by), {result = text})
     send({from = s(op.by), to = owner, kind = 'verdict:approve', body = text, task = id})

@@ -3,14 +3,24 @@
 local function acknowledge(unit)
   local a = unit.ack
   redis.call('XACK', a.stream, GROUP, a.entry)
-  redis.call('ZADD', key('applied', a.agent), NOW, a.member)
-  -- A retry counter exists only once an attempt has failed.
-  if (tonumber(unit.attempts) or 1) > 1 then redis.call('HDEL', key('attempts', a.agent), a.member) end
+  -- Retry counters and the last failure exist only once a delivery has failed.
+  if (tonumber(unit.attempts) or 1) > 1 or unit.retried then
+    redis.call('HDEL', key('attempts', a.agent), a.member, a.member .. '!why')
+  end
+end
+
+-- The consumer group's pending list is the de-duplication record: an entry is pending from
+-- its delivery until the unit that handles it is applied, which acknowledges it in the same
+-- step. A stream or group that is gone (the agent was pruned) has nothing pending.
+local function pending(a)
+  local p = redis.pcall('XPENDING', a.stream, GROUP, a.entry, a.entry, 1)
+  return type(p) == 'table' and not p.err and #p > 0
 end
 
 local results = {}
 for _, unit in ipairs(UNITS) do
   reset_view()
+  HUMAN = unit.human == true
   local r = {s = 'ok'}
   local fenced = false
   if present(unit.fence) then
@@ -20,8 +30,7 @@ for _, unit in ipairs(UNITS) do
   end
   if fenced then
     r.s = 'fenced'
-  elseif unit.ack and redis.call('ZSCORE', key('applied', unit.ack.agent), unit.ack.member) then
-    redis.call('XACK', unit.ack.stream, GROUP, unit.ack.entry)
+  elseif unit.ack and not pending(unit.ack) then
     r.s = 'dup'
   elseif unit.dead then
     dead_letter(unit, s(unit.dead))
@@ -32,6 +41,7 @@ for _, unit in ipairs(UNITS) do
     local ok, err = pcall(function()
       for i, op in ipairs(unit.ops or {}) do
         op.by = unit.by
+        op.human = unit.human
         local f = OPS[s(op.op) or '']
         if not f then fail('BADOP', 'unknown operation ' .. tostring(op.op)) end
         f(op)
@@ -64,14 +74,6 @@ for _, unit in ipairs(UNITS) do
     end
   end
   results[#results + 1] = r
-end
-
-if math.random(1, 64) == 1 then
-  for _, unit in ipairs(UNITS) do
-    if unit.ack then
-      redis.call('ZREMRANGEBYSCORE', key('applied', unit.ack.agent), 0, NOW - APPLIED_KEEP)
-    end
-  end
 end
 
 return cjson.encode(results)

@@ -1,0 +1,118 @@
+//! The town's rules and its retention (`[tasks]` and `[retention]` in tinytown.toml): what the
+//! applier enforces besides legality, and how much history a town keeps so that it runs for
+//! months in a fixed footprint. Every default is here, and in the README's retention table.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a worker may complete its own task or must pass review (`[tasks] review`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Review {
+    /// An agent's `complete` is refused: work is done when a reviewer approves it.
+    #[default]
+    Required,
+    /// The task's owner may complete it without review.
+    Optional,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksSection {
+    pub review: Review,
+}
+
+/// How much of its past a town keeps. Ages are in seconds; counts are per stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Acknowledged mailbox entries younger than this stay readable (`tt inbox`, audits);
+    /// older ones are trimmed. A pending or undelivered entry is never trimmed.
+    pub mailbox_secs: u64,
+    /// Most entries of the event stream (`tt events`, `tt status`).
+    pub events: u64,
+    /// Most dead letters, and their longest age.
+    pub dead_letters: u64,
+    pub dead_letter_secs: u64,
+    /// Most shadow records per agent (`tt shadow report`).
+    pub shadow_records: u64,
+    /// Finished (completed, failed, cancelled) tasks are removed after this; their counts by
+    /// state stay in `tt status`.
+    pub finished_task_secs: u64,
+    /// A host whose heartbeat is older than this is forgotten by `tt status`.
+    pub dead_host_secs: u64,
+    /// The embedded Redis's `maxmemory` (with `noeviction`: a full Redis refuses writes, it
+    /// never drops data). The host warns at 80%.
+    pub maxmemory_mb: u64,
+    /// How often each host sweeps (trims what it serves, archives, forgets dead hosts).
+    pub sweep_ms: u64,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            mailbox_secs: 3600,
+            events: 100_000,
+            dead_letters: 10_000,
+            dead_letter_secs: 30 * 86_400,
+            shadow_records: 10_000,
+            finished_task_secs: 7 * 86_400,
+            dead_host_secs: 86_400,
+            maxmemory_mb: 1024,
+            sweep_ms: 5_000,
+        }
+    }
+}
+
+impl RetentionSection {
+    /// Checks the values; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("events", self.events),
+            ("dead_letters", self.dead_letters),
+            ("shadow_records", self.shadow_records),
+            ("maxmemory_mb", self.maxmemory_mb),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(format!("[retention] {field} = 0: it must be at least 1"));
+            }
+        }
+        if self.maxmemory_mb < 16 {
+            return Err(format!(
+                "[retention] maxmemory_mb = {}: Redis needs at least 16",
+                self.maxmemory_mb
+            ));
+        }
+        if self.sweep_ms < 100 {
+            return Err(format!(
+                "[retention] sweep_ms = {}: use 100 or more",
+                self.sweep_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the applier script is told of the town's rules (its `RULES`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Rules {
+    pub review: Review,
+    pub events: u64,
+    pub shadow_records: u64,
+}
+
+impl Rules {
+    pub fn new(tasks: &TasksSection, retention: &RetentionSection) -> Rules {
+        Rules {
+            review: tasks.review,
+            events: retention.events,
+            shadow_records: retention.shadow_records,
+        }
+    }
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules::new(&TasksSection::default(), &RetentionSection::default())
+    }
+}
