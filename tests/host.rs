@@ -413,7 +413,7 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     };
     let mut h1 = start("h1");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !town.redis(&["GET", &lease_key]).starts_with("h1:") {
+    while !town.redis(&["GET", &lease_key]).starts_with("h1/") {
         assert!(Instant::now() < deadline, "h1 never took the lease");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -435,7 +435,7 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     wait_count(100);
     let first = town.redis(&["GET", &lease_key]);
     assert!(
-        first.starts_with("h1:"),
+        first.starts_with("h1/"),
         "the lease moved without cause: {first}"
     );
     // h1 freezes past its lease (config: lease_ms = 2000): h2 takes over with a new token.
@@ -445,7 +445,7 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     }
     wait_count(200);
     let second = town.redis(&["GET", &lease_key]);
-    assert!(second.starts_with("h2:") && second != first, "{second}");
+    assert!(second.starts_with("h2/") && second != first, "{second}");
     unsafe { libc::kill(h1.id() as i32, libc::SIGCONT) };
     // A unit fenced with the old holder's token is refused: nothing applied, nothing acked.
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -422,7 +422,8 @@ impl Probe {
         }
     }
 
-    /// Which host holds each exclusive agent's lease (`<host>:<token>`; empty when none).
+    /// Which host holds each exclusive agent's lease (`<host>/<instance>:<token>`; empty when
+    /// none).
     fn lease_holders(&self, agents: &[String]) -> Vec<String> {
         let mut p = redis::pipe();
         for a in agents {
@@ -432,7 +433,7 @@ impl Probe {
         v.into_iter()
             .map(|h| {
                 let h = h.unwrap_or_default();
-                h.split(':').next().unwrap_or_default().to_string()
+                h.split(['/', ':']).next().unwrap_or_default().to_string()
             })
             .collect()
     }

@@ -46,6 +46,7 @@ use supervisor::{revive_embedded_redis, spawn_declared, watch_signals, Superviso
 #[derive(Debug, Clone)]
 pub struct HostOptions {
     /// This host's consumer name; stable across restarts so it finds its own pending messages.
+    /// One process at a time may serve under a name (`supervisor::claim_name`).
     pub name: String,
     /// Exit once every served mailbox is empty and nothing is in flight.
     pub until_idle: bool,
@@ -97,6 +98,8 @@ pub async fn run_until(
         Some(town.config.state_dir().join("cache")),
         fuel,
     )?);
+    let instance = crate::store::lease::new_instance();
+    supervisor::claim_name(&town, &opts.name, &instance).await?;
     spawn_declared(&town).await?;
     let lookup: Arc<dyn Lookup> = Arc::new(TownLookup {
         town: town.clone(),
@@ -107,6 +110,7 @@ pub async fn run_until(
         runtime,
         lookup,
         opts,
+        instance,
         stop_tx,
         stop_rx,
         started: now_ms(),
@@ -146,6 +150,7 @@ pub async fn run_until(
     }
     let mut c = town.db.conn.clone();
     let _: Result<(), _> = c.hdel(town.db.keys.hosts(), &sup.opts.name).await;
+    let _ = town.db.release_host(&sup.opts.name, &sup.instance).await;
     tracing::info!(host = %sup.opts.name, "host stopped");
     outcome
 }

@@ -46,6 +46,8 @@ pub(super) struct Runner {
     lookup: Arc<dyn Lookup>,
     name: String,
     consumer: String,
+    /// `<host>/<instance>`: who this process is in the leases of exclusive agents.
+    holder: String,
     activity: Arc<Activity>,
     stop: watch::Receiver<bool>,
     reads: Conn,
@@ -61,19 +63,21 @@ pub(super) struct Runner {
     recovering: bool,
     /// Serve only while holding the agent's lease (`mode = "exclusive"`).
     exclusive: bool,
-    /// The lease we hold (`<host>:<token>`), and when we last renewed it.
+    /// The lease we hold (`<host>/<instance>:<token>`), and when we last renewed it.
     lease: Option<(String, Instant)>,
     last_claim: Instant,
     load_error: Option<String>,
 }
 
 impl Runner {
+    /// `consumer` is the host name (the consumer in the mailbox groups); `holder` is this
+    /// process in exclusive agents' leases, `<host>/<instance>`.
     pub(super) async fn new(
         town: Arc<Town>,
         runtime: Arc<Runtime>,
         lookup: Arc<dyn Lookup>,
         name: &str,
-        consumer: &str,
+        (consumer, holder): (&str, &str),
         activity: Arc<Activity>,
         stop: watch::Receiver<bool>,
     ) -> Result<Runner> {
@@ -94,6 +98,7 @@ impl Runner {
             lookup,
             name: name.to_string(),
             consumer: consumer.to_string(),
+            holder: holder.to_string(),
             activity,
             stop,
             live: None,
@@ -143,11 +148,7 @@ impl Runner {
         {
             return Ok(true);
         }
-        let held = self
-            .town
-            .db
-            .lease(&self.name, &self.consumer, lease)
-            .await?;
+        let held = self.town.db.lease(&self.name, &self.holder, lease).await?;
         if held.is_some() && self.lease.is_none() {
             tracing::info!(agent = %self.name, holder = held.as_deref().unwrap_or(""), "took the agent's lease");
         }

@@ -43,6 +43,8 @@ pub(super) struct Supervisor {
     pub(super) runtime: Arc<Runtime>,
     pub(super) lookup: Arc<dyn Lookup>,
     pub(super) opts: HostOptions,
+    /// This process's instance id: its claim of `opts.name` and its leases say it.
+    pub(super) instance: String,
     pub(super) stop_tx: watch::Sender<bool>,
     pub(super) stop_rx: watch::Receiver<bool>,
     pub(super) started: u64,
@@ -66,7 +68,10 @@ impl Supervisor {
                 self.runtime.clone(),
                 self.lookup.clone(),
                 &name,
-                &self.opts.name,
+                (
+                    &self.opts.name,
+                    &format!("{}/{}", self.opts.name, self.instance),
+                ),
                 activity.clone(),
                 self.stop_rx.clone(),
             )
@@ -80,7 +85,30 @@ impl Supervisor {
         let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
         if self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat) {
             self.last_beat = Some(Instant::now());
-            write_heartbeat(town, &self.opts.name, self.started, &self.runners).await;
+            let lease = town.config.host.lease();
+            if let Some(other) = town
+                .db
+                .claim_host(&self.opts.name, &self.instance, None, lease)
+                .await?
+            {
+                return Err(crate::store::error::fail(
+                    format!(
+                        "another `tt host` (instance {other}) took over the name `{}` while \
+                         this one did not renew its claim; this one stops",
+                        self.opts.name
+                    ),
+                    "run one process per host name; a pause longer than [host] lease_ms \
+                     lets another take the name",
+                ));
+            }
+            write_heartbeat(
+                town,
+                &self.opts.name,
+                &self.instance,
+                self.started,
+                &self.runners,
+            )
+            .await;
         }
         if !self.opts.until_idle {
             return Ok(false);
@@ -120,6 +148,60 @@ impl Supervisor {
         }
         Ok(true)
     }
+}
+
+/// Claims host name `name` for this process (instance `instance`), or refuses naming the live
+/// process that holds it. A holder whose heartbeat says it ran on this machine with a pid that
+/// is gone has crashed: its claim is taken at once, so a restart after a crash is not delayed.
+pub(super) async fn claim_name(town: &Town, name: &str, instance: &str) -> Result<()> {
+    let ttl = town.config.host.lease();
+    let Some(other) = town.db.claim_host(name, instance, None, ttl).await? else {
+        return Ok(());
+    };
+    let mut c = town.db.conn.clone();
+    let beat: Option<String> = c.hget(town.db.keys.hosts(), name).await?;
+    let beat: serde_json::Value = beat
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or_default();
+    let pid = beat["pid"].as_i64().unwrap_or(0) as i32;
+    let here = beat["machine"].as_str() == Some(super::default_host_name().as_str());
+    let crashed =
+        beat["instance"].as_str() == Some(other.as_str()) && here && pid > 0 && !alive(pid);
+    if crashed
+        && town
+            .db
+            .claim_host(name, instance, Some(&other), ttl)
+            .await?
+            .is_none()
+    {
+        tracing::info!(
+            host = name,
+            "took over the name from a process that is gone (pid {pid})"
+        );
+        return Ok(());
+    }
+    let who = match beat["seen_ms"].as_u64() {
+        Some(seen) => format!(
+            "pid {} on {}, last heartbeat {} ms ago",
+            beat["pid"],
+            beat["machine"].as_str().unwrap_or("?"),
+            now_ms().saturating_sub(seen)
+        ),
+        None => format!("instance {other}, no heartbeat yet"),
+    };
+    Err(crate::store::error::fail(
+        format!("host name `{name}` is in use by another live `tt host` ({who})"),
+        format!(
+            "stop that one first, or start this one with --name OTHER; a claim lapses {} ms \
+             after its process stops renewing it",
+            ttl.as_millis()
+        ),
+    ))
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
 }
 
 /// The town's own Redis is ours to keep alive: if it died, start it again (its AOF brings the
@@ -204,14 +286,15 @@ async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<String>> {
     Ok(stuck)
 }
 
-async fn write_heartbeat(town: &Town, host: &str, started: u64, runners: &Runners) {
+async fn write_heartbeat(town: &Town, host: &str, instance: &str, started: u64, runners: &Runners) {
     let agents: BTreeMap<&String, u64> = runners
         .iter()
         .filter(|(_, (a, _))| !a.standby.load(Ordering::Relaxed))
         .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
         .collect();
     let beat = json!({
-        "name": host, "pid": std::process::id(), "started_ms": started, "seen_ms": now_ms(),
+        "name": host, "instance": instance, "machine": super::default_host_name(),
+        "pid": std::process::id(), "started_ms": started, "seen_ms": now_ms(),
         "agents": agents,
     });
     let mut c = town.db.conn.clone();

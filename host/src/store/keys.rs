@@ -67,9 +67,15 @@ impl Keys {
     pub fn shadow(&self, name: &str) -> String {
         self.key(&["shadow", name])
     }
-    /// String `<host>:<token>` with a TTL: which host serves an exclusive agent.
+    /// String `<host>/<instance>:<token>` with a TTL: which host process serves an exclusive
+    /// agent.
     pub fn lease(&self, name: &str) -> String {
         self.key(&["lease", name])
+    }
+    /// String: the instance id of the one `tt host` process serving under host name `name`,
+    /// with a TTL renewed by its heartbeat.
+    pub fn host_claim(&self, name: &str) -> String {
+        self.key(&["host-claim", name])
     }
     /// Counter of an exclusive agent's leases: the fencing token.
     pub fn lease_seq(&self, name: &str) -> String {

@@ -1,8 +1,13 @@
-//! Leases of exclusive agents: which host serves an agent, with a fencing token.
+//! Who serves what: the claim of a host name by one process, and the leases of exclusive agents.
 //!
-//! A lease is the string `<host>:<token>` under the agent's lease key, with a TTL. Taking one
-//! increments the agent's counter, so every holder has a new token; the applier refuses a unit
-//! fenced with a token that is no longer the holder's (`Unit::fence`).
+//! A host name is the consumer name in every mailbox's group, so two processes under one name
+//! would share pending lists and leases. Each `tt host` process therefore draws a random
+//! instance id at start and claims its name (`host-claim:<name>` = instance, with a TTL its
+//! heartbeat renews); a second process with a live name is refused ([`Db::claim_host`]).
+//!
+//! A lease is the string `<host>/<instance>:<token>` under the agent's lease key, with a TTL.
+//! Taking one increments the agent's counter, so every holder has a new token; the applier
+//! refuses a unit fenced with a token that is no longer the holder's (`Unit::fence`).
 
 use std::time::Duration;
 
@@ -31,7 +36,67 @@ return holder
 const RELEASE_LUA: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1";
 
+/// Claims a host name. KEYS: claim. ARGV: instance, ttl ms, previous instance that is known to
+/// be gone (or ""). Returns "" when claimed (or renewed), else the live holder's instance.
+const CLAIM_LUA: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] and v ~= ARGV[3] then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
+"#;
+
+/// A fresh instance id: 64 random bits, in hex.
+pub fn new_instance() -> String {
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = ((t as u64) ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Db {
+    /// Claims (or renews) host name `host` for process `instance`. `gone` is an instance known
+    /// to have ended (its process is dead), whose claim may be taken before it expires. Ok(None)
+    /// when claimed; Ok(Some(other)) when another live process holds it.
+    pub async fn claim_host(
+        &self,
+        host: &str,
+        instance: &str,
+        gone: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let other: String = redis::Script::new(CLAIM_LUA)
+            .key(self.keys.host_claim(host))
+            .arg(instance)
+            .arg(ttl.as_millis() as u64)
+            .arg(gone.unwrap_or(""))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(error::from_redis)?;
+        Ok((!other.is_empty()).then_some(other))
+    }
+
+    /// Gives up the claim of `host` if `instance` holds it (a clean stop: a restart under the
+    /// same name starts at once).
+    pub async fn release_host(&self, host: &str, instance: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::Script::new(RELEASE_LUA)
+            .key(self.keys.host_claim(host))
+            .arg(instance)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(error::from_redis)?;
+        Ok(())
+    }
+
     /// Takes or renews `agent`'s exclusive lease for `host`; the holder string when held.
     pub async fn lease(&self, agent: &str, host: &str, ttl: Duration) -> Result<Option<String>> {
         let mut conn = self.conn.clone();
