@@ -128,3 +128,127 @@ fn a_restart_under_the_same_name_starts_at_once_after_a_clean_stop_or_a_crash() 
     }
     assert_eq!(count(&town), 400, "every increment exactly once");
 }
+
+/// The delivery count of the oldest pending entry of c's inbox (0 when none is pending).
+fn deliveries(town: &TestTown) -> u64 {
+    let out = town.redis(&["XPENDING", &town.key("inbox:c"), "tt", "-", "+", "1"]);
+    out.lines()
+        .nth(3)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_message_that_crashes_its_host_is_dead_lettered_after_max_deliveries() {
+    // `loop` never returns within the (long) call timeout: the host is killed while handling
+    // it, as if the message crashed it. Each restart delivers it again.
+    let town = chaos_town("[agents.c.limits]\nmax_deliveries = 2\ncall_timeout_ms = 600000\n");
+    town.ok(&["send", "c", "loop"]);
+    town.ok(&["send", "c", "count"]);
+    for round in 1..=2 {
+        let mut host = town
+            .command(&["host", "--name", "h1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Delivered once more (the first pending entry is the `loop` message).
+        wait_for(
+            "the host to take the message",
+            Duration::from_secs(30),
+            || deliveries(&town) == round,
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        unsafe { libc::kill(host.id() as i32, libc::SIGKILL) };
+        host.wait().unwrap();
+        assert!(dead_letters(&town).is_empty(), "round {round}");
+    }
+    // The third delivery exceeds max_deliveries: dead-lettered without running, and the mail
+    // behind it is served.
+    host_until_idle(&town, Duration::from_secs(60));
+    let dlq = dead_letters(&town);
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let reason = dlq[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("delivered 3 times without being applied (limits.max_deliveries = 2)")
+            && reason.contains("the host stopped or crashed while handling it"),
+        "{reason}"
+    );
+    assert_eq!(count(&town), 1);
+    // It can be retried from the dead letters like any other.
+    let id = dlq[0]["id"].as_str().unwrap().to_string();
+    town.ok(&["dlq", "drop", &id]);
+}
+
+#[test]
+fn a_unit_redis_refuses_is_dead_lettered_alone_and_the_rest_is_applied() {
+    let town = chaos_town("[agents.c.limits]\nmax_deliveries = 3\n");
+    // Redis takes no argument over 1 MiB here: a handling whose unit is bigger cannot be
+    // applied, whatever the plugin does.
+    town.redis(&["CONFIG", "SET", "proto-max-bulk-len", "1048576"]);
+    for _ in 0..5 {
+        town.ok(&["send", "c", "count"]);
+    }
+    town.ok(&["send", "c", "huge 1100000"]);
+    for _ in 0..5 {
+        town.ok(&["send", "c", "count"]);
+    }
+    let log = host_until_idle(&town, Duration::from_secs(90));
+    assert_eq!(
+        count(&town),
+        10,
+        "the messages around it were applied: {:?} {}",
+        dead_letters(&town),
+        log
+    );
+    let dlq = dead_letters(&town);
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let reason = dlq[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "without being applied (limits.max_deliveries = 3); last: applying it failed"
+        ),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_dead_hosts_messages_are_reclaimed_in_one_pass_over_its_pending_list() {
+    // 200 messages held by a host that is gone, idle for an hour. XAUTOCLAIM takes 64 at a
+    // time; the host follows its cursor through the whole list at once. (Without it, the rest
+    // would wait for the next pass, half a 30 s lease later: past this test's limit.)
+    let town = TestTown::new();
+    town.write_config(&format!(
+        "[town]\nname = \"test\"\n\n[host]\nlease_ms = 30000\nheartbeat_ms = 200\n\n\
+         [agents.c]\nrole = \"chaos\"\nplugin = \"{}\"\n",
+        plugin("chaos")
+    ));
+    town.ok(&["spawn", "c"]);
+    send_counts(&town, 200);
+    let inbox = town.key("inbox:c");
+    town.redis(&[
+        "XREADGROUP",
+        "GROUP",
+        "tt",
+        "gone",
+        "COUNT",
+        "1000",
+        "STREAMS",
+        &inbox,
+        ">",
+    ]);
+    let ids = town.redis(&["XRANGE", &inbox, "-", "+"]);
+    let ids: Vec<&str> = ids
+        .lines()
+        .filter(|l| l.contains('-') && l.len() > 12)
+        .collect();
+    assert_eq!(ids.len(), 200);
+    let mut args = vec!["XCLAIM", &inbox, "tt", "gone", "0"];
+    args.extend(ids.iter().copied());
+    args.extend(["IDLE", "3600000", "JUSTID"]);
+    town.redis(&args);
+    let args = ["host", "--until-idle", "--name", "h1"];
+    let out = run_timeout(town.command(&args), Duration::from_secs(12));
+    expect_code(&args, &out, 0);
+    assert_eq!(count(&town), 200);
+}

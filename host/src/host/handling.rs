@@ -19,6 +19,11 @@ use crate::store::limits::{Limits, MAX_MESSAGE_BYTES};
 use crate::store::model::{Kind, Message};
 use crate::town::Town;
 
+/// The most applier input (units as JSON) one script call takes.
+const BATCH_BYTES: usize = 8 << 20;
+/// A unit larger than this is dead-lettered instead of applied.
+const UNIT_BYTES: usize = 64 << 20;
+
 /// Everything a blocking handling thread needs.
 pub(super) struct HandleCtx {
     pub(super) town: Arc<Town>,
@@ -57,19 +62,74 @@ impl HandleCtx {
         (live, r)
     }
 
+    /// Applies `units` in calls of at most [`BATCH_BYTES`] of JSON; a unit larger than
+    /// [`UNIT_BYTES`] is dead-lettered alone instead. When a call fails, its units are tried
+    /// one by one, so a unit Redis refuses does not hold back the others: it stays pending
+    /// with its reason recorded, and its deliveries count toward `max_deliveries`.
     fn apply(&self, units: &mut Vec<Unit>) -> Result<()> {
         if units.is_empty() {
             return Ok(());
         }
-        for unit in units.iter_mut() {
+        let mut all = std::mem::take(units);
+        let mut sizes = Vec::with_capacity(all.len());
+        for unit in all.iter_mut() {
             unit.fence = self.fence.clone();
+            let size = serde_json::to_vec(unit).map_or(usize::MAX, |v| v.len());
+            if size > UNIT_BYTES {
+                unit.ops.clear();
+                unit.dead = Some(format!(
+                    "its actions are {size} bytes of applier input, more than one call takes \
+                     ({UNIT_BYTES}); lower limits.max_action_bytes"
+                ));
+            }
+            sizes.push(size.min(UNIT_BYTES));
         }
-        let results = self.rt.block_on(self.town.db.apply(units))?;
-        for (unit, r) in units.iter().zip(&results) {
-            report(&self.agent, unit, r);
+        let mut applied: Vec<(usize, Applied)> = Vec::new();
+        let mut failed = None;
+        let mut start = 0;
+        while start < all.len() {
+            let mut end = start + 1;
+            let mut bytes = sizes[start];
+            while end < all.len() && bytes + sizes[end] <= BATCH_BYTES {
+                bytes += sizes[end];
+                end += 1;
+            }
+            match self.rt.block_on(self.town.db.apply(&all[start..end])) {
+                Ok(r) => applied.extend((start..end).zip(r)),
+                Err(e) => {
+                    // One by one, smallest first: a unit too big for Redis (which may close
+                    // the connection on it) is likely the biggest, and goes last.
+                    let one_by_one = end - start > 1;
+                    let mut order: Vec<usize> = (start..end).collect();
+                    order.sort_by_key(|&i| sizes[i]);
+                    for i in order {
+                        let one = std::slice::from_ref(&all[i]);
+                        let r = if one_by_one {
+                            // Once more after a pause if it fails: the failure before it may
+                            // have cost the connection, which comes back in a moment.
+                            self.rt.block_on(self.town.db.apply(one)).or_else(|_| {
+                                std::thread::sleep(Duration::from_millis(100));
+                                self.rt.block_on(self.town.db.apply(one))
+                            })
+                        } else {
+                            Err(anyhow::anyhow!("{e:#}"))
+                        };
+                        match r {
+                            Ok(mut r) => applied.push((i, r.remove(0))),
+                            Err(e) => {
+                                self.record_failure(&all[i], &format!("applying it failed: {e:#}"));
+                                failed.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            }
+            start = end;
         }
-        units.clear();
-        if results.iter().any(|r| r.outcome == Outcome::Fenced) {
+        for (i, r) in &applied {
+            report(&self.agent, &all[*i], r);
+        }
+        if applied.iter().any(|(_, r)| r.outcome == Outcome::Fenced) {
             return Err(error::fail(
                 format!(
                     "another host took over agent `{}`; its messages stay pending for it",
@@ -78,7 +138,10 @@ impl HandleCtx {
                 "expected after a pause longer than [host] lease_ms",
             ));
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Handles one delivery to the end: a unit that applies its actions or dead-letters it.
@@ -113,6 +176,24 @@ impl HandleCtx {
                 msg.body.len(),
             ));
             return Ok((unit, false));
+        }
+        unit.retried = d.redelivered;
+        if d.redelivered {
+            // Handlings begun on redeliveries are counted before they begin, so a message that
+            // crashes its host is counted too; one that only waited behind it is not.
+            let delivery = self.begin_redelivery(&member)? + 1;
+            if delivery > u64::from(self.limits.max_deliveries) {
+                let why = self.last_failure(&member)?.unwrap_or_else(|| {
+                    "no handling of it finished (the host stopped or crashed while handling it)"
+                        .into()
+                });
+                unit.dead = Some(format!(
+                    "delivered {delivery} times without being applied (limits.max_deliveries \
+                     = {}); last: {why}",
+                    self.limits.max_deliveries
+                ));
+                return Ok((unit, false));
+            }
         }
         let mut attempt = if d.redelivered {
             self.previous_attempts(&member)?
@@ -169,7 +250,7 @@ impl HandleCtx {
                 unit.dead = Some(format!("failed {attempt} times; last: {}", failure.reason));
                 return Ok((unit, false));
             }
-            self.record_attempt(&member);
+            self.record_attempt(&member, &failure.reason);
             std::thread::sleep(backoff(attempt));
         }
     }
@@ -241,12 +322,55 @@ impl HandleCtx {
         Ok(n.unwrap_or(0))
     }
 
-    fn record_attempt(&self, member: &str) {
+    fn record_attempt(&self, member: &str, reason: &str) {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
-        let _: Result<i64, _> = self
+        let why = format!("{member}!why");
+        let _: Result<(), _> = self.rt.block_on(async move {
+            redis::pipe()
+                .hincr(&key, member, 1)
+                .hset(&key, why, reason)
+                .query_async::<()>(&mut c)
+                .await
+        });
+    }
+
+    /// Keeps why applying `unit` failed, for its dead letter should it come to that. Tried
+    /// twice: the failure may have cost the connection, which comes back in a moment.
+    fn record_failure(&self, unit: &Unit, reason: &str) {
+        let Some(ack) = &unit.ack else { return };
+        let key = self.town.db.keys.attempts(&self.agent);
+        let field = format!("{}!why", ack.member);
+        for pause in [0, 200] {
+            std::thread::sleep(Duration::from_millis(pause));
+            let mut c = self.town.db.conn.clone();
+            let (key, field) = (key.clone(), field.clone());
+            let done: Result<(), _> = self
+                .rt
+                .block_on(async move { c.hset(key, field, reason).await });
+            if done.is_ok() {
+                return;
+            }
+        }
+    }
+
+    /// Counts a handling begun on a redelivery of `member`; returns how many have begun.
+    fn begin_redelivery(&self, member: &str) -> Result<u64> {
+        let mut c = self.town.db.conn.clone();
+        let key = self.town.db.keys.attempts(&self.agent);
+        let field = format!("{member}!starts");
+        Ok(self
             .rt
-            .block_on(async move { c.hincr(key, member, 1).await });
+            .block_on(async move { c.hincr::<_, _, _, u64>(key, field, 1).await })?)
+    }
+
+    fn last_failure(&self, member: &str) -> Result<Option<String>> {
+        let mut c = self.town.db.conn.clone();
+        let key = self.town.db.keys.attempts(&self.agent);
+        let field = format!("{member}!why");
+        Ok(self
+            .rt
+            .block_on(async move { c.hget::<_, _, Option<String>>(key, field).await })?)
     }
 }
 

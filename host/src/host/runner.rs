@@ -66,6 +66,8 @@ pub(super) struct Runner {
     /// The lease we hold (`<host>/<instance>:<token>`), and when we last renewed it.
     lease: Option<(String, Instant)>,
     last_claim: Instant,
+    /// Where the next XAUTOCLAIM of each stream (urgent, inbox) goes on: "0-0" after a full pass.
+    claim_cursor: [String; 2],
     load_error: Option<String>,
 }
 
@@ -88,6 +90,7 @@ impl Runner {
             .get(name)
             .is_some_and(|a| a.mode == crate::store::config::ServeMode::Exclusive);
         let reads = town.db.dedicated(READ_BLOCK).await?;
+        let town_lease = town.config.host.lease();
         Ok(Runner {
             limits: town.config.limits_for(name),
             init_config: town.config.init_config(name),
@@ -107,7 +110,11 @@ impl Runner {
             recovering: true,
             exclusive,
             lease: None,
-            last_claim: Instant::now(),
+            // The first pass over the pending lists comes right after our own are resumed.
+            last_claim: Instant::now()
+                .checked_sub(town_lease)
+                .unwrap_or_else(Instant::now),
+            claim_cursor: ["0-0".into(), "0-0".into()],
             load_error: None,
         })
     }
@@ -316,21 +323,24 @@ impl Runner {
             (keys.inbox(&self.name), Stream::Inbox),
         ];
         let lease = self.town.config.host.lease();
-        if !self.recovering && self.last_claim.elapsed() >= lease / 2 {
+        // A pass over the pending lists goes on from its cursor until it has seen them all.
+        let mid_pass = self.claim_cursor.iter().any(|c| c != "0-0");
+        if !self.recovering && (mid_pass || self.last_claim.elapsed() >= lease / 2) {
             self.last_claim = Instant::now();
             let mut out = Vec::new();
-            for (stream, kind) in &streams {
+            for (i, (stream, kind)) in streams.iter().enumerate() {
                 let v: redis::Value = redis::cmd("XAUTOCLAIM")
                     .arg(stream)
                     .arg(GROUP)
                     .arg(&self.consumer)
                     .arg(lease.as_millis() as u64)
-                    .arg("0-0")
+                    .arg(&self.claim_cursor[i])
                     .arg("COUNT")
                     .arg(READ_BATCH)
                     .query_async(&mut self.reads)
                     .await?;
-                let (_, entries) = streams::autoclaim_reply(&v);
+                let (next, entries) = streams::autoclaim_reply(&v);
+                self.claim_cursor[i] = next;
                 out.extend(entries.into_iter().map(|entry| Delivery {
                     stream: stream.clone(),
                     kind: *kind,

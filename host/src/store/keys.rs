@@ -59,7 +59,8 @@ impl Keys {
     pub fn owned(&self, name: &str) -> String {
         self.key(&["owned", name])
     }
-    /// Hash: message id -> failed handling attempts so far, and `<id>!why` -> the last failure.
+    /// Hash: message id -> failed handling attempts so far; `<id>!why` -> the last failure;
+    /// `<id>!starts` -> handlings begun on redeliveries.
     pub fn attempts(&self, name: &str) -> String {
         self.key(&["attempts", name])
     }

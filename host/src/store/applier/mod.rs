@@ -99,6 +99,9 @@ pub struct Unit {
     pub dead: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// The entry was delivered before: clear its retry count and last failure when it is done.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
     /// For exclusive agents: apply only if this host still holds the agent's lease.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fence: Option<Fence>,

@@ -5,7 +5,8 @@ local function acknowledge(unit)
   redis.call('XACK', a.stream, GROUP, a.entry)
   -- Retry counters and the last failure exist only once a delivery has failed.
   if (tonumber(unit.attempts) or 1) > 1 or unit.retried then
-    redis.call('HDEL', key('attempts', a.agent), a.member, a.member .. '!why')
+    redis.call('HDEL', key('attempts', a.agent), a.member, a.member .. '!why',
+      a.member .. '!starts')
   end
 end
 
