@@ -30,6 +30,19 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
         status.backlog,
         status.dead_letters
     );
+    let m = status.memory;
+    if m.max > 0 {
+        println!(
+            "redis memory: {} of {} MiB{}",
+            m.used >> 20,
+            m.max >> 20,
+            if m.near_full() {
+                "  (NEAR FULL: writes are refused when full; see [retention])"
+            } else {
+                ""
+            }
+        );
+    }
     for a in &status.agents {
         print!(
             "  {:<16} {:<10} {:<11} waiting {:<4} in hand {:<3} tasks {}",

@@ -116,6 +116,8 @@ pub async fn run_until(
         started: now_ms(),
         runners: HashMap::new(),
         last_beat: None,
+        last_sweep: None,
+        near_full: false,
         idle_rounds: 0,
     };
     tracing::info!(host = %sup.opts.name, town = %town.config.town.name, "host started");

@@ -50,10 +50,53 @@ pub(super) struct Supervisor {
     pub(super) started: u64,
     pub(super) runners: Runners,
     pub(super) last_beat: Option<Instant>,
+    pub(super) last_sweep: Option<Instant>,
+    /// Whether Redis was near its maxmemory at the last sweep (warned once per crossing).
+    pub(super) near_full: bool,
     pub(super) idle_rounds: u32,
 }
 
 impl Supervisor {
+    /// Trims what this host serves and the town-wide history ([`crate::store::sweep`]), and
+    /// warns once (log and event) when Redis nears its maxmemory.
+    async fn sweep(&mut self) {
+        let town = &self.town;
+        let served: Vec<String> = self
+            .runners
+            .iter()
+            .filter(|(_, (a, _))| !a.standby.load(Ordering::Relaxed))
+            .map(|(n, _)| n.clone())
+            .collect();
+        match town.db.sweep(&served, &town.config.retention).await {
+            Ok(s) if s != Default::default() => tracing::debug!(
+                trimmed = s.trimmed,
+                archived = s.archived,
+                hosts_forgotten = s.hosts_forgotten,
+                "retention sweep"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("retention sweep: {}", crate::store::error::one_line(&e)),
+        }
+        let Ok(memory) = town.db.memory().await else {
+            return;
+        };
+        if memory.near_full() && !self.near_full {
+            let text = format!(
+                "Redis uses {} MiB of its maxmemory {} MiB: writes are refused when it is full; \
+                 lower [retention] or raise maxmemory_mb",
+                memory.used >> 20,
+                memory.max >> 20
+            );
+            tracing::warn!("{text}");
+            let op = crate::store::applier::Op::Log {
+                level: "warn".into(),
+                text,
+            };
+            let _ = town.db.apply_ops(&self.opts.name, vec![op]).await;
+        }
+        self.near_full = memory.near_full();
+    }
+
     /// One round; true when the host should stop (idle, with --until-idle).
     pub(super) async fn round(&mut self) -> Result<bool> {
         let town = &self.town;
@@ -110,6 +153,12 @@ impl Supervisor {
             )
             .await;
         }
+        let sweep = Duration::from_millis(town.config.retention.sweep_ms);
+        if self.last_sweep.is_none_or(|t| t.elapsed() >= sweep) {
+            self.last_sweep = Some(Instant::now());
+            self.sweep().await;
+        }
+        let town = &self.town;
         if !self.opts.until_idle {
             return Ok(false);
         }
@@ -211,11 +260,12 @@ pub(super) async fn revive_embedded_redis(town: &Town) {
         return;
     };
     let embedded = crate::store::embedded::Embedded::new(&town.config);
+    let maxmemory = town.config.retention.maxmemory_mb;
     if embedded.is_up() {
         return;
     }
     tracing::warn!("the town's Redis is not answering; starting it again");
-    match tokio::task::spawn_blocking(move || embedded.ensure(&fsync)).await {
+    match tokio::task::spawn_blocking(move || embedded.ensure(&fsync, maxmemory)).await {
         Ok(Ok(_)) => tracing::info!("the town's Redis is back"),
         Ok(Err(e)) => tracing::error!(
             "cannot restart the town's Redis: {}",

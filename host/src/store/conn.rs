@@ -98,6 +98,20 @@ impl Db {
                     .map_err(|e| connect_err(config, e))?,
             ),
         };
+        // The embedded server may have been started under an older config: its maxmemory
+        // follows tinytown.toml.
+        if matches!(config.redis.target(), RedisTarget::Embedded { .. }) {
+            let mut c = conn.clone();
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(format!("{}mb", config.retention.maxmemory_mb))
+                .arg("maxmemory-policy")
+                .arg("noeviction")
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(|e| connect_err(config, e))?;
+        }
         // Credentials are checked on first use: ask once, so a refusal is reported as such.
         let mut probe = conn.clone();
         redis::cmd("PING")
@@ -142,7 +156,8 @@ fn target(config: &Config) -> Result<Target> {
     };
     let (url, cluster) = match config.redis.target() {
         RedisTarget::Embedded { appendfsync } => {
-            let socket = Embedded::new(config).ensure(&appendfsync)?;
+            let socket =
+                Embedded::new(config).ensure(&appendfsync, config.retention.maxmemory_mb)?;
             let info = redis::ConnectionAddr::Unix(socket).into_connection_info()?;
             return Ok(Target::Single(redis::Client::open(with_auth(info))?));
         }

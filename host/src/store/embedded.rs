@@ -70,7 +70,9 @@ impl Embedded {
     }
 
     /// Starts the server unless it already answers. Returns the socket path.
-    pub fn ensure(&self, appendfsync: &str) -> Result<PathBuf> {
+    /// `maxmemory_mb` is the server's `maxmemory`, with `noeviction`: a full town refuses
+    /// writes (each refused with an error) and never drops data.
+    pub fn ensure(&self, appendfsync: &str, maxmemory_mb: u64) -> Result<PathBuf> {
         let socket = self.socket();
         if ping(&socket) != Ping::Down && self.ready(&socket) {
             return Ok(socket);
@@ -105,6 +107,9 @@ impl Embedded {
                 "--save",
                 "",
             ])
+            .arg("--maxmemory")
+            .arg(format!("{maxmemory_mb}mb"))
+            .args(["--maxmemory-policy", "noeviction"])
             .args(["--daemonize", "yes", "--pidfile"])
             .arg(self.pidfile())
             .arg("--logfile")

@@ -103,6 +103,14 @@ impl Keys {
         self.key(&["dlq"])
     }
     /// Hash of host name -> JSON heartbeat.
+    /// Sorted set of finished task ids by the time they finished (for the retention sweep).
+    pub fn finished(&self) -> String {
+        self.key(&["finished"])
+    }
+    /// Hash: state -> count of finished tasks the retention sweep has removed.
+    pub fn archived(&self) -> String {
+        self.key(&["archived"])
+    }
     pub fn hosts(&self) -> String {
         self.key(&["hosts"])
     }

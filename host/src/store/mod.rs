@@ -8,7 +8,7 @@
 //!   [`streams`] reads stream replies.
 //! - [`conn`] connects (single server or cluster); [`embedded`] runs the private `redis-server`.
 //! - [`applier`] is the one write path (typed ops, one atomic Lua call per batch of units);
-//!   [`lease`] fences exclusive agents.
+//!   [`lease`] fences exclusive agents; [`sweep`] keeps the town within its retention policy.
 //! - [`error`] is how a failure reaches a person: a message that names the thing, and a hint.
 
 pub mod applier;
@@ -22,3 +22,4 @@ pub mod limits;
 pub mod model;
 pub mod policy;
 pub mod streams;
+pub mod sweep;

@@ -25,9 +25,9 @@ pub struct TasksSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSection {
-    /// Acknowledged mailbox entries younger than this stay readable (`tt inbox`, audits);
-    /// older ones are trimmed. A pending or undelivered entry is never trimmed.
-    pub mailbox_secs: u64,
+    /// Acknowledged entries kept per mailbox stream beyond those not yet applied (`tt inbox`,
+    /// audits); older ones are trimmed. A pending or undelivered entry is never trimmed.
+    pub mailbox_history: u64,
     /// Most entries of the event stream (`tt events`, `tt status`).
     pub events: u64,
     /// Most dead letters, and their longest age.
@@ -50,8 +50,8 @@ pub struct RetentionSection {
 impl Default for RetentionSection {
     fn default() -> Self {
         RetentionSection {
-            mailbox_secs: 3600,
-            events: 100_000,
+            mailbox_history: 1_000,
+            events: 50_000,
             dead_letters: 10_000,
             dead_letter_secs: 30 * 86_400,
             shadow_records: 10_000,
@@ -67,6 +67,7 @@ impl RetentionSection {
     /// Checks the values; the error names the field.
     pub fn check(&self) -> Result<(), String> {
         let positive = [
+            ("mailbox_history", self.mailbox_history),
             ("events", self.events),
             ("dead_letters", self.dead_letters),
             ("shadow_records", self.shadow_records),

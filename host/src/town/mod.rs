@@ -101,6 +101,8 @@ pub struct Status {
     pub backlog: u64,
     pub dead_letters: u64,
     pub hosts: Vec<serde_json::Value>,
+    /// Redis's memory use and maxmemory.
+    pub memory: crate::store::sweep::Memory,
     pub recent_events: Vec<Event>,
 }
 

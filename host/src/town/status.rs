@@ -20,6 +20,11 @@ impl Town {
             *tasks.entry(t.state.to_string()).or_default() += 1;
         }
         let mut c = self.db.conn.clone();
+        // Finished tasks the retention sweep removed still count.
+        let archived: HashMap<String, u64> = c.hgetall(self.db.keys.archived()).await?;
+        for (state, n) in archived {
+            *tasks.entry(state).or_default() += n;
+        }
         let backlog: u64 = c.zcard(self.db.keys.backlog()).await?;
         let dead_letters: u64 = c.xlen(self.db.keys.dlq()).await?;
         let (w, _) = self.mailbox_depth(CONDUCTOR).await?;
@@ -38,6 +43,7 @@ impl Town {
             backlog,
             dead_letters,
             hosts,
+            memory: self.db.memory().await?,
             recent_events: self.events(events, None).await?,
         })
     }

@@ -190,8 +190,10 @@ local function move(id, to, by, fields)
       args[#args + 1] = v
     end
     redis.call(unpack(args))
-    if TERMINAL[to] and owner and owner ~= '' then
-      redis.call('SREM', key('owned', owner), id)
+    if TERMINAL[to] then
+      if owner and owner ~= '' then redis.call('SREM', key('owned', owner), id) end
+      -- The retention sweep removes finished tasks after [retention] finished_task_secs.
+      redis.call('ZADD', key('finished'), NOW, id)
     end
     event({type = 'task', task = id, from = from, to = to, by = by})
   end)

@@ -1,0 +1,97 @@
+//! The retention sweep: keeps a town within the `[retention]` policy
+//! ([`crate::store::policy::RetentionSection`]) so that it runs for months in a fixed footprint.
+//! One script call (`sweep.lua`) per host per `sweep_ms`, whose cost does not grow with the
+//! town's history:
+//!
+//! - each served mailbox stream is trimmed (`XTRIM MINID`) below a safe floor: never past the
+//!   group's last-delivered id nor its oldest pending entry (Redis 7.0 has no `XACKDEL`), and
+//!   keeping the last `mailbox_history` entries for `tt inbox` and audits;
+//! - shadow records, events and dead letters are capped by count (dead letters also by age);
+//! - finished tasks older than `finished_task_secs` are removed, their counts by state kept
+//!   (`tt status`);
+//! - hosts silent for `dead_host_secs` are dropped from the heartbeat hash.
+
+use std::sync::LazyLock;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::store::conn::Db;
+use crate::store::error;
+use crate::store::model::now_ms;
+use crate::store::policy::RetentionSection;
+
+static SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("sweep.lua")));
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Swept {
+    /// Stream entries trimmed (mailboxes, shadow records, events, dead letters).
+    pub trimmed: u64,
+    /// Finished tasks removed.
+    pub archived: u64,
+    pub hosts_forgotten: u64,
+}
+
+/// Redis's memory use, from `INFO memory`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Memory {
+    pub used: u64,
+    /// `maxmemory`; 0 when Redis has none.
+    pub max: u64,
+}
+
+impl Memory {
+    /// At or past 80% of `maxmemory`: writes will soon be refused.
+    pub fn near_full(&self) -> bool {
+        self.max > 0 && self.used.saturating_mul(5) >= self.max.saturating_mul(4)
+    }
+}
+
+impl Db {
+    /// Trims the mailboxes of `agents` and the town-wide history to `policy`.
+    pub async fn sweep(&self, agents: &[String], policy: &RetentionSection) -> Result<Swept> {
+        let args = json!({
+            "agents": agents,
+            "mailbox_history": policy.mailbox_history,
+            "events": policy.events,
+            "dead_letters": policy.dead_letters,
+            "dead_letter_ms": policy.dead_letter_secs.saturating_mul(1000),
+            "shadow_records": policy.shadow_records,
+            "finished_task_ms": policy.finished_task_secs.saturating_mul(1000),
+            "dead_host_ms": policy.dead_host_secs.saturating_mul(1000),
+        });
+        let mut conn = self.conn.clone();
+        let raw: String = SCRIPT
+            .key(self.keys.events())
+            .arg(self.keys.prefix())
+            .arg(now_ms())
+            .arg(args.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(error::from_redis)?;
+        serde_json::from_str(&raw).with_context(|| format!("decoding the sweep's reply {raw:?}"))
+    }
+
+    /// Redis's `used_memory` and `maxmemory`.
+    pub async fn memory(&self) -> Result<Memory> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .map_err(error::from_redis)?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(Memory {
+            used: field("used_memory"),
+            max: field("maxmemory"),
+        })
+    }
+}
