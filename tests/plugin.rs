@@ -159,7 +159,13 @@ fn check_against_an_agent_shows_its_grants_and_confinement() {
     assert!(r.hint.contains("[agents.plain.exec]"), "{}", r.hint);
     // A plugin that imports nothing fits any declared agent.
     let noop = plugin_path("noop");
-    town.ok(&["plugin", "check", noop.to_str().unwrap(), "--agent", "plain"]);
+    town.ok(&[
+        "plugin",
+        "check",
+        noop.to_str().unwrap(),
+        "--agent",
+        "plain",
+    ]);
     town.refused(
         &["plugin", "check", worker, "--agent", "nobody"],
         1,

@@ -113,6 +113,7 @@ pub async fn run_until(
         runners: HashMap::new(),
         last_beat: None,
         idle_rounds: 0,
+        reported: HashMap::new(),
     };
     tracing::info!(host = %sup.opts.name, town = %town.config.town.name, "host started");
     let mut outcome = Ok(());

@@ -2,7 +2,6 @@
 //! messages), and its mailbox: our own leftovers first, then stale entries of dead hosts, then
 //! new mail, urgent before normal. Each batch goes to [`super::handling`].
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -229,29 +228,68 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner()) = why;
     }
 
-    /// Loads the agent's recorded plugin; on failure keeps the old one (if any) and says why.
+    /// Loads the agent's recorded plugin (a file or a built-in, set up by
+    /// [`crate::runtime::builtin::prepare`]); on failure keeps the old one (if any) and says
+    /// why. An agent that cannot be served is `blocked`, with the reason and its fix.
     async fn switch_plugin(&mut self, wanted: Option<(String, Option<String>)>) {
         let Some((path, _digest)) = wanted else {
-            // A mailbox-only agent: someone else reads its mail (tt inbox), nothing to serve.
-            if self.load_error.is_none() {
-                tracing::info!(agent = %self.name, "has no plugin; not served (tt swap {} PLUGIN)", self.name);
-                self.load_error = Some("no plugin".into());
+            let role = self
+                .town
+                .agent(&self.name)
+                .await
+                .ok()
+                .flatten()
+                .map(|a| a.role);
+            let role = role.unwrap_or_default();
+            let why = match crate::store::builtin::for_role(&role) {
+                Some(b) => format!(
+                    "agent `{}` has no plugin (spawned before role `{role}` had a built-in) \
+                     (give it one: tt swap {} {})",
+                    self.name,
+                    self.name,
+                    b.reference()
+                ),
+                None => format!(
+                    "agent `{}` has no plugin and role `{role}` has no built-in (the built-ins \
+                     are {}) (give it one: tt swap {} PLUGIN)",
+                    self.name,
+                    crate::store::builtin::names(),
+                    self.name
+                ),
+            };
+            if self.load_error.as_deref() != Some(&why) {
+                tracing::info!(agent = %self.name, "not served: {why}");
             }
-            self.activity.unserved.store(true, Ordering::Relaxed);
+            self.set_blocked(Some(why));
             return;
         };
-        let full = self.town.config.resolve(&PathBuf::from(&path));
-        let runtime = self.runtime.clone();
-        let grants = self.grants.clone();
-        let name = self.name.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&name, &full, &grants)).await;
+        let reviewers = self
+            .town
+            .agents_of_role("reviewer")
+            .await
+            .unwrap_or_default();
+        let config = &self.town.config;
+        let loaded = match crate::runtime::builtin::prepare(config, &self.name, &path, &reviewers) {
+            Err(e) => Ok(Err(e)),
+            Ok(prepared) => {
+                let (runtime, name) = (self.runtime.clone(), self.name.clone());
+                tokio::task::spawn_blocking(move || {
+                    let plugin = runtime.load_source(&name, &prepared.source, &prepared.grants);
+                    plugin.map(|p| (p, prepared))
+                })
+                .await
+            }
+        };
         match loaded {
-            Ok(Ok(plugin)) => {
+            Ok(Ok((plugin, prepared))) => {
+                self.grants = prepared.grants;
+                self.init_config = prepared.init_config;
                 if self
                     .live
                     .as_ref()
                     .is_some_and(|l| l.plugin.digest == plugin.digest)
                 {
+                    self.set_blocked(None);
                     return;
                 }
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
@@ -261,7 +299,6 @@ impl Runner {
                     instance: None,
                     shadow,
                 });
-                self.activity.unserved.store(false, Ordering::Relaxed);
                 self.set_blocked(None);
             }
             Ok(Err(e)) => {
@@ -275,6 +312,8 @@ impl Runner {
                 }
                 if self.live.is_none() {
                     self.set_blocked(Some(msg));
+                } else {
+                    self.load_error = Some(msg);
                 }
             }
             Err(e) => tracing::error!(agent = %self.name, "plugin loader panicked: {e}"),
@@ -289,10 +328,18 @@ impl Runner {
             }
             return;
         };
-        let full = self.town.config.resolve(&PathBuf::from(&path));
+        let source = match crate::runtime::builtin::Source::of(&self.town.config, &path) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = crate::store::error::one_line(&e);
+                return tracing::error!(agent = %self.name, "cannot load shadow: {e}");
+            }
+        };
         let (runtime, grants, name) =
             (self.runtime.clone(), self.grants.clone(), self.name.clone());
-        match tokio::task::spawn_blocking(move || runtime.load(&name, &full, &grants)).await {
+        match tokio::task::spawn_blocking(move || runtime.load_source(&name, &source, &grants))
+            .await
+        {
             Ok(Ok(plugin)) => {
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "shadow loaded");
                 if let Some(live) = self.live.as_mut() {
