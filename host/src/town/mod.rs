@@ -101,6 +101,9 @@ pub struct Status {
     pub backlog: u64,
     pub dead_letters: u64,
     pub hosts: Vec<serde_json::Value>,
+    /// Agents that cannot be served, with why and the fix: what running hosts report, and
+    /// agents with mail and no plugin at all.
+    pub cannot_serve: std::collections::BTreeMap<String, String>,
     pub recent_events: Vec<Event>,
 }
 
