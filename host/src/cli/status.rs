@@ -91,7 +91,7 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
 /// the built-in's settings and program, its grants), even when no host is running: a stopped
 /// `tt host --until-idle` that gave up on them no longer reports them.
 async fn mark_unservable(town: &Town, status: &mut crate::town::Status) -> Result<()> {
-    let reviewers = town.agents_of_role("reviewer").await?;
+    let peers = crate::host::builtin_peers(town).await?;
     for a in &status.agents {
         let (name, mail) = (&a.agent.name, a.waiting + a.in_flight > 0);
         let Some(plugin) = a.agent.plugin.as_deref() else {
@@ -100,7 +100,7 @@ async fn mark_unservable(town: &Town, status: &mut crate::town::Status) -> Resul
         if !mail || !a.agent.state.is_served() || status.cannot_serve.contains_key(name) {
             continue;
         }
-        let why = match crate::runtime::builtin::prepare(&town.config, name, plugin, &reviewers) {
+        let why = match crate::runtime::builtin::prepare(&town.config, name, plugin, &peers) {
             Ok(p) => match p.source {
                 crate::runtime::builtin::Source::File(f) if !f.is_file() => Some(format!(
                     "plugin {} of agent `{name}` is missing",

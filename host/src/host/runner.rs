@@ -263,13 +263,9 @@ impl Runner {
             self.set_blocked(Some(why));
             return;
         };
-        let reviewers = self
-            .town
-            .agents_of_role("reviewer")
-            .await
-            .unwrap_or_default();
+        let peers = super::builtin_peers(&self.town).await.unwrap_or_default();
         let config = &self.town.config;
-        let loaded = match crate::runtime::builtin::prepare(config, &self.name, &path, &reviewers) {
+        let loaded = match crate::runtime::builtin::prepare(config, &self.name, &path, &peers) {
             Err(e) => Ok(Err(e)),
             Ok(prepared) => {
                 let (runtime, name) = (self.runtime.clone(), self.name.clone());

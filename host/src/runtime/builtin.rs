@@ -8,7 +8,8 @@
 //!
 //! - the worker runs `[town] default_cli` (a preset such as `claude`, or a command line) and
 //!   asks the town's first reviewer (by name) unless its config names one;
-//! - the reviewer runs `[town] default_check` unless its config names a `program`;
+//! - the reviewer runs `[town] default_check` unless its config names a `program`, and tells
+//!   the town's first conductor policy of each verdict unless its config names whom to `notify`;
 //! - without an `[agents.NAME.exec]` table, the agent is granted exactly that program (and the
 //!   preset's confinement), working in the town's `work/` directory, which the built-in roles
 //!   share so the reviewer's check sees what the worker wrote.
@@ -63,14 +64,19 @@ pub struct Prepared {
     pub init_config: Vec<(String, String)>,
 }
 
-/// Resolves `plugin` for `agent`. `reviewers` are the town's agents of role reviewer (the
-/// built-in worker's default reviewer is the first).
-pub fn prepare(
-    config: &Config,
-    agent: &str,
-    plugin: &str,
-    reviewers: &[String],
-) -> Result<Prepared> {
+/// The agents a built-in talks to by default, by role, in name order (served agents only).
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    /// The built-in worker asks the first for review.
+    pub reviewers: Vec<String>,
+    /// The built-in reviewer tells the first of each verdict, so a conductor policy hears
+    /// of finished work and hands out the next task.
+    pub conductors: Vec<String>,
+}
+
+/// Resolves `plugin` for `agent`, with the built-ins' defaults from `peers`.
+pub fn prepare(config: &Config, agent: &str, plugin: &str, peers: &Peers) -> Result<Prepared> {
+    let reviewers = &peers.reviewers;
     let source = Source::of(config, plugin)?;
     let Source::Builtin(b) = source else {
         return Ok(Prepared {
@@ -115,6 +121,11 @@ pub fn prepare(
                 init.push(("program".into(), check.program.clone()));
                 init.push(("args".into(), check.args.join(" ")));
                 default_program = Some(check);
+            }
+            if !has(&init, "notify") {
+                if let Some(c) = peers.conductors.iter().find(|c| *c != agent) {
+                    init.push(("notify".into(), c.clone()));
+                }
             }
         }
         _ => {}

@@ -326,7 +326,7 @@ pub async fn agents(town: &Town) -> Vec<Check> {
             });
         agents.push((name.clone(), plugin));
     }
-    let reviewers = town.agents_of_role("reviewer").await.unwrap_or_default();
+    let peers = crate::host::builtin_peers(town).await.unwrap_or_default();
     let config = town.config.clone();
     let fuel =
         config.limits.fuel > 0 || config.agents.keys().any(|a| config.limits_for(a).fuel > 0);
@@ -356,7 +356,7 @@ pub async fn agents(town: &Town) -> Vec<Check> {
             config.clone(),
             name.clone(),
             plugin.clone(),
-            reviewers.clone(),
+            peers.clone(),
         );
         let loaded = tokio::task::spawn_blocking(move || load(&rt, &c, &n, &p, &r)).await;
         match loaded {
@@ -390,9 +390,9 @@ fn load(
     config: &Config,
     agent: &str,
     plugin: &str,
-    reviewers: &[String],
+    peers: &builtin::Peers,
 ) -> anyhow::Result<(String, Grants)> {
-    let prepared = builtin::prepare(config, agent, plugin, reviewers)?;
+    let prepared = builtin::prepare(config, agent, plugin, peers)?;
     let p = runtime.load_source(agent, &prepared.source, &prepared.grants)?;
     let limits = config.limits_for(agent);
     runtime
