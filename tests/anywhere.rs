@@ -1,0 +1,735 @@
+//! `tt` anywhere: the built-in roles, the README's tour run as written, agents that cannot be
+//! served reported (never idling silently), and `tt doctor`'s checks failing and passing.
+//! Real `redis-server`s and the real built-in components; no mocks.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{expect_code, plugin, plugin_path, refusal, run_timeout, ExternalRedis, TestTown};
+use serde_json::Value;
+
+/// A stand-in for a coding CLI: reads the task on stdin, writes greet.sh, says what it did.
+const STAND_IN_CLI: &str =
+    "#!/bin/sh\ntask=$(cat)\nprintf '#!/bin/sh\\necho Hello\\n' > greet.sh\necho \"did: $task\"\n";
+
+/// A directory of programs for PATH: a copy of `tt` and a stand-in `claude`.
+fn bin_dir(root: &Path) -> PathBuf {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(common::tt_bin(), bin.join("tt")).unwrap();
+    let cli = bin.join("claude");
+    std::fs::write(&cli, STAND_IN_CLI).unwrap();
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// The first ```sh block after `## A five-minute tour` in the README.
+fn readme_tour() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("reading README.md");
+    let tour = &readme[readme
+        .find("## A five-minute tour")
+        .expect("the README has a tour")..];
+    let start = tour.find("```sh\n").expect("the tour has a sh block") + 6;
+    let len = tour[start..].find("```").expect("the block ends");
+    tour[start..start + len].to_string()
+}
+
+/// A `tt` command for a town in `dir` with PATH limited to `path` and HOME in the temp dir.
+fn tt_in(dir: &Path, path: &str, home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(Path::new(path.split(':').next().unwrap()).join("tt"));
+    c.args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("HOME", home)
+        .env("TT_TOWN", dir)
+        .env_remove("TT_REDIS_SERVER")
+        .env_remove("TT_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn readme_tour_runs_in_an_empty_directory_on_the_builtin_roles() {
+    // A fresh directory, a copy of the binary, and nothing of the repository in reach.
+    let root = tempfile::Builder::new()
+        .prefix("tour")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let bin = bin_dir(root.path());
+    let home = root.path().join("home");
+    let cwd = root.path().join("empty");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&cwd).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let script = root.path().join("tour.sh");
+    std::fs::write(&script, readme_tour()).unwrap();
+    let mut c = Command::new("bash");
+    c.arg("-eu")
+        .arg(&script)
+        .current_dir(&cwd)
+        .env("PATH", &path)
+        .env("HOME", &home);
+    c.env_remove("TT_TOWN")
+        .env_remove("TT_REDIS_SERVER")
+        .env_remove("TT_LOG");
+    let out = run_timeout(c, Duration::from_secs(240));
+    let town = cwd.join("mytown");
+    // The tour ends with `tt shutdown`; reading the town starts its Redis again (stopped below).
+    let stop = || {
+        let _ = run_timeout(
+            tt_in(&town, &path, &home, &["shutdown"]),
+            Duration::from_secs(20),
+        );
+    };
+    if !out.status.success() {
+        stop();
+        panic!(
+            "the README tour failed ({:?}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let json = |args: &[&str]| -> Value {
+        let o = run_timeout(tt_in(&town, &path, &home, args), Duration::from_secs(30));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    let t1 = json(&["task", "show", "t1", "--json"]);
+    let t2 = json(&["task", "show", "t2", "--json"]);
+    let agents = json(&["list", "--json"]);
+    let events: Vec<Value> = {
+        let o = run_timeout(
+            tt_in(&town, &path, &home, &["events", "-n", "1000", "--json"]),
+            Duration::from_secs(30),
+        );
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    stop();
+    // Served by the built-ins: the worker ran the stand-in CLI, the reviewer's check passed,
+    // and the conductor handed t2 from the backlog to alice.
+    for t in [&t1, &t2] {
+        assert_eq!(t["state"], "completed", "{t}");
+        assert_eq!(
+            (t["owner"].as_str(), t["reviewer"].as_str()),
+            (Some("alice"), Some("bob")),
+            "{t}"
+        );
+    }
+    for (name, builtin) in [
+        ("alice", "worker"),
+        ("bob", "reviewer"),
+        ("mayor", "conductor"),
+    ] {
+        let a = agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap();
+        assert_eq!(a["plugin"], format!("builtin:{builtin}"), "{a}");
+    }
+    let reached_review = events
+        .iter()
+        .any(|e| e["type"] == "task" && e["task"] == "t1" && e["to"] == "in-review");
+    assert!(reached_review, "t1 never reached review: {events:?}");
+    let assigned_by_mayor = events.iter().any(|e| {
+        e["type"] == "task" && e["task"] == "t2" && e["to"] == "assigned" && e["by"] == "mayor"
+    });
+    assert!(assigned_by_mayor, "mayor did not assign t2: {events:?}");
+    assert!(
+        town.join("work/greet.sh").is_file(),
+        "the stand-in CLI wrote greet.sh in the shared work dir"
+    );
+}
+
+#[test]
+fn builtin_components_are_the_example_plugins() {
+    // host/builtin/ must be byte for byte a fresh build of plugins/ (bash plugins/build.sh,
+    // which tests/run.sh runs first). On a mismatch: bash plugins/bless-builtins.sh.
+    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("builtin");
+    for name in ["worker", "reviewer", "conductor"] {
+        let shipped = std::fs::read(builtin.join(format!("{name}.wasm"))).unwrap();
+        let built = std::fs::read(plugin_path(name)).unwrap();
+        assert!(
+            shipped == built,
+            "host/builtin/{name}.wasm differs from a fresh build of plugins/{name} \
+             (rustc: {}); run `bash plugins/bless-builtins.sh` and commit the result",
+            String::from_utf8_lossy(
+                &Command::new("rustc")
+                    .arg("--version")
+                    .output()
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            )
+            .trim()
+        );
+    }
+}
+
+#[test]
+fn plugin_list_and_export_show_and_write_the_builtins() {
+    let town = TestTown::bare();
+    let list = town.json(&["plugin", "list", "--json"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["worker", "reviewer", "conductor"]);
+    for b in list.as_array().unwrap() {
+        let name = b["name"].as_str().unwrap();
+        let bytes = std::fs::read(plugin_path(name)).unwrap();
+        let digest = sha256_hex(&bytes);
+        assert_eq!(b["digest"], digest, "{b}");
+        assert_eq!(b["wit_version"], "0.1.0");
+        assert_eq!(b["plugin"], format!("builtin:{name}"));
+    }
+    assert_eq!(list[0]["capabilities"], serde_json::json!(["exec"]));
+    assert_eq!(
+        list[2]["world"], "agent",
+        "the conductor only asks questions"
+    );
+    let text = town.ok(&["plugin", "list"]);
+    assert!(
+        text.contains("builtin:worker") && text.contains(list[0]["digest"].as_str().unwrap()),
+        "{text}"
+    );
+
+    // Both: the Rust project tt plugin new would write, and the component where build.sh puts it.
+    let dir = town.path().join("mine");
+    town.ok(&["plugin", "export", "reviewer", dir.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(dir.join("reviewer.wasm")).unwrap(),
+        std::fs::read(plugin_path("reviewer")).unwrap()
+    );
+    let src = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert!(
+        src.contains("fn review(") && src.contains("path: \"wit\""),
+        "the example's own source"
+    );
+    for f in [
+        "Cargo.toml",
+        "build.sh",
+        "guest/src/lib.rs",
+        "wit/agent.wit",
+        "README.md",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    // A non-empty directory is refused, and nothing in it changes.
+    let r = town.refused(
+        &["plugin", "export", "worker", dir.to_str().unwrap()],
+        1,
+        &["is not empty"],
+    );
+    assert!(r.hint.contains("empty directory"), "{r:?}");
+    assert!(!dir.join("worker.wasm").exists());
+    // Only the component; only the source.
+    let only = town.path().join("only");
+    town.ok(&[
+        "plugin",
+        "export",
+        "conductor",
+        only.to_str().unwrap(),
+        "--component",
+    ]);
+    let files: Vec<_> = std::fs::read_dir(&only)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, [std::ffi::OsString::from("conductor.wasm")]);
+    let source = town.path().join("source");
+    town.ok(&[
+        "plugin",
+        "export",
+        "worker",
+        source.to_str().unwrap(),
+        "--source",
+    ]);
+    assert!(source.join("build.sh").is_file() && !source.join("worker.wasm").exists());
+    let r = town.refused(
+        &["plugin", "export", "mayor", "x"],
+        1,
+        &["no built-in role `mayor`"],
+    );
+    assert!(r.hint.contains("worker, reviewer, conductor"), "{r:?}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+#[test]
+fn spawn_records_the_builtin_of_a_role_and_refuses_an_unknown_one() {
+    let town = TestTown::new();
+    town.ok(&["spawn", "w", "--role", "worker"]);
+    let w = town.agent("w").unwrap();
+    assert_eq!(w["plugin"], "builtin:worker");
+    assert_eq!(
+        w["digest"],
+        sha256_hex(&std::fs::read(plugin_path("worker")).unwrap())
+    );
+    // Another role's built-in, named.
+    town.ok(&[
+        "spawn",
+        "v",
+        "--role",
+        "checker",
+        "--plugin",
+        "builtin:reviewer",
+    ]);
+    assert_eq!(town.agent("v").unwrap()["plugin"], "builtin:reviewer");
+    let r = town.refused(
+        &["spawn", "x", "--plugin", "builtin:nope"],
+        1,
+        &["no built-in role `nope`"],
+    );
+    assert!(r.hint.contains("worker, reviewer, conductor"), "{r:?}");
+    assert!(town.agent("x").is_none(), "a refused spawn changes nothing");
+}
+
+/// `tt host --until-idle` in `town`: (exit code, stderr).
+fn host_until_idle(town: &TestTown) -> (i32, String) {
+    let args = ["host", "--until-idle", "--name", "h1"];
+    let out = run_timeout(town.command(&args), Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked at"), "{err}");
+    (out.status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn agents_that_cannot_be_served_are_reported_and_until_idle_exits_1() {
+    let town = TestTown::new();
+    let config = town.read_config();
+    // default_cli names a CLI that is not installed; no default_check.
+    town.write_config(&format!(
+        "{}\n[agents.carol]\nrole = \"worker\"\nplugin = \"{}\"\nconfig = {{ program = \"true\", reviewer = \"bob\" }}\n",
+        config.replace("default_cli = \"claude\"", "default_cli = \"no-such-cli\""),
+        plugin("worker")
+    ));
+    town.ok(&["spawn", "alice", "--role", "worker"]); // built-in worker, CLI missing
+    town.ok(&["spawn", "bob", "--role", "reviewer"]); // built-in reviewer, no check set
+    town.ok(&["spawn", "sink", "--role", "sink"]); // no plugin, no built-in
+    town.ok(&["spawn", "carol"]); // a plugin importing exec, not granted
+    town.ok(&["spawn", "idle", "--role", "sink"]); // cannot be served either, but has no mail
+    for a in ["alice", "bob", "sink", "carol"] {
+        town.ok(&["send", a, "hello"]);
+    }
+    let (code, err) = host_until_idle(&town);
+    assert_eq!(code, 1, "{err}");
+    let r = refusal(
+        &["host"],
+        1,
+        &err,
+        &["mail is waiting for agents that cannot run"],
+    );
+    for (agent, why) in [
+        (
+            "alice",
+            "[town] default_cli = \"no-such-cli\": `no-such-cli` is not installed",
+        ),
+        ("bob", "[town] default_check is not set"),
+        ("sink", "role `sink` has no built-in"),
+        (
+            "carol",
+            "imports the `exec` capability, which is not granted",
+        ),
+    ] {
+        assert!(
+            r.error.contains(why),
+            "{agent}: {why:?} not in {:?}",
+            r.error
+        );
+        assert!(
+            r.hint.contains(agent),
+            "{agent} not in the hint {:?}",
+            r.hint
+        );
+        // A log line naming the agent, and a town event with the fix.
+        assert!(
+            err.lines()
+                .any(|l| l.contains("cannot be served") && l.contains(&format!("agent={agent}"))),
+            "no log line for {agent}: {err}"
+        );
+        let events = town.events();
+        let event = events
+            .iter()
+            .find(|e| e["type"] == "log" && e["agent"] == agent && e["level"] == "error");
+        let body = event
+            .map(|e| e["body"].as_str().unwrap_or(""))
+            .unwrap_or("");
+        assert!(
+            body.contains("cannot be served, its mail waits"),
+            "no event for {agent}: {events:?}"
+        );
+        // Nothing lost.
+        assert_eq!(
+            town.inbox(agent)["waiting"].as_array().unwrap().len(),
+            1,
+            "{agent}'s mail is kept"
+        );
+    }
+    assert!(
+        !r.error.contains("agent `idle`"),
+        "idle has no mail: {:?}",
+        r.error
+    );
+    // The fixes are in the lines: how to install the CLI, which setting to set.
+    assert!(
+        r.error.contains("set default_check = \"make test\""),
+        "{:?}",
+        r.error
+    );
+    assert!(r.error.contains("tt swap sink PLUGIN"), "{:?}", r.error);
+
+    // tt status marks them, with no host running, in text and JSON: those it can tell
+    // without loading a plugin (a built-in's settings and program, no plugin at all).
+    let marked_in = |text: &str, agent: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("  {agent} ")))
+            .unwrap();
+        lines
+            .get(at + 1)
+            .is_some_and(|l| l.contains("CANNOT BE SERVED"))
+    };
+    let text = town.ok(&["status"]);
+    for agent in ["alice", "bob", "sink"] {
+        assert!(marked_in(&text, agent), "{agent} not marked:\n{text}");
+    }
+    assert!(!marked_in(&text, "idle"), "idle has no mail:\n{text}");
+    // A running host reports every one it cannot serve (carol's plugin does not link).
+    let host = town.start(&["host", "--name", "h2"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = town.json(&["status", "--json"]);
+        if status["cannot_serve"].get("carol").is_some() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = town.ok(&["status"]);
+    drop(host);
+    assert!(
+        marked_in(&text, "carol"),
+        "carol not marked while a host runs:\n{text}"
+    );
+    let marked: Vec<&String> = status["cannot_serve"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        marked,
+        ["alice", "bob", "carol", "idle", "sink"],
+        "{status}"
+    );
+}
+
+#[test]
+fn builtins_without_their_settings_or_peers_say_what_to_set() {
+    let town = TestTown::new();
+    // No default_cli at all, and no reviewer in the town.
+    town.write_config(&town.read_config().replace("default_cli = \"claude\"\n", ""));
+    town.ok(&["spawn", "alice", "--role", "worker"]);
+    town.ok(&["assign", "alice", "do it"]);
+    let (code, err) = host_until_idle(&town);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("[town] default_cli is not set"), "{err}");
+    assert!(
+        err.contains("default_cli = \"claude\""),
+        "the fix names a value: {err}"
+    );
+    // With the CLI set (found on PATH) the next thing missing is a reviewer.
+    town.write_config(&format!(
+        "{}",
+        town.read_config()
+            .replace("[town]\n", "[town]\ndefault_cli = \"true\"\n")
+    ));
+    let (code, err) = host_until_idle(&town);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the town has no agent of role reviewer"),
+        "{err}"
+    );
+    assert!(err.contains("tt spawn bob --role reviewer"), "{err}");
+    // A reviewer with a check: served; `true` as the CLI, `true` as the check.
+    town.write_config(
+        &town
+            .read_config()
+            .replace("[town]\n", "[town]\ndefault_check = \"true\"\n"),
+    );
+    town.ok(&["spawn", "bob", "--role", "reviewer"]);
+    let (code, err) = host_until_idle(&town);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(town.task("t1")["state"], "completed");
+}
+
+// ----- tt doctor --------------------------------------------------------------------------------
+
+/// `tt doctor --json` in `town` (with `envs`): (exit code, the checks).
+fn doctor(town: &TestTown, envs: &[(&str, &str)]) -> (i32, Vec<Value>) {
+    let mut c = town.command(&["doctor", "--json"]);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = run_timeout(c, Duration::from_secs(120));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let code = out.status.code().unwrap();
+    assert_eq!(v["ok"].as_bool(), Some(code == 0), "{v}");
+    (code, v["checks"].as_array().unwrap().clone())
+}
+
+/// The check whose name starts with `name`.
+fn check<'a>(checks: &'a [Value], name: &str) -> &'a Value {
+    checks
+        .iter()
+        .find(|c| c["check"].as_str().unwrap().starts_with(name))
+        .unwrap_or_else(|| panic!("no check {name:?} in {checks:?}"))
+}
+
+fn assert_fails(checks: &[Value], name: &str, detail: &str, fix: &str) {
+    let c = check(checks, name);
+    assert_eq!(c["ok"], false, "{c}");
+    assert!(c["detail"].as_str().unwrap().contains(detail), "{c}");
+    assert!(c["fix"].as_str().unwrap().contains(fix), "{c}");
+}
+
+#[test]
+fn doctor_passes_on_a_healthy_town_and_prints_one_line_per_check() {
+    let town = TestTown::new();
+    std::fs::write(town.path().join("coder.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        town.path().join("coder.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    town.write_config(&format!(
+        "{}\n[agents.w]\nrole = \"worker\"\nplugin = \"{}\"\nconfig = {{ program = \"./coder.sh\", reviewer = \"r\" }}\nexec = {{ allow = [\"./coder.sh\"] }}\n",
+        town.read_config().replace("default_cli = \"claude\"", "default_cli = \"true\"\ndefault_check = \"true\""),
+        plugin("worker")
+    ));
+    town.ok(&["spawn", "w"]);
+    town.ok(&["spawn", "r", "--role", "reviewer"]);
+    town.ok(&[
+        "plugin",
+        "export",
+        "worker",
+        town.path().join("myrole").to_str().unwrap(),
+        "--source",
+    ]);
+    let (code, checks) = doctor(&town, &[]);
+    assert_eq!(code, 0, "{checks:?}");
+    for name in [
+        "tinytown.toml",
+        "redis-server",
+        "redis (embedded)",
+        "private ",
+        "cache",
+        "[town] default_cli",
+        "[town] default_check",
+        "[agents.w.exec] allow `./coder.sh`",
+        "toolchain of myrole",
+        "agent r",
+        "agent w",
+    ] {
+        assert_eq!(check(&checks, name)["ok"], true, "{name}: {checks:?}");
+    }
+    assert!(check(&checks, "redis-server")["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("7."));
+    let confinement = check(&checks, "agent w: confinement")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(confinement.starts_with("exec: landlock"), "{confinement}");
+    assert!(check(&checks, "agent r")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("builtin:reviewer @"));
+    // Text: one line per check.
+    let text = town.ok(&["doctor"]);
+    assert_eq!(text.lines().count(), checks.len(), "{text}");
+    assert!(text.lines().all(|l| l.starts_with("ok  ")), "{text}");
+}
+
+#[test]
+fn doctor_names_each_failing_check_and_its_fix() {
+    let town = TestTown::new();
+    town.write_config(&format!(
+        "{}\n[agents.w]\nrole = \"worker\"\nplugin = \"{}\"\nconfig = {{ program = \"./gone.sh\", reviewer = \"w\" }}\nexec = {{ allow = [\"./gone.sh\"] }}\n\n[agents.u]\nrole = \"worker\"\nplugin = \"{}\"\nconfig = {{ program = \"true\", reviewer = \"w\" }}\n\n[agents.z]\nrole = \"worker\"\nconfig = {{ program = \"true\", reviewer = \"w\" }}\nexec = {{ allow = [\"true\"], sandbox_abi = 99 }}\n",
+        town.read_config().replace("default_cli = \"claude\"", "default_cli = \"no-such-cli\""),
+        plugin("worker"),
+        plugin("worker"),
+    ));
+    town.ok(&["spawn", "u"]);
+    // A plugin project whose toolchain is not on PATH (PATH below has no cargo).
+    town.ok(&[
+        "plugin",
+        "export",
+        "worker",
+        town.path().join("myrole").to_str().unwrap(),
+        "--source",
+    ]);
+    // The embedded server's directory opened to others; the cache not a directory.
+    std::fs::set_permissions(
+        town.path().join(".tt"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(town.path().join(".tt/cache"), "not a directory").unwrap();
+    let (code, checks) = doctor(&town, &[("PATH", "/usr/bin:/bin")]);
+    assert_eq!(code, 1);
+    let dot_tt = format!("private {}", town.path().join(".tt").display());
+    let c = checks
+        .iter()
+        .find(|c| c["check"] == dot_tt.as_str())
+        .unwrap();
+    assert_eq!(c["ok"], false, "{c}");
+    assert!(c["fix"].as_str().unwrap().contains("chmod go-rwx"), "{c}");
+    assert_fails(&checks, "cache", "cannot write", "make it writable");
+    assert_fails(
+        &checks,
+        "[town] default_cli",
+        "`no-such-cli` is not installed",
+        "set [town] default_cli",
+    );
+    assert_fails(
+        &checks,
+        "[agents.w.exec] allow `./gone.sh`",
+        "not found",
+        "install it",
+    );
+    assert_fails(
+        &checks,
+        "toolchain of myrole",
+        "cargo, rustup not found",
+        "install cargo and rustup",
+    );
+    assert_fails(
+        &checks,
+        "agent u",
+        "imports the `exec` capability, which is not granted",
+        "[agents.u.exec]",
+    );
+    assert_fails(
+        &checks,
+        "agent w",
+        "`./gone.sh` does not exist",
+        "list programs",
+    );
+    assert_fails(&checks, "agent z", "sandbox_abi", "");
+    for ok in ["tinytown.toml", "redis-server", "redis (embedded)"] {
+        assert_eq!(check(&checks, ok)["ok"], true, "{ok}: {checks:?}");
+    }
+    // The text form: the same lines, exit 1 with a one-line error and a hint.
+    let mut c = town.command(&["doctor"]);
+    c.env("PATH", "/usr/bin:/bin");
+    let out = run_timeout(c, Duration::from_secs(120));
+    let stderr = expect_code(&["doctor"], &out, 1);
+    refusal(&["doctor"], 1, &stderr, &["checks failed"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL  cache: ") && l.contains("; fix: ")),
+        "{text}"
+    );
+    std::fs::set_permissions(
+        town.path().join(".tt"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+}
+
+#[test]
+fn doctor_checks_redis_server_and_the_config_outside_a_town() {
+    let town = TestTown::bare();
+    // No redis-server on PATH.
+    let empty = town.path().join("nobin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, checks) = doctor(&town, &[("PATH", empty.to_str().unwrap())]);
+    assert_eq!(code, 1);
+    assert_fails(&checks, "redis-server", "not installed", "apt-get install");
+    assert_fails(&checks, "tinytown.toml", "cannot read", "tt init");
+    // A redis-server too old.
+    let old = town.path().join("redis-server");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho 'Redis server v=6.2.14 sha=00000000:0 malloc=libc bits=64'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, checks) = doctor(&town, &[("TT_REDIS_SERVER", old.to_str().unwrap())]);
+    assert_fails(
+        &checks,
+        "redis-server",
+        "version \"6.2.14\"",
+        "Redis 7.0 or newer",
+    );
+    // A broken tinytown.toml: the line and the field.
+    town.write_config("[town]\nname = \"t\"\nlimits = 5\n");
+    let (_, checks) = doctor(&town, &[]);
+    assert_fails(&checks, "tinytown.toml", "line 3", "fix the line");
+    assert_eq!(check(&checks, "redis-server")["ok"], true);
+}
+
+#[test]
+fn doctor_checks_a_configured_redis_with_its_password() {
+    let redis = ExternalRedis::start(&["--requirepass", "s3cret"]);
+    let town = TestTown::bare();
+    let head = format!(
+        "[town]\nname = \"t\"\n\n[redis]\nurl = \"{}\"\npassword_env = \"TT_TEST_PW\"\n",
+        redis.url()
+    );
+    town.write_config(&head);
+    let (code, checks) = doctor(&town, &[("TT_TEST_PW", "s3cret")]);
+    assert_eq!(code, 0, "{checks:?}");
+    let name = format!("redis ({})", redis.url());
+    let c = check(&checks, &name);
+    assert!(
+        c["detail"].as_str().unwrap().contains("with its password"),
+        "{c}"
+    );
+    assert!(
+        checks.iter().all(|c| c["check"] != "redis-server"),
+        "not needed with a url: {checks:?}"
+    );
+    let (code, checks) = doctor(&town, &[("TT_TEST_PW", "wrong")]);
+    assert_eq!(code, 1);
+    assert_eq!(check(&checks, &name)["ok"], false, "{checks:?}");
+    assert!(check(&checks, &name)["fix"]
+        .as_str()
+        .is_some_and(|f| !f.is_empty()));
+    // Nobody listening.
+    town.write_config(&head.replace(&redis.port.to_string(), "1"));
+    let (code, checks) = doctor(&town, &[("TT_TEST_PW", "s3cret")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        check(&checks, "redis (redis://127.0.0.1:1)")["ok"],
+        false,
+        "{checks:?}"
+    );
+}
