@@ -477,9 +477,21 @@ fn builtins_without_their_settings_or_peers_say_what_to_set() {
             .replace("[town]\n", "[town]\ndefault_check = \"true\"\n"),
     );
     town.ok(&["spawn", "bob", "--role", "reviewer"]);
+    // A mailbox people read (role `mailbox`) with mail waiting is not a fault.
+    town.ok(&["spawn", "desk", "--role", "mailbox"]);
+    town.ok(&["send", "desk", "for the humans"]);
     let (code, err) = host_until_idle(&town);
     assert_eq!(code, 0, "{err}");
     assert_eq!(town.task("t1")["state"], "completed");
+    assert_eq!(town.inbox("desk")["waiting"].as_array().unwrap().len(), 1);
+    let status = town.json(&["status", "--json"]);
+    assert_eq!(status["cannot_serve"], serde_json::json!({}), "{status}");
+    let (code, checks) = doctor(&town, &[]);
+    assert_eq!(code, 0, "{checks:?}");
+    assert!(check(&checks, "agent desk")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("a mailbox people read"));
 }
 
 // ----- tt doctor --------------------------------------------------------------------------------

@@ -1338,7 +1338,9 @@ fn status_summarises_the_town() {
     assert!(!text.contains("hosts:"));
     let deep = town.ok(&["status", "--deep"]);
     assert!(deep.contains("hosts:\n  none running"), "{deep}");
-    assert!(deep.contains("plugin - @-"), "{deep}");
+    // No plugin given: the built-ins of their roles, by digest.
+    assert!(deep.contains("plugin builtin:worker @"), "{deep}");
+    assert!(deep.contains("plugin builtin:reviewer @"), "{deep}");
 }
 
 #[test]

@@ -241,6 +241,12 @@ impl Runner {
                 .flatten()
                 .map(|a| a.role);
             let role = role.unwrap_or_default();
+            if role == crate::store::builtin::MAILBOX_ROLE {
+                // People read its mail (tt inbox); nothing to serve, nothing to report.
+                self.activity.unserved.store(true, Ordering::Relaxed);
+                self.set_blocked(None);
+                return;
+            }
             let why = match crate::store::builtin::for_role(&role) {
                 Some(b) => format!(
                     "agent `{}` has no plugin (spawned before role `{role}` had a built-in) \
@@ -251,7 +257,8 @@ impl Runner {
                 ),
                 None => format!(
                     "agent `{}` has no plugin and role `{role}` has no built-in (the built-ins \
-                     are {}) (give it one: tt swap {} PLUGIN)",
+                     are {}) (give it one: tt swap {} PLUGIN; a mailbox people read has role \
+                     `mailbox`)",
                     self.name,
                     crate::store::builtin::names(),
                     self.name
@@ -295,6 +302,7 @@ impl Runner {
                     instance: None,
                     shadow,
                 });
+                self.activity.unserved.store(false, Ordering::Relaxed);
                 self.set_blocked(None);
             }
             Ok(Err(e)) => {

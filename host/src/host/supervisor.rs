@@ -30,6 +30,8 @@ pub(super) struct Activity {
     pub(super) done: AtomicBool,
     /// For an exclusive agent: whether this host holds its lease (a standby does not serve it).
     pub(super) standby: AtomicBool,
+    /// The agent is a mailbox people read (role `mailbox`): not served, never reported.
+    pub(super) unserved: AtomicBool,
     /// Why the agent cannot be served (no plugin, a plugin that does not load, a missing
     /// grant or program), with the fix, while it cannot.
     pub(super) blocked: std::sync::Mutex<Option<String>>,
@@ -91,10 +93,9 @@ impl Supervisor {
         let quiet = self.runners.values().all(|(a, _)| {
             !a.busy.load(Ordering::Relaxed) && a.empty_reads.load(Ordering::Relaxed) >= 1
         });
-        let served = self
-            .runners
-            .iter()
-            .filter_map(|(n, (a, _))| blocked(a).is_none().then_some(n));
+        let served = self.runners.iter().filter_map(|(n, (a, _))| {
+            (blocked(a).is_none() && !a.unserved.load(Ordering::Relaxed)).then_some(n)
+        });
         if !(quiet && served_mailboxes_empty(town, served).await?) {
             self.idle_rounds = 0;
             return Ok(false);

@@ -15,6 +15,11 @@
 
 use crate::store::model::Digest;
 
+/// The role of an agent whose mailbox people read (`tt inbox NAME`): it has no plugin, no
+/// host serves it, and mail waiting for it is not a fault. Any other agent with mail and no
+/// way to serve it is reported.
+pub const MAILBOX_ROLE: &str = "mailbox";
+
 /// How an agent's `plugin` names a built-in: `builtin:worker`.
 pub const PREFIX: &str = "builtin:";
 

@@ -308,12 +308,18 @@ pub async fn agents(town: &Town) -> Vec<Check> {
     let mut out = Vec::new();
     let mut agents: Vec<(String, Option<String>)> = Vec::new();
     for name in town.agent_names().await.unwrap_or_default() {
-        if let Ok(Some(a)) = town.agent(&name).await {
-            agents.push((name, a.plugin));
+        match town.agent(&name).await {
+            Ok(Some(a)) if a.role == crate::store::builtin::MAILBOX_ROLE && a.plugin.is_none() => {
+                let how = format!("a mailbox people read (tt inbox {name}); not served");
+                out.push(Check::pass(format!("agent {name}"), how));
+            }
+            Ok(Some(a)) => agents.push((name, a.plugin)),
+            _ => {}
         }
     }
     for (name, section) in &town.config.agents {
-        if agents.iter().any(|(n, _)| n == name) {
+        let mailbox = section.role.as_deref() == Some(crate::store::builtin::MAILBOX_ROLE);
+        if mailbox || agents.iter().any(|(n, _)| n == name) {
             continue;
         }
         let plugin = section
@@ -347,7 +353,10 @@ pub async fn agents(town: &Town) -> Vec<Check> {
             out.push(Check::fail(
                 &check,
                 "has no plugin: its mail is never served",
-                format!("tt swap {name} PLUGIN (the built-ins: tt plugin list)"),
+                format!(
+                    "tt swap {name} PLUGIN (the built-ins: tt plugin list); a mailbox people \
+                     read has role `mailbox`"
+                ),
             ));
             continue;
         };
