@@ -458,11 +458,11 @@ fn builtins_without_their_settings_or_peers_say_what_to_set() {
         "the fix names a value: {err}"
     );
     // With the CLI set (found on PATH) the next thing missing is a reviewer.
-    town.write_config(&format!(
-        "{}",
-        town.read_config()
-            .replace("[town]\n", "[town]\ndefault_cli = \"true\"\n")
-    ));
+    town.write_config(
+        &town
+            .read_config()
+            .replace("[town]\n", "[town]\ndefault_cli = \"true\"\n"),
+    );
     let (code, err) = host_until_idle(&town);
     assert_eq!(code, 1, "{err}");
     assert!(
