@@ -745,3 +745,39 @@ fn doctor_checks_a_configured_redis_with_its_password() {
         "{checks:?}"
     );
 }
+
+#[test]
+fn swap_to_a_builtin_and_back() {
+    let town = TestTown::new();
+    let chaos = plugin("chaos");
+    town.ok(&["spawn", "c", "--role", "conductor", "--plugin", &chaos]);
+    town.ok(&["swap", "c", "builtin:conductor"]);
+    let c = town.agent("c").unwrap();
+    assert_eq!(c["plugin"], "builtin:conductor", "{c}");
+    assert_eq!(
+        c["digest"],
+        sha256_hex(&std::fs::read(plugin_path("conductor")).unwrap())
+    );
+    // A built-in is validated like a file: the reviewer needs its check, which is not set.
+    let r = town.refused(
+        &["swap", "c", "builtin:reviewer"],
+        1,
+        &["[town] default_check is not set"],
+    );
+    assert!(r.hint.contains("default_check"), "{r:?}");
+    town.refused(
+        &["swap", "c", "builtin:nope"],
+        1,
+        &["no built-in role `nope`"],
+    );
+    assert_eq!(
+        town.agent("c").unwrap()["plugin"],
+        "builtin:conductor",
+        "refusals change nothing"
+    );
+    town.ok(&["swap", "--rollback", "c"]);
+    assert_eq!(
+        town.agent("c").unwrap()["plugin"].as_str(),
+        Some(chaos.as_str())
+    );
+}
