@@ -257,6 +257,10 @@ fn plugin_list_and_export_show_and_write_the_builtins() {
         "--source",
     ]);
     assert!(source.join("build.sh").is_file() && !source.join("worker.wasm").exists());
+    let under_a_file = town.path().join("only/conductor.wasm/sub");
+    let args = ["plugin", "export", "worker", under_a_file.to_str().unwrap()];
+    let r = town.refused(&args, 1, &["cannot create"]);
+    assert!(r.hint.contains("directory you can write to"), "{r:?}");
     let r = town.refused(
         &["plugin", "export", "mayor", "x"],
         1,
@@ -332,7 +336,20 @@ fn agents_that_cannot_be_served_are_reported_and_until_idle_exits_1() {
     town.ok(&["spawn", "sink", "--role", "sink"]); // no plugin, no built-in
     town.ok(&["spawn", "carol"]); // a plugin importing exec, not granted
     town.ok(&["spawn", "idle", "--role", "sink"]); // cannot be served either, but has no mail
-    for a in ["alice", "bob", "sink", "carol"] {
+                                                   // Spawned before its role had a built-in: no plugin recorded.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        let op = tinytown::store::applier::Op::Spawn {
+            name: "old".into(),
+            role: "worker".into(),
+            plugin: None,
+            digest: None,
+            nickname: None,
+        };
+        t.db.apply_ops("conductor", vec![op]).await.unwrap();
+    });
+    for a in ["alice", "bob", "sink", "carol", "old"] {
         town.ok(&["send", a, "hello"]);
     }
     let (code, err) = host_until_idle(&town);
@@ -354,6 +371,7 @@ fn agents_that_cannot_be_served_are_reported_and_until_idle_exits_1() {
             "carol",
             "imports the `exec` capability, which is not granted",
         ),
+        ("old", "give it one: tt swap old builtin:worker"),
     ] {
         assert!(
             r.error.contains(why),
@@ -438,9 +456,27 @@ fn agents_that_cannot_be_served_are_reported_and_until_idle_exits_1() {
     let marked: Vec<&String> = status["cannot_serve"].as_object().unwrap().keys().collect();
     assert_eq!(
         marked,
-        ["alice", "bob", "carol", "idle", "sink"],
+        ["alice", "bob", "carol", "idle", "old", "sink"],
         "{status}"
     );
+    // tt doctor says the same, with the fixes.
+    let (code, checks) = doctor(&town, &[]);
+    assert_eq!(code, 1);
+    assert_fails(
+        &checks,
+        "agent sink",
+        "has no plugin",
+        "tt swap sink PLUGIN",
+    );
+    assert_fails(
+        &checks,
+        "agent bob",
+        "default_check is not set",
+        "default_check = \"make test\"",
+    );
+    // The fix named for `old` works.
+    town.ok(&["swap", "old", "builtin:conductor"]);
+    assert_eq!(town.agent("old").unwrap()["plugin"], "builtin:conductor");
 }
 
 #[test]
@@ -598,6 +634,18 @@ fn doctor_names_each_failing_check_and_its_fix() {
         plugin("worker"),
     ));
     town.ok(&["spawn", "u"]);
+    // A plugin whose init refuses its config, and a check that is not installed.
+    town.write_config(&format!(
+        "{}\n[agents.y]\nrole = \"worker\"\nplugin = \"{}\"\nconfig = {{ program = \"true\", reviewer = \"w\", timeout-ms = \"soon\" }}\nexec = {{ allow = [\"true\"] }}\n",
+        town.read_config().replace("[town]\n", "[town]\ndefault_check = \"no-such-check\"\n"),
+        plugin("worker")
+    ));
+    // The data directory owned by someone else (only root can give it away).
+    let data = town.path().join(".tt/data");
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        std::os::unix::fs::chown(&data, Some(12345), None).unwrap();
+    }
     // A plugin project whose toolchain is not on PATH (PATH below has no cargo).
     town.ok(&[
         "plugin",
@@ -654,6 +702,25 @@ fn doctor_names_each_failing_check_and_its_fix() {
         "list programs",
     );
     assert_fails(&checks, "agent z", "sandbox_abi", "");
+    assert_fails(&checks, "agent y", "timeout-ms", "");
+    assert_fails(
+        &checks,
+        "[town] default_check",
+        "`no-such-check` is not installed",
+        "a command on PATH",
+    );
+    if root {
+        let data_check = format!("private {}", data.display());
+        let c = checks
+            .iter()
+            .find(|c| c["check"] == data_check.as_str())
+            .unwrap();
+        assert!(
+            c["ok"] == false && c["detail"].as_str().unwrap().contains("owned by uid 12345"),
+            "{c}"
+        );
+        std::os::unix::fs::chown(&data, Some(0), None).unwrap();
+    }
     for ok in ["tinytown.toml", "redis-server", "redis (embedded)"] {
         assert_eq!(check(&checks, ok)["ok"], true, "{ok}: {checks:?}");
     }
@@ -700,6 +767,14 @@ fn doctor_checks_redis_server_and_the_config_outside_a_town() {
         "redis-server",
         "version \"6.2.14\"",
         "Redis 7.0 or newer",
+    );
+    std::fs::write(&old, "#!/bin/sh\nexit 3\n").unwrap();
+    let (_, checks) = doctor(&town, &[("TT_REDIS_SERVER", old.to_str().unwrap())]);
+    assert_fails(
+        &checks,
+        "redis-server",
+        "--version exited with",
+        "reinstall it",
     );
     // A broken tinytown.toml: the line and the field.
     town.write_config("[town]\nname = \"t\"\nlimits = 5\n");
