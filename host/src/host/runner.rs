@@ -174,7 +174,7 @@ impl Runner {
         let wanted = agent.plugin.clone().map(|p| (p, agent.digest.clone()));
         if wanted != self.wanted || self.live.is_none() {
             self.wanted = wanted.clone();
-            self.switch_plugin(wanted).await;
+            self.switch_plugin(wanted, &agent.role).await;
         }
         if agent.shadow != self.wanted_shadow && self.live.is_some() {
             self.wanted_shadow = agent.shadow.clone();
@@ -231,43 +231,17 @@ impl Runner {
     /// Loads the agent's recorded plugin (a file or a built-in, set up by
     /// [`crate::runtime::builtin::prepare`]); on failure keeps the old one (if any) and says
     /// why. An agent that cannot be served is `blocked`, with the reason and its fix.
-    async fn switch_plugin(&mut self, wanted: Option<(String, Option<String>)>) {
+    async fn switch_plugin(&mut self, wanted: Option<(String, Option<String>)>, role: &str) {
         let Some((path, _digest)) = wanted else {
-            let role = self
-                .town
-                .agent(&self.name)
-                .await
-                .ok()
-                .flatten()
-                .map(|a| a.role);
-            let role = role.unwrap_or_default();
-            if role == crate::store::builtin::MAILBOX_ROLE {
-                // People read its mail (tt inbox); nothing to serve, nothing to report.
-                self.activity.unserved.store(true, Ordering::Relaxed);
-                self.set_blocked(None);
-                return;
+            // No plugin: a mailbox people read (role `mailbox`), or an agent nothing serves.
+            let why = crate::store::builtin::why_unplugged(&self.name, role);
+            self.activity
+                .unserved
+                .store(why.is_none(), Ordering::Relaxed);
+            if why.is_some() && self.load_error != why {
+                tracing::info!(agent = %self.name, "not served: {}", why.as_deref().unwrap_or(""));
             }
-            let why = match crate::store::builtin::for_role(&role) {
-                Some(b) => format!(
-                    "agent `{}` has no plugin (spawned before role `{role}` had a built-in) \
-                     (give it one: tt swap {} {})",
-                    self.name,
-                    self.name,
-                    b.reference()
-                ),
-                None => format!(
-                    "agent `{}` has no plugin and role `{role}` has no built-in (the built-ins \
-                     are {}) (give it one: tt swap {} PLUGIN; a mailbox people read has role \
-                     `mailbox`)",
-                    self.name,
-                    crate::store::builtin::names(),
-                    self.name
-                ),
-            };
-            if self.load_error.as_deref() != Some(&why) {
-                tracing::info!(agent = %self.name, "not served: {why}");
-            }
-            self.set_blocked(Some(why));
+            self.set_blocked(why);
             return;
         };
         let peers = super::builtin_peers(&self.town).await.unwrap_or_default();

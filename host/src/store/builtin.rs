@@ -77,6 +77,26 @@ pub fn referenced(plugin: &str) -> Option<&str> {
     plugin.strip_prefix(PREFIX)
 }
 
+/// Why an agent of `role` with no plugin cannot be served, with the fix; `None` for a
+/// [`MAILBOX_ROLE`] agent, which is not served by design.
+pub fn why_unplugged(agent: &str, role: &str) -> Option<String> {
+    if role == MAILBOX_ROLE {
+        return None;
+    }
+    Some(match for_role(role) {
+        Some(b) => format!(
+            "agent `{agent}` has no plugin (spawned before role `{role}` had a built-in) (give \
+             it one: tt swap {agent} {})",
+            b.reference()
+        ),
+        None => format!(
+            "agent `{agent}` has no plugin and role `{role}` has no built-in (the built-ins are \
+             {}) (give it one: tt swap {agent} PLUGIN; a mailbox people read has role `mailbox`)",
+            names()
+        ),
+    })
+}
+
 /// The names of the built-ins, comma-separated, for hints.
 pub fn names() -> String {
     BUILTINS
@@ -100,6 +120,14 @@ mod tests {
             assert_eq!(referenced(&b.reference()), Some(b.name));
         }
         assert!(for_role("sink").is_none());
+        assert_eq!(why_unplugged("desk", MAILBOX_ROLE), None);
+        let why = why_unplugged("old", "worker").unwrap();
+        assert!(why.contains("tt swap old builtin:worker"), "{why}");
+        let why = why_unplugged("sink", "sink").unwrap();
+        assert!(
+            why.contains("tt swap sink PLUGIN") && why.contains("`mailbox`"),
+            "{why}"
+        );
         assert_eq!(referenced("plugins/dist/worker.wasm"), None);
     }
 }

@@ -39,14 +39,12 @@ impl Town {
         }
         for a in &agents {
             let mail = a.waiting + a.in_flight > 0;
-            let mailbox = a.agent.role == crate::store::builtin::MAILBOX_ROLE;
-            if a.agent.plugin.is_none() && mail && a.agent.state.is_served() && !mailbox {
-                cannot_serve.entry(a.agent.name.clone()).or_insert_with(|| {
-                    format!(
-                        "agent `{}` has mail and no plugin (give it one: tt swap {} PLUGIN)",
-                        a.agent.name, a.agent.name
-                    )
-                });
+            if a.agent.plugin.is_none() && mail && a.agent.state.is_served() {
+                if let Some(why) =
+                    crate::store::builtin::why_unplugged(&a.agent.name, &a.agent.role)
+                {
+                    cannot_serve.entry(a.agent.name.clone()).or_insert(why);
+                }
             }
         }
         Ok(Status {
