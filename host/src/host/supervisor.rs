@@ -139,7 +139,11 @@ impl Supervisor {
                 level: "error".into(),
                 text: format!("cannot be served, its mail waits: {why}"),
             };
-            self.town.db.apply_ops(&name, vec![op]).await?;
+            // The log line above already says it: a refused event must not stop the host.
+            if let Err(e) = self.town.db.apply_ops(&name, vec![op]).await {
+                let e = crate::store::error::one_line(&e);
+                tracing::warn!(agent = %name, "cannot record the event: {e}");
+            }
             self.reported.insert(name, why);
         }
         Ok(())
