@@ -162,8 +162,15 @@ fn spawn_and_list_show_agents_in_text_and_json() {
 
     assert_eq!(
         town.ok(&["spawn", "alice"]).trim(),
-        "spawned alice (worker, no plugin yet)"
+        "spawned alice (worker, builtin:worker)"
     );
+    // A role with no built-in and no plugin: a mailbox only.
+    assert_eq!(
+        town.ok(&["spawn", "sink", "--role", "sink"]).trim(),
+        "spawned sink (sink, no plugin yet)"
+    );
+    town.ok(&["kill", "sink"]);
+    town.ok(&["prune"]);
     town.ok(&["spawn", "bob", "--role", "reviewer", "--nickname", "Bobby"]);
 
     let agents = town.agents();
@@ -172,8 +179,9 @@ fn spawn_and_list_show_agents_in_text_and_json() {
     assert_eq!(bob["role"], "reviewer");
     assert_eq!(bob["nickname"], "Bobby");
     assert_eq!(bob["state"], "idle");
-    assert_eq!(bob["plugin"], Value::Null);
-    assert_eq!(bob["digest"], Value::Null);
+    // No --plugin: the built-in of its role, known by its digest like any plugin.
+    assert_eq!(bob["plugin"], "builtin:reviewer");
+    assert_eq!(bob["digest"].as_str().map(str::len), Some(64));
     assert_eq!(
         (bob["waiting"].as_u64(), bob["in_flight"].as_u64()),
         (Some(0), Some(0))
@@ -1330,7 +1338,9 @@ fn status_summarises_the_town() {
     assert!(!text.contains("hosts:"));
     let deep = town.ok(&["status", "--deep"]);
     assert!(deep.contains("hosts:\n  none running"), "{deep}");
-    assert!(deep.contains("plugin - @-"), "{deep}");
+    // No plugin given: the built-ins of their roles, by digest.
+    assert!(deep.contains("plugin builtin:worker @"), "{deep}");
+    assert!(deep.contains("plugin builtin:reviewer @"), "{deep}");
 }
 
 #[test]

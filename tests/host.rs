@@ -229,7 +229,7 @@ fn a_plugin_importing_ungranted_exec_is_refused_at_load() {
 fn a_redelivered_message_whose_actions_were_applied_is_only_acknowledged() {
     let town = TestTown::new();
     town.ok(&["spawn", "r"]);
-    town.ok(&["spawn", "sink"]);
+    town.ok(&["spawn", "sink", "--role", "mailbox"]);
     town.ok(&["send", "r", "hello"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -354,9 +354,11 @@ fn exec_runs_only_allow_listed_programs_in_a_bare_environment() {
         section("sneaky", "./sneaky.sh"),
         section("slow", "./slow.sh")
     )));
-    for n in ["plain", "sneaky", "slow", "owner"] {
+    for n in ["plain", "sneaky", "slow"] {
         town.ok(&["spawn", n, "--role", "reviewer"]);
     }
+    // The owner's mailbox is read by people: no plugin, not served.
+    town.ok(&["spawn", "owner", "--role", "mailbox"]);
     // Put one task per reviewer in review, as a worker would.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

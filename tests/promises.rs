@@ -252,3 +252,171 @@ fn a_dead_hosts_messages_are_reclaimed_in_one_pass_over_its_pending_list() {
     expect_code(&args, &out, 0);
     assert_eq!(count(&town), 200);
 }
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+#[test]
+fn a_command_sent_twice_with_one_idempotency_key_applies_once() {
+    let town = chaos_town("");
+    rt().block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        let unit = tinytown::store::applier::Unit {
+            ops: vec![tinytown::store::applier::Op::send(
+                "c",
+                tinytown::store::model::Kind::Info,
+                "once",
+            )],
+            by: Some("conductor".into()),
+            human: true,
+            idem: Some("k1".into()),
+            ..Default::default()
+        };
+        // As a connection retrying the call after a lost reply would send it.
+        let first = t.db.apply(std::slice::from_ref(&unit)).await.unwrap();
+        let again = t.db.apply(std::slice::from_ref(&unit)).await.unwrap();
+        assert_eq!(first, again, "the repeat gets the first result");
+        assert_eq!(first[0].message_ids().len(), 1);
+        // Another key is another command.
+        let other = tinytown::store::applier::Unit {
+            idem: Some("k2".into()),
+            ..unit
+        };
+        t.db.apply(&[other]).await.unwrap();
+    });
+    assert_eq!(town.xlen("inbox:c"), 2);
+}
+
+#[test]
+fn clearing_the_conductor_inbox_keeps_what_arrived_after_it_was_shown() {
+    let town = chaos_town("");
+    town.ok(&["send", "conductor", "seen 1"]);
+    town.ok(&["send", "conductor", "seen 2", "--urgent"]);
+    rt().block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        let shown = t.inbox("conductor").await.unwrap();
+        assert_eq!(shown.waiting.len(), 2);
+        t.send(
+            "conductor",
+            "arrived meanwhile",
+            tinytown::store::model::Kind::Info,
+            false,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(t.clear_conductor_inbox(&shown).await.unwrap(), 2);
+        let left = t.inbox("conductor").await.unwrap();
+        assert_eq!(left.waiting.len(), 1);
+        assert_eq!(
+            left.waiting[0].message.as_ref().unwrap().body,
+            "arrived meanwhile"
+        );
+    });
+    // The command shows, then clears what it showed.
+    let out = town.ok(&["inbox", "--clear"]);
+    assert!(
+        out.contains("arrived meanwhile") && out.contains("marked 1 messages read"),
+        "{out}"
+    );
+    assert_eq!(town.xlen("inbox:conductor"), 0);
+}
+
+#[test]
+fn a_pruned_agents_mail_is_dead_lettered_whole_and_retryable() {
+    let town = TestTown::new();
+    town.ok(&["spawn", "x", "--role", "mailbox"]);
+    for i in 0..3 {
+        town.ok(&["send", "x", &format!("letter {i}")]);
+    }
+    town.ok(&["kill", "x"]);
+    town.ok(&["prune"]);
+    let dlq = dead_letters(&town);
+    assert_eq!(dlq.len(), 3);
+    assert_eq!(dlq[0]["orig.body"], "letter 0", "{:?}", dlq[0]);
+    town.ok(&["spawn", "x", "--role", "mailbox"]);
+    for d in &dlq {
+        town.ok(&["dlq", "retry", d["id"].as_str().unwrap()]);
+    }
+    let inbox = town.inbox("x");
+    let bodies: Vec<&str> = inbox["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"]["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["letter 0", "letter 1", "letter 2"]);
+    assert!(dead_letters(&town).is_empty());
+}
+
+#[test]
+fn a_dead_letter_without_its_message_is_refused_by_retry_and_kept() {
+    let town = TestTown::new();
+    town.ok(&["spawn", "x", "--role", "mailbox"]);
+    let id = town.redis(&[
+        "XADD",
+        &town.key("dlq"),
+        "*",
+        "agent",
+        "x",
+        "stream",
+        "inbox",
+        "reason",
+        "old",
+    ]);
+    town.refused(&["dlq", "retry", &id], 1, &["kept no message to retry"]);
+    assert_eq!(
+        dead_letters(&town).len(),
+        1,
+        "a refused retry changes nothing"
+    );
+    assert_eq!(town.xlen("inbox:x"), 0);
+}
+
+#[test]
+fn a_lapsed_lease_nobody_took_is_renewed_with_its_token() {
+    let town = chaos_town("");
+    rt().block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        let ttl = Duration::from_secs(30);
+        let key = t.db.keys.lease("c");
+        let mut c = t.db.conn.clone();
+        let first = t.db.lease("c", "h/1", ttl, None).await.unwrap().unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        // Lapsed, nobody took it: the same token (work fenced with it still applies).
+        let again = t.db.lease("c", "h/1", ttl, Some(&first)).await.unwrap();
+        assert_eq!(again.as_deref(), Some(first.as_str()));
+        // Taken by another after a lapse: ours is refused, and later gets a new token.
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let other = t.db.lease("c", "h2/9", ttl, None).await.unwrap().unwrap();
+        assert!(t
+            .db
+            .lease("c", "h/1", ttl, Some(&first))
+            .await
+            .unwrap()
+            .is_none());
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let third =
+            t.db.lease("c", "h/1", ttl, Some(&first))
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(
+            third != first && third != other && third.starts_with("h/1:"),
+            "{third}"
+        );
+    });
+}

@@ -14,7 +14,7 @@ fn town(retention: &str) -> TestTown {
     town.write_config(&format!(
         "[town]\nname = \"test\"\n\n[host]\nlease_ms = 30000\nheartbeat_ms = 200\n\n\
          [retention]\nsweep_ms = 100\n{retention}\n\
-         [agents.c]\nrole = \"chaos\"\nplugin = \"{}\"\n\n[agents.people]\nrole = \"human\"\n",
+         [agents.c]\nrole = \"chaos\"\nplugin = \"{}\"\n\n[agents.people]\nrole = \"mailbox\"\n",
         plugin("chaos")
     ));
     town.ok(&["spawn", "c"]);

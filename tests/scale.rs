@@ -626,7 +626,7 @@ fn workload_town(workload: Workload, lease_ms: u64, agents: &[String]) -> (TestT
     let probe = Probe::open(town.path());
     probe.spawn(agents, workload.plugin());
     if workload == Workload::Relay {
-        probe.spawn(&["sink".to_string()], "sink");
+        probe.spawn(&["sink".to_string()], "mailbox");
     }
     (town, probe)
 }

@@ -13,11 +13,13 @@
 //! - [`latency`]: latency, cold start, idle memory.
 //! - [`scaling`]: several hosts, swap latency, polyglot load times.
 //! - [`exec`]: what confining a program costs per `exec`.
+//! - [`soak`]: memory and throughput over a long run (`tt bench soak`).
 
 mod exec;
 mod latency;
 mod scaling;
 mod scratch;
+mod soak;
 mod throughput;
 
 use std::path::PathBuf;
@@ -56,12 +58,13 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// The suites `tt bench SUITE` runs alone.
-pub const SUITES: [&str; 1] = ["exec"];
+pub const SUITES: [&str; 2] = ["exec", "soak"];
 
 pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     match suite {
         None => {}
         Some("exec") => return exec::suite(&opts),
+        Some("soak") => return soak::soak(&opts).await,
         Some(other) => {
             return Err(crate::store::error::fail(
                 format!("there is no bench suite `{other}`"),

@@ -7,7 +7,8 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// One suite instead of all: `exec` (the cost of confining a program).
+    /// One suite instead of all: `exec` (the cost of confining a program) or `soak` (memory
+    /// and throughput over 25 times --messages; not part of the full run).
     pub suite: Option<String>,
     /// Where the compiled plugins are (noop, relay, chaos and the reviewers).
     #[arg(long, default_value = "plugins/dist")]
@@ -27,6 +28,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         messages,
         appendfsync,
     } = args;
+    // The scratch towns live elsewhere: their configs need the plugins' absolute paths.
+    let plugins = plugins.canonicalize().unwrap_or(plugins);
     crate::bench::run(
         suite.as_deref(),
         crate::bench::BenchOptions {

@@ -12,6 +12,14 @@ pub struct InitArgs {
     /// Overwrite an existing tinytown.toml.
     #[arg(long)]
     pub force: bool,
+    /// `[town] default_cli`: the coding CLI the built-in worker runs: claude (default), codex,
+    /// aider, gemini, or a command line.
+    #[arg(long)]
+    pub cli: Option<String>,
+    /// `[town] default_check`: the check the built-in reviewer runs on the work (a command
+    /// line; exit 0 approves), e.g. "make test".
+    #[arg(long)]
+    pub check: Option<String>,
 }
 
 /// `town` is the global `--town`: the directory to make a town of (default: the current one).
@@ -20,7 +28,11 @@ pub async fn run(town: Option<&Path>, args: InitArgs) -> Result<()> {
         Some(d) => d.to_path_buf(),
         None => std::env::current_dir()?,
     };
-    let t = crate::town::init::init(&dir, args.name.as_deref(), args.force).await?;
+    let defaults = crate::town::init::Defaults {
+        cli: args.cli,
+        check: args.check,
+    };
+    let t = crate::town::init::init(&dir, args.name.as_deref(), args.force, defaults).await?;
     println!(
         "town {} ready in {} (redis: {})",
         t.name,

@@ -95,10 +95,17 @@ pub async fn run(town: &Town, command: MailCommand) -> Result<()> {
                         "agents' mail is acknowledged by the host that handles it",
                     ));
                 }
-                println!(
-                    "marked {} messages read",
-                    town.clear_conductor_inbox().await?
-                );
+                // What is shown is what is cleared: mail that arrives meanwhile stays.
+                let shown = town.inbox("conductor").await?;
+                if json.json {
+                    print_json(&shown)?;
+                } else {
+                    print_inbox(&shown);
+                }
+                let n = town.clear_conductor_inbox(&shown).await?;
+                if !json.json {
+                    println!("marked {n} messages read");
+                }
                 return Ok(());
             }
             let names = if all {

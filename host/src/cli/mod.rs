@@ -4,13 +4,14 @@
 //!
 //! One file per command group, each with its clap types, its `run` and its printing:
 //! [`agents`], [`mail`], [`tasks`], [`backlog`], [`dlq`], [`events`], [`status`], [`swap`],
-//! [`plugin`], [`host`], [`init`], [`bench`]; [`print`] has what several of them print. This
+//! [`plugin`], [`host`], [`init`], [`bench`], [`doctor`]; [`print`] has what several of them print. This
 //! file holds the global options and dispatches.
 
 pub mod agents;
 pub mod backlog;
 pub mod bench;
 pub mod dlq;
+pub mod doctor;
 pub mod events;
 pub mod host;
 pub mod init;
@@ -72,6 +73,8 @@ pub enum Command {
     Plugin(plugin::PluginArgs),
     /// Messages that could not be handled, with the reason.
     Dlq(dlq::DlqArgs),
+    /// Check this installation and town, one line per check with its fix.
+    Doctor(doctor::DoctorArgs),
 }
 
 impl Command {
@@ -109,6 +112,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => return init::run(cli.town.as_deref(), args).await,
         Command::Bench(args) => return bench::run(args).await,
         Command::Plugin(args) => return plugin::run(&cli.town, args),
+        Command::Doctor(args) => return doctor::run(&cli.town, args).await,
         command => command,
     };
     let dir = town_dir(&cli.town)?;
@@ -118,7 +122,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let town = open_town(&dir).await?;
     match command {
-        Command::Init(_) | Command::Bench(_) | Command::Plugin(_) | Command::Host(_) => {
+        Command::Init(_)
+        | Command::Bench(_)
+        | Command::Plugin(_)
+        | Command::Host(_)
+        | Command::Doctor(_) => {
             unreachable!("handled above")
         }
         Command::Agents(c) => agents::run(&town, c).await,

@@ -1,4 +1,5 @@
-//! `tt plugin check|new`: checking a component against our world, and new plugin projects.
+//! `tt plugin check|list|export|new`: checking a component against our world, the built-in
+//! roles, and new plugin projects.
 //! Works outside a town; inside one, `check` precompiles into the town's cache.
 
 use std::path::PathBuf;
@@ -29,6 +30,24 @@ pub enum PluginCommand {
         agent: Option<String>,
         #[command(flatten)]
         json: Json,
+    },
+    /// The built-in roles: name, digest, WIT version, what each needs.
+    List {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Write a built-in role out as a starting point: its Rust project (as `tt plugin new`
+    /// writes it) and its component DIR/NAME.wasm.
+    Export {
+        /// worker, reviewer or conductor.
+        name: String,
+        dir: PathBuf,
+        /// Only the component.
+        #[arg(long, conflicts_with = "source")]
+        component: bool,
+        /// Only the source project.
+        #[arg(long)]
+        source: bool,
     },
     /// Create a plugin project that builds with one command.
     New {
@@ -80,6 +99,53 @@ pub fn run(town: &Option<PathBuf>, args: PluginArgs) -> Result<()> {
                 ));
             }
         }
+        PluginCommand::List { json } => {
+            let cache = super::town_dir(town)
+                .ok()
+                .and_then(|d| Config::load(&d).ok())
+                .map(|c| c.state_dir().join("cache"));
+            let list = builtins(cache)?;
+            if json.json {
+                return print_json(&list);
+            }
+            for b in &list {
+                println!(
+                    "{:<10} builtin:{:<10} tinytown:agent@{}  digest {}  {}",
+                    b.name, b.name, b.wit_version, b.digest, b.summary
+                );
+            }
+        }
+        PluginCommand::Export {
+            name,
+            dir,
+            component,
+            source,
+        } => {
+            let b = crate::store::builtin::by_name(&name).ok_or_else(|| {
+                crate::store::error::fail(
+                    format!("there is no built-in role `{name}`"),
+                    format!(
+                        "the built-ins are: {} (`tt plugin list`)",
+                        crate::store::builtin::names()
+                    ),
+                )
+            })?;
+            use crate::scaffold::Export;
+            let what = match (component, source) {
+                (true, _) => Export::Component,
+                (_, true) => Export::Source,
+                _ => Export::Both,
+            };
+            let files = crate::scaffold::export(&dir, b, what)?;
+            println!(
+                "exported builtin:{name} ({} files) to {}",
+                files.len(),
+                dir.display()
+            );
+            if what != Export::Component {
+                println!("build it with: (cd {} && bash build.sh)", dir.display());
+            }
+        }
         PluginCommand::New { name, lang, role } => {
             let dir = crate::scaffold::new_plugin(&std::env::current_dir()?, &name, &lang, &role)?;
             println!(
@@ -90,6 +156,42 @@ pub fn run(town: &Option<PathBuf>, args: PluginArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One built-in role, as `tt plugin list` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct BuiltinInfo {
+    pub name: String,
+    pub plugin: String,
+    pub digest: String,
+    pub wit_version: String,
+    pub world: String,
+    pub capabilities: Vec<String>,
+    pub bytes: usize,
+    pub summary: String,
+}
+
+/// Every built-in, checked (and compiled into `cache`, when in a town).
+fn builtins(cache: Option<PathBuf>) -> Result<Vec<BuiltinInfo>> {
+    let mut out = Vec::new();
+    for b in crate::store::builtin::BUILTINS {
+        let r = crate::runtime::check_bytes(
+            std::path::Path::new(&b.reference()),
+            b.bytes,
+            cache.clone(),
+        )?;
+        out.push(BuiltinInfo {
+            name: b.name.into(),
+            plugin: b.reference(),
+            digest: r.digest,
+            wit_version: r.wit_version,
+            world: r.world,
+            capabilities: r.capabilities,
+            bytes: r.bytes,
+            summary: b.summary.into(),
+        });
+    }
+    Ok(out)
 }
 
 fn print_report(r: &crate::runtime::CheckReport, role: Option<&str>) {

@@ -18,7 +18,8 @@ pub struct StatusArgs {
 
 pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
     let StatusArgs { deep, json } = args;
-    let status = town.status(if deep { 20 } else { 5 }).await?;
+    let mut status = town.status(if deep { 20 } else { 5 }).await?;
+    mark_unservable(town, &mut status).await?;
     if json.json {
         return print_json(&status);
     }
@@ -63,6 +64,9 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
             }
         }
         println!();
+        if let Some(why) = status.cannot_serve.get(&a.agent.name) {
+            println!("      CANNOT BE SERVED: {why}");
+        }
         if deep {
             for line in confinement(town, &a.agent.name) {
                 println!("      {line}");
@@ -92,6 +96,39 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
     println!("recent events:");
     for e in &status.recent_events {
         println!("  {}", format_event(e));
+    }
+    Ok(())
+}
+
+/// Marks agents with mail whose plugin could not be set up, as a host would find (its file,
+/// the built-in's settings and program, its grants), even when no host is running: a stopped
+/// `tt host --until-idle` that gave up on them no longer reports them.
+async fn mark_unservable(town: &Town, status: &mut crate::town::Status) -> Result<()> {
+    let peers = crate::host::builtin_peers(town).await?;
+    for a in &status.agents {
+        let (name, mail) = (&a.agent.name, a.waiting + a.in_flight > 0);
+        let Some(plugin) = a.agent.plugin.as_deref() else {
+            continue;
+        };
+        if !mail || !a.agent.state.is_served() || status.cannot_serve.contains_key(name) {
+            continue;
+        }
+        let why = match crate::runtime::builtin::prepare(&town.config, name, plugin, &peers) {
+            Ok(p) => match p.source {
+                crate::runtime::builtin::Source::File(f) if !f.is_file() => Some(format!(
+                    "plugin {} of agent `{name}` is missing",
+                    f.display()
+                )),
+                _ => None,
+            },
+            Err(e) => Some(match crate::store::error::user_error(&e) {
+                Some(u) => format!("{} ({})", u.message, u.hint.clone().unwrap_or_default()),
+                None => one_line(&e),
+            }),
+        };
+        if let Some(why) = why {
+            status.cannot_serve.insert(name.clone(), why);
+        }
     }
     Ok(())
 }

@@ -74,6 +74,14 @@ pub fn default_host_name() -> String {
         .collect()
 }
 
+/// The agents the built-in roles talk to by default (see [`crate::runtime::builtin`]).
+pub async fn builtin_peers(town: &Town) -> Result<crate::runtime::builtin::Peers> {
+    Ok(crate::runtime::builtin::Peers {
+        reviewers: town.agents_of_role("reviewer").await?,
+        conductors: town.agents_of_role("conductor").await?,
+    })
+}
+
 /// Runs until SIGINT/SIGTERM (or until idle, with `until_idle`).
 pub async fn run(town: Arc<Town>, opts: HostOptions) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -119,6 +127,7 @@ pub async fn run_until(
         last_sweep: None,
         near_full: false,
         idle_rounds: 0,
+        reported: HashMap::new(),
     };
     tracing::info!(host = %sup.opts.name, town = %town.config.town.name, "host started");
     let mut outcome = Ok(());

@@ -2,7 +2,6 @@
 //! messages), and its mailbox: our own leftovers first, then stale entries of dead hosts, then
 //! new mail, urgent before normal. Each batch goes to [`super::handling`].
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,7 +154,12 @@ impl Runner {
         {
             return Ok(true);
         }
-        let held = self.town.db.lease(&self.name, &self.holder, lease).await?;
+        let previous = self.lease.as_ref().map(|(h, _)| h.as_str());
+        let held = self
+            .town
+            .db
+            .lease(&self.name, &self.holder, lease, previous)
+            .await?;
         if held.is_some() && self.lease.is_none() {
             tracing::info!(agent = %self.name, holder = held.as_deref().unwrap_or(""), "took the agent's lease");
         }
@@ -183,7 +187,7 @@ impl Runner {
         let wanted = agent.plugin.clone().map(|p| (p, agent.digest.clone()));
         if wanted != self.wanted || self.live.is_none() {
             self.wanted = wanted.clone();
-            self.switch_plugin(wanted).await;
+            self.switch_plugin(wanted, &agent.role).await;
         }
         if agent.shadow != self.wanted_shadow && self.live.is_some() {
             self.wanted_shadow = agent.shadow.clone();
@@ -237,29 +241,45 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner()) = why;
     }
 
-    /// Loads the agent's recorded plugin; on failure keeps the old one (if any) and says why.
-    async fn switch_plugin(&mut self, wanted: Option<(String, Option<String>)>) {
+    /// Loads the agent's recorded plugin (a file or a built-in, set up by
+    /// [`crate::runtime::builtin::prepare`]); on failure keeps the old one (if any) and says
+    /// why. An agent that cannot be served is `blocked`, with the reason and its fix.
+    async fn switch_plugin(&mut self, wanted: Option<(String, Option<String>)>, role: &str) {
         let Some((path, _digest)) = wanted else {
-            // A mailbox-only agent: someone else reads its mail (tt inbox), nothing to serve.
-            if self.load_error.is_none() {
-                tracing::info!(agent = %self.name, "has no plugin; not served (tt swap {} PLUGIN)", self.name);
-                self.load_error = Some("no plugin".into());
+            // No plugin: a mailbox people read (role `mailbox`), or an agent nothing serves.
+            let why = crate::store::builtin::why_unplugged(&self.name, role);
+            self.activity
+                .unserved
+                .store(why.is_none(), Ordering::Relaxed);
+            if why.is_some() && self.load_error != why {
+                tracing::info!(agent = %self.name, "not served: {}", why.as_deref().unwrap_or(""));
             }
-            self.activity.unserved.store(true, Ordering::Relaxed);
+            self.set_blocked(why);
             return;
         };
-        let full = self.town.config.resolve(&PathBuf::from(&path));
-        let runtime = self.runtime.clone();
-        let grants = self.grants.clone();
-        let name = self.name.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&name, &full, &grants)).await;
+        let peers = super::builtin_peers(&self.town).await.unwrap_or_default();
+        let config = &self.town.config;
+        let loaded = match crate::runtime::builtin::prepare(config, &self.name, &path, &peers) {
+            Err(e) => Ok(Err(e)),
+            Ok(prepared) => {
+                let (runtime, name) = (self.runtime.clone(), self.name.clone());
+                tokio::task::spawn_blocking(move || {
+                    let plugin = runtime.load_source(&name, &prepared.source, &prepared.grants);
+                    plugin.map(|p| (p, prepared))
+                })
+                .await
+            }
+        };
         match loaded {
-            Ok(Ok(plugin)) => {
+            Ok(Ok((plugin, prepared))) => {
+                self.grants = prepared.grants;
+                self.init_config = prepared.init_config;
                 if self
                     .live
                     .as_ref()
                     .is_some_and(|l| l.plugin.digest == plugin.digest)
                 {
+                    self.set_blocked(None);
                     return;
                 }
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
@@ -283,6 +303,8 @@ impl Runner {
                 }
                 if self.live.is_none() {
                     self.set_blocked(Some(msg));
+                } else {
+                    self.load_error = Some(msg);
                 }
             }
             Err(e) => tracing::error!(agent = %self.name, "plugin loader panicked: {e}"),
@@ -297,10 +319,18 @@ impl Runner {
             }
             return;
         };
-        let full = self.town.config.resolve(&PathBuf::from(&path));
+        let source = match crate::runtime::builtin::Source::of(&self.town.config, &path) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = crate::store::error::one_line(&e);
+                return tracing::error!(agent = %self.name, "cannot load shadow: {e}");
+            }
+        };
         let (runtime, grants, name) =
             (self.runtime.clone(), self.grants.clone(), self.name.clone());
-        match tokio::task::spawn_blocking(move || runtime.load(&name, &full, &grants)).await {
+        match tokio::task::spawn_blocking(move || runtime.load_source(&name, &source, &grants))
+            .await
+        {
             Ok(Ok(plugin)) => {
                 tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "shadow loaded");
                 if let Some(live) = self.live.as_mut() {
@@ -426,7 +456,8 @@ impl Runner {
                 _ = refresh.tick() => {
                     refresh_leases(&self.town, &self.name, &self.consumer, &ids).await;
                     if self.exclusive {
-                        if let Ok(None) = self.town.db.lease(&self.name, &self.consumer, lease).await {
+                        let held = self.lease.as_ref().map(|(h, _)| h.as_str());
+                        if let Ok(None) = self.town.db.lease(&self.name, &self.holder, lease, held).await {
                             tracing::warn!(agent = %self.name, "lost the agent's lease while handling");
                         }
                     }

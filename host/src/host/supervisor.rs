@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::runner::Runner;
 use super::HostOptions;
 use crate::runtime::{Lookup, Runtime};
+use crate::store::applier::Op;
 use crate::store::config::RedisTarget;
 use crate::store::model::now_ms;
 use crate::town::Town;
@@ -29,9 +30,10 @@ pub(super) struct Activity {
     pub(super) done: AtomicBool,
     /// For an exclusive agent: whether this host holds its lease (a standby does not serve it).
     pub(super) standby: AtomicBool,
-    /// The agent has no plugin: its mailbox is read by people, not by this host.
+    /// The agent is a mailbox people read (role `mailbox`): not served, never reported.
     pub(super) unserved: AtomicBool,
-    /// Why the agent's plugin cannot run, while it cannot.
+    /// Why the agent cannot be served (no plugin, a plugin that does not load, a missing
+    /// grant or program), with the fix, while it cannot.
     pub(super) blocked: std::sync::Mutex<Option<String>>,
 }
 
@@ -54,6 +56,8 @@ pub(super) struct Supervisor {
     /// Whether Redis was near its maxmemory at the last sweep (warned once per crossing).
     pub(super) near_full: bool,
     pub(super) idle_rounds: u32,
+    /// The reason last reported for each agent that has mail and cannot be served.
+    pub(super) reported: HashMap<String, String>,
 }
 
 impl Supervisor {
@@ -99,7 +103,7 @@ impl Supervisor {
 
     /// One round; true when the host should stop (idle, with --until-idle).
     pub(super) async fn round(&mut self) -> Result<bool> {
-        let town = &self.town;
+        let town = &self.town.clone();
         for name in town.agent_names().await? {
             let wanted = self.opts.agents.is_empty() || self.opts.agents.contains(&name);
             if self.runners.contains_key(&name) || !wanted {
@@ -125,6 +129,7 @@ impl Supervisor {
         self.runners
             .retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
         revive_embedded_redis(town).await;
+        self.report_stuck().await?;
         let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
         if self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat) {
             self.last_beat = Some(Instant::now());
@@ -165,9 +170,8 @@ impl Supervisor {
         let quiet = self.runners.values().all(|(a, _)| {
             !a.busy.load(Ordering::Relaxed) && a.empty_reads.load(Ordering::Relaxed) >= 1
         });
-        let blocked = |a: &Activity| a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
         let served = self.runners.iter().filter_map(|(n, (a, _))| {
-            (!blocked(a) && !a.unserved.load(Ordering::Relaxed)).then_some(n)
+            (blocked(a).is_none() && !a.unserved.load(Ordering::Relaxed)).then_some(n)
         });
         if !(quiet && served_mailboxes_empty(town, served).await?) {
             self.idle_rounds = 0;
@@ -179,11 +183,8 @@ impl Supervisor {
         }
         let stuck = stuck_mail(town, &self.runners).await?;
         if !stuck.is_empty() {
-            let reasons: Vec<String> = self
-                .runners
-                .values()
-                .filter_map(|(a, _)| a.blocked.lock().ok()?.clone())
-                .collect();
+            let reasons: Vec<String> = stuck.iter().map(|(_, why)| why.clone()).collect();
+            let stuck: Vec<String> = stuck.into_iter().map(|(n, _)| n).collect();
             return Err(crate::store::error::fail(
                 format!(
                     "mail is waiting for agents that cannot run: {}",
@@ -253,6 +254,38 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
 }
 
+impl Supervisor {
+    /// Says once, as a town event and a log line, which agents have mail they cannot be
+    /// served (and the fix); says again when the reason changes.
+    async fn report_stuck(&mut self) -> Result<()> {
+        let stuck = stuck_mail(&self.town, &self.runners).await?;
+        self.reported
+            .retain(|n, _| stuck.iter().any(|(s, _)| s == n));
+        for (name, why) in stuck {
+            if self.reported.get(&name) == Some(&why) {
+                continue;
+            }
+            tracing::error!(agent = %name, "mail waits for an agent that cannot be served: {why}");
+            let op = Op::Log {
+                level: "error".into(),
+                text: format!("cannot be served, its mail waits: {why}"),
+            };
+            // The log line above already says it: a refused event must not stop the host.
+            if let Err(e) = self.town.db.apply_ops(&name, vec![op]).await {
+                let e = crate::store::error::one_line(&e);
+                tracing::warn!(agent = %name, "cannot record the event: {e}");
+            }
+            self.reported.insert(name, why);
+        }
+        Ok(())
+    }
+}
+
+/// Why the runner's agent cannot be served, if it cannot.
+fn blocked(a: &Activity) -> Option<String> {
+    a.blocked.lock().ok()?.clone()
+}
+
 /// The town's own Redis is ours to keep alive: if it died, start it again (its AOF brings the
 /// town back); the connections reconnect by themselves.
 pub(super) async fn revive_embedded_redis(town: &Town) {
@@ -291,12 +324,16 @@ pub(super) async fn watch_signals(stop: watch::Sender<bool>) {
     let _ = stop.send(true);
 }
 
-/// Spawns agents declared in tinytown.toml (with role and plugin) that do not exist yet.
+/// Spawns agents declared in tinytown.toml (with a role, and a plugin or a role that has a
+/// built-in) that do not exist yet.
 pub(super) async fn spawn_declared(town: &Town) -> Result<()> {
     for (name, section) in &town.config.agents {
-        let (Some(role), Some(_)) = (&section.role, &section.plugin) else {
+        let Some(role) = &section.role else {
             continue;
         };
+        if section.plugin.is_none() && crate::store::builtin::for_role(role).is_none() {
+            continue;
+        }
         if town.agent(name).await?.is_none() {
             town.spawn(name, role, None, section.nickname.as_deref())
                 .await?;
@@ -323,13 +360,14 @@ async fn served_mailboxes_empty<'a>(
     Ok(true)
 }
 
-/// Agents that cannot run but have mail.
-async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<String>> {
+/// Agents that cannot be served but have mail, in name order, with the reason.
+async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<(String, String)>> {
     let mut stuck = Vec::new();
     for (name, (a, _)) in runners {
-        let blocked = a.blocked.lock().map(|b| b.is_some()).unwrap_or(false);
-        if blocked && town.mailbox_depth(name).await? != (0, 0) {
-            stuck.push(name.clone());
+        if let Some(why) = blocked(a) {
+            if town.mailbox_depth(name).await? != (0, 0) {
+                stuck.push((name.clone(), why));
+            }
         }
     }
     stuck.sort();
@@ -342,10 +380,15 @@ async fn write_heartbeat(town: &Town, host: &str, instance: &str, started: u64, 
         .filter(|(_, (a, _))| !a.standby.load(Ordering::Relaxed))
         .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
         .collect();
+    // What `tt status` marks: the agents this host cannot serve, and why.
+    let blocked: BTreeMap<&String, String> = runners
+        .iter()
+        .filter_map(|(n, (a, _))| Some((n, blocked(a)?)))
+        .collect();
     let beat = json!({
         "name": host, "instance": instance, "machine": super::default_host_name(),
         "pid": std::process::id(), "started_ms": started, "seen_ms": now_ms(),
-        "agents": agents,
+        "agents": agents, "blocked": blocked,
     });
     let mut c = town.db.conn.clone();
     let _: Result<(), _> = c.hset(town.db.keys.hosts(), host, beat.to_string()).await;

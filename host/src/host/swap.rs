@@ -15,7 +15,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::runtime::{Grants, NoTown, Plugin, Runtime};
+use crate::runtime::builtin::Peers;
+use crate::runtime::{NoTown, Plugin, Runtime};
 use crate::store::applier::Op;
 use crate::store::config::Config;
 use crate::store::error;
@@ -24,26 +25,39 @@ use crate::store::model::Digest;
 use crate::store::streams;
 use crate::town::Town;
 
-/// Loads, links and instantiates `path` as `agent` would run it, `init` included.
-pub fn validate(town: &Config, agent: &str, path: &Path) -> Result<Plugin> {
+/// Loads, links and instantiates `plugin` (a path or `builtin:NAME`) as `agent` would run it,
+/// with the grants and config a host would give it, `init` included.
+pub fn validate(town: &Config, agent: &str, plugin: &str, peers: &Peers) -> Result<Plugin> {
     let runtime = Runtime::new(Some(town.state_dir().join("cache")), false)?;
-    let grants = Grants::for_agent(town, agent)?;
-    let plugin = runtime.load(agent, path, &grants)?;
-    let config = town.init_config(agent);
+    let prepared = crate::runtime::builtin::prepare(town, agent, plugin, peers)?;
+    let grants = &prepared.grants;
+    let loaded = runtime.load_source(agent, &prepared.source, grants)?;
     let limits = town.limits_for(agent);
     runtime
-        .instantiate(&plugin, agent, &limits, &grants, &config, Arc::new(NoTown))
+        .instantiate(
+            &loaded,
+            agent,
+            &limits,
+            grants,
+            &prepared.init_config,
+            Arc::new(NoTown),
+        )
         .map_err(|f| {
             error::fail(
-                format!(
-                    "{} cannot serve agent `{agent}`: {}",
-                    path.display(),
-                    f.reason
-                ),
+                format!("{plugin} cannot serve agent `{agent}`: {}", f.reason),
                 "the old plugin keeps serving; fix the candidate and swap again",
             )
         })?;
-    Ok(plugin)
+    Ok(loaded)
+}
+
+/// What a recorded plugin names, for [`swap`]: a built-in as it is, a file resolved against
+/// the town.
+fn recorded_path(town: &Town, plugin: &str) -> PathBuf {
+    match crate::store::builtin::referenced(plugin) {
+        Some(_) => PathBuf::from(plugin),
+        None => town.config.resolve(Path::new(plugin)),
+    }
 }
 
 /// The path as the town records it: relative to the town directory when inside it.
@@ -75,10 +89,19 @@ fn recorded(town: &Town, path: &Path) -> Result<(PathBuf, String)> {
 /// Validates `path`, then makes it `agent`'s live plugin (or its shadow).
 pub async fn swap(town: &Town, agent: &str, path: &Path, shadow: bool) -> Result<Digest> {
     town.need_agent(agent).await?;
-    let (full, shown) = recorded(town, path)?;
+    let text = path.to_string_lossy().into_owned();
+    // A built-in is recorded by its name, a file by its path.
+    let (full, shown) = match crate::store::builtin::referenced(&text) {
+        Some(_) => (text.clone(), text),
+        None => {
+            let (full, shown) = recorded(town, path)?;
+            (full.display().to_string(), shown)
+        }
+    };
+    let peers = super::builtin_peers(town).await?;
     let plugin = {
-        let (config, a, f) = (town.config.clone(), agent.to_string(), full.clone());
-        tokio::task::spawn_blocking(move || validate(&config, &a, &f)).await??
+        let (config, a) = (town.config.clone(), agent.to_string());
+        tokio::task::spawn_blocking(move || validate(&config, &a, &full, &peers)).await??
     };
     let (name, digest) = (agent.to_string(), plugin.digest.to_string());
     let op = if shadow {
@@ -107,8 +130,7 @@ pub async fn rollback(town: &Town, agent: &str) -> Result<(String, Digest)> {
             "tt status --deep shows each agent's plugin",
         )
     })?;
-    let path = town.config.resolve(Path::new(&previous));
-    let digest = swap(town, agent, &path, false).await?;
+    let digest = swap(town, agent, &recorded_path(town, &previous), false).await?;
     Ok((previous, digest))
 }
 
@@ -116,8 +138,7 @@ pub async fn rollback(town: &Town, agent: &str) -> Result<(String, Digest)> {
 pub async fn promote(town: &Town, agent: &str) -> Result<(String, Digest)> {
     let a = town.need_agent(agent).await?;
     let shadow = a.shadow.ok_or_else(|| no_shadow(agent))?;
-    let path = town.config.resolve(Path::new(&shadow));
-    let digest = swap(town, agent, &path, false).await?;
+    let digest = swap(town, agent, &recorded_path(town, &shadow), false).await?;
     stop_shadow_op(town, agent).await?;
     Ok((shadow, digest))
 }

@@ -7,9 +7,11 @@
 //! - [`plugin`]: loading a component for an agent and `tt plugin check`'s report.
 //! - [`instance`]: one agent's live instance, its limits and the `host` import.
 //! - [`lookup`]: the read-only questions a guest may ask, as a trait.
+//! - [`builtin`]: what an agent's plugin resolves to; how a built-in role is set up.
 //! - [`capabilities`]: imports that act in the world (`exec`), one folder each, one registry.
 
 pub mod bindings;
+pub mod builtin;
 pub mod capabilities;
 pub mod engine;
 pub mod instance;
@@ -21,4 +23,4 @@ pub use capabilities::Grants;
 pub use engine::{check_is_component, Runtime};
 pub use instance::{Failure, FailureKind, Instance};
 pub use lookup::{Lookup, NoTown};
-pub use plugin::{check, CheckReport, Plugin};
+pub use plugin::{check, check_bytes, CheckReport, Plugin};

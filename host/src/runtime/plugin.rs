@@ -7,6 +7,7 @@ use anyhow::Result;
 use wasmtime::component::InstancePre;
 
 use super::bindings::WIT_VERSION;
+use super::builtin::Source;
 use super::capabilities::{self, Grants};
 use super::engine::{check_is_component, Runtime};
 use super::instance::State;
@@ -42,7 +43,28 @@ impl Runtime {
                 "build the plugins (`bash plugins/build.sh`) or fix the plugin path",
             )
         })?;
-        let (digest, component, _) = self.compile(path, &bytes)?;
+        self.load_bytes(agent, path, &bytes, grants)
+    }
+
+    /// Loads a file or a built-in (compiled into the cache on first use, like a file).
+    pub fn load_source(&self, agent: &str, source: &Source, grants: &Grants) -> Result<Plugin> {
+        match source {
+            Source::File(path) => self.load(agent, path, grants),
+            Source::Builtin(b) => {
+                self.load_bytes(agent, Path::new(&b.reference()), b.bytes, grants)
+            }
+        }
+    }
+
+    /// [`Runtime::load`] of bytes; `path` names them in errors.
+    pub fn load_bytes(
+        &self,
+        agent: &str,
+        path: &Path,
+        bytes: &[u8],
+        grants: &Grants,
+    ) -> Result<Plugin> {
+        let (digest, component, _) = self.compile(path, bytes)?;
         let ty = component.component_type();
         let imports: Vec<String> = ty
             .imports(&self.engine)
@@ -221,11 +243,20 @@ pub fn check(
             "check the path of the plugin file",
         )
     })?;
-    check_is_component(path, &bytes)?;
+    check_bytes(path, &bytes, cache_dir)
+}
+
+/// [`check`] of bytes (a built-in's); `path` names them.
+pub fn check_bytes(
+    path: &std::path::Path,
+    bytes: &[u8],
+    cache_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<CheckReport> {
+    check_is_component(path, bytes)?;
     let runtime = Runtime::new(cache_dir.clone(), false)?;
     let started = std::time::Instant::now();
     // Every capability granted (allowing nothing), so the report can say which ones it needs.
-    let plugin = runtime.load("check", path, &Grants::probe())?;
+    let plugin = runtime.load_bytes("check", path, bytes, &Grants::probe())?;
     let compile_ms = started.elapsed().as_millis();
     let ours: Vec<&String> = plugin
         .imports

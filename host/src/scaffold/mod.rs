@@ -92,6 +92,51 @@ pub fn new_plugin(dir: &Path, name: &str, lang: &str, role: &str) -> Result<Path
     Ok(root)
 }
 
+/// What `tt plugin export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// The component only: `DIR/NAME.wasm`.
+    Component,
+    /// The Rust project it is built from (what `tt plugin new NAME --lang rust --role NAME`
+    /// writes) only.
+    Source,
+    /// Both: the project, and its component where its `build.sh` puts it.
+    Both,
+}
+
+/// Writes the built-in `b` into `dir` (created; refused when it exists and is not empty) as
+/// a starting point for a role of one's own. Returns the files written.
+pub fn export(
+    dir: &Path,
+    b: &crate::store::builtin::Builtin,
+    what: Export,
+) -> Result<Vec<PathBuf>> {
+    if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(error::fail(
+            format!("{} exists and is not empty", dir.display()),
+            "export into a new or empty directory",
+        ));
+    }
+    let mut files: Vec<(String, String)> = Vec::new();
+    if what != Export::Component {
+        files = project::project_files(b.name, "rust", b.name);
+    }
+    fs::create_dir_all(dir).map_err(|e| {
+        error::fail(
+            format!("cannot create {}: {e}", dir.display()),
+            "export into a directory you can write to",
+        )
+    })?;
+    write_files(dir, &files)?;
+    let mut written: Vec<PathBuf> = files.iter().map(|(rel, _)| dir.join(rel)).collect();
+    if what != Export::Source {
+        let wasm = dir.join(format!("{}.wasm", b.name));
+        fs::write(&wasm, b.bytes).with_context(|| format!("writing {}", wasm.display()))?;
+        written.push(wasm);
+    }
+    Ok(written)
+}
+
 fn write_files(root: &Path, files: &[(String, String)]) -> Result<()> {
     for (rel, text) in files {
         let path = root.join(rel);

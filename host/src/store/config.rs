@@ -49,6 +49,13 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct TownSection {
     pub name: String,
+    /// The coding CLI the built-in worker runs: a preset (`claude`, `codex`, `aider`,
+    /// `gemini`) or a command line (`"./coder.sh --fast"`). `runtime::builtin` gives it meaning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_cli: Option<String>,
+    /// The check the built-in reviewer runs on the work (a command line; exit 0 approves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_check: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -243,6 +250,8 @@ impl Config {
         Config {
             town: TownSection {
                 name: name.to_string(),
+                default_cli: None,
+                default_check: None,
             },
             redis: RedisSection::default(),
             host: HostSection::default(),

@@ -181,7 +181,8 @@ fn is_running(pid: i32) -> bool {
     }
 }
 
-fn find_redis_server() -> Result<PathBuf> {
+/// The `redis-server` the embedded Redis runs: `$TT_REDIS_SERVER`, else the first on PATH.
+pub fn find_redis_server() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("TT_REDIS_SERVER") {
         return Ok(PathBuf::from(p));
     }

@@ -103,6 +103,10 @@ impl Keys {
         self.key(&["dlq"])
     }
     /// Hash of host name -> JSON heartbeat.
+    /// String, a day: the result of the command unit with idempotency key `k` (`Unit::idem`).
+    pub fn idem(&self, k: &str) -> String {
+        self.key(&["idem", k])
+    }
     /// Sorted set of finished task ids by the time they finished (for the retention sweep).
     pub fn finished(&self) -> String {
         self.key(&["finished"])

@@ -16,8 +16,11 @@ use anyhow::Result;
 use crate::store::conn::Db;
 use crate::store::error;
 
-/// Takes or renews an exclusive agent's lease. KEYS: lease, lease-seq. ARGV: host, ttl ms.
-/// Returns `<host>:<token>` when this host holds it, nil when another does.
+/// Takes or renews an exclusive agent's lease. KEYS: lease, lease-seq. ARGV: holder
+/// (`<host>/<instance>`), ttl ms, the lease this holder had before (or ""). Returns
+/// `<holder>:<token>` when this holder has it, nil when another does. A lease that lapsed with
+/// nobody taking it since (the counter still at its token) is taken back with the same token,
+/// so work fenced with it (a long handling) still applies.
 const LEASE_LUA: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if v then
@@ -26,6 +29,12 @@ if v then
     return v
   end
   return false
+end
+local prev = ARGV[3]
+if prev ~= '' and string.match(prev, '^(.*):%d+$') == ARGV[1]
+    and string.match(prev, ':(%d+)$') == redis.call('GET', KEYS[2]) then
+  redis.call('SET', KEYS[1], prev, 'PX', ARGV[2])
+  return prev
 end
 local holder = ARGV[1] .. ':' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], holder, 'PX', ARGV[2])
@@ -97,14 +106,23 @@ impl Db {
         Ok(())
     }
 
-    /// Takes or renews `agent`'s exclusive lease for `host`; the holder string when held.
-    pub async fn lease(&self, agent: &str, host: &str, ttl: Duration) -> Result<Option<String>> {
+    /// Takes or renews `agent`'s exclusive lease for `holder` (`<host>/<instance>`), keeping
+    /// the token of `previous` (the lease it had) when nobody took the lease since; the lease
+    /// string when held.
+    pub async fn lease(
+        &self,
+        agent: &str,
+        holder: &str,
+        ttl: Duration,
+        previous: Option<&str>,
+    ) -> Result<Option<String>> {
         let mut conn = self.conn.clone();
         redis::Script::new(LEASE_LUA)
             .key(self.keys.lease(agent))
             .key(self.keys.lease_seq(agent))
-            .arg(host)
+            .arg(holder)
             .arg(ttl.as_millis() as u64)
+            .arg(previous.unwrap_or(""))
             .invoke_async(&mut conn)
             .await
             .map_err(error::from_redis)

@@ -9,9 +9,11 @@
 //! - [`conn`] connects (single server or cluster); [`embedded`] runs the private `redis-server`.
 //! - [`applier`] is the one write path (typed ops, one atomic Lua call per batch of units);
 //!   [`lease`] fences exclusive agents; [`sweep`] keeps the town within its retention policy.
+//! - [`builtin`] is the table of the roles shipped inside `tt` (their bytes and digests).
 //! - [`error`] is how a failure reaches a person: a message that names the thing, and a hint.
 
 pub mod applier;
+pub mod builtin;
 pub mod config;
 pub mod conn;
 pub mod embedded;

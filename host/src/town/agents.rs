@@ -8,6 +8,7 @@ use redis::AsyncCommands;
 
 use super::{AgentView, Town};
 use crate::store::applier::Op;
+use crate::store::builtin;
 use crate::store::error;
 use crate::store::model::{validate_name, Agent, AgentState, Digest};
 
@@ -39,8 +40,22 @@ impl Town {
             Some(p) => Some(p.to_path_buf()),
             None => self.config.agents.get(name).and_then(|a| a.plugin.clone()),
         };
-        let (plugin_str, digest) = match &plugin {
-            Some(p) => {
+        // No plugin: the built-in role of that name, if there is one (`builtin:worker`).
+        let builtin = match &plugin {
+            Some(p) => match builtin::referenced(&p.to_string_lossy()) {
+                Some(b) => Some(builtin::by_name(b).ok_or_else(|| {
+                    error::fail(
+                        format!("there is no built-in role `{b}`"),
+                        format!("the built-ins are: {}", builtin::names()),
+                    )
+                })?),
+                None => None,
+            },
+            None => builtin::for_role(role),
+        };
+        let (plugin_str, digest) = match (&plugin, builtin) {
+            (_, Some(b)) => (Some(b.reference()), Some(b.digest().to_string())),
+            (Some(p), None) => {
                 let path = self.config.resolve(p);
                 let bytes = std::fs::read(&path).map_err(|e| {
                     error::fail(
@@ -53,7 +68,7 @@ impl Town {
                     Some(Digest::of(&bytes).to_string()),
                 )
             }
-            None => (None, None),
+            (None, None) => (None, None),
         };
         self.as_humans(Op::Spawn {
             name: name.to_string(),
@@ -90,6 +105,20 @@ impl Town {
         let mut names: Vec<String> = c.smembers(self.db.keys.agents()).await?;
         names.sort();
         Ok(names)
+    }
+
+    /// The names of the agents of `role` that are served (not stopped, cold or interrupted),
+    /// in name order.
+    pub async fn agents_of_role(&self, role: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for name in self.agent_names().await? {
+            if let Some(a) = self.agent(&name).await? {
+                if a.role == role && a.state.is_served() {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn list(&self) -> Result<Vec<AgentView>> {

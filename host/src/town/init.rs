@@ -21,12 +21,29 @@ pub struct Initialized {
     pub redis_url: Option<String>,
 }
 
+/// What `tt init` writes under `[town]` besides the name.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// `default_cli`: the coding CLI the built-in worker runs (`None`: [`DEFAULT_CLI`]).
+    pub cli: Option<String>,
+    /// `default_check`: the check the built-in reviewer runs (`None`: not written).
+    pub check: Option<String>,
+}
+
+/// The coding CLI a new town's built-in worker runs unless `tt init --cli` says otherwise.
+pub const DEFAULT_CLI: &str = "claude";
+
 /// Makes `dir` a town named `name` (default: [`default_town_name`] of the directory).
 ///
 /// Refuses to overwrite an existing `tinytown.toml` unless `force`; agents and tasks in Redis
 /// are kept either way. If the town's Redis cannot be reached, `tinytown.toml` is put back as
 /// it was (or removed), so that a second `init` is not refused.
-pub async fn init(dir: &Path, name: Option<&str>, force: bool) -> Result<Initialized> {
+pub async fn init(
+    dir: &Path,
+    name: Option<&str>,
+    force: bool,
+    defaults: Defaults,
+) -> Result<Initialized> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     let file = dir.join(FILE_NAME);
@@ -42,7 +59,9 @@ pub async fn init(dir: &Path, name: Option<&str>, force: bool) -> Result<Initial
     };
     validate_name(&name)
         .map_err(|_| error::usage(format!("invalid town name {name:?}"), "pass --name NAME"))?;
-    let config = Config::new(&name, &dir);
+    let mut config = Config::new(&name, &dir);
+    config.town.default_cli = Some(defaults.cli.unwrap_or_else(|| DEFAULT_CLI.into()));
+    config.town.default_check = defaults.check;
     let previous = std::fs::read(&file).ok();
     config.save()?;
     std::fs::create_dir_all(dir.join(STATE_DIR))?;

@@ -127,9 +127,29 @@ impl Town {
         Ok((waiting, delivered))
     }
 
-    /// Marks everything in the humans' `conductor` mailbox as read.
-    pub async fn clear_conductor_inbox(&self) -> Result<u64> {
-        let r = self.as_humans(Op::ClearConductor {}).await?;
+    /// Marks read what `shown` (a `conductor` inbox the person saw) holds; what arrived
+    /// since stays unread.
+    pub async fn clear_conductor_inbox(&self, shown: &Inbox) -> Result<u64> {
+        let newest = |stream: Stream| {
+            shown
+                .waiting
+                .iter()
+                .filter(|m| m.stream == stream)
+                .map(|m| m.entry.clone())
+                .max_by_key(|id| {
+                    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+                    (
+                        ms.parse::<u64>().unwrap_or(0),
+                        seq.parse::<u64>().unwrap_or(0),
+                    )
+                })
+        };
+        let r = self
+            .as_humans(Op::ClearConductor {
+                urgent_upto: newest(Stream::Urgent),
+                inbox_upto: newest(Stream::Inbox),
+            })
+            .await?;
         Ok(r.cleared.unwrap_or(0))
     }
 

@@ -103,6 +103,9 @@ pub struct Status {
     pub hosts: Vec<serde_json::Value>,
     /// Redis's memory use and maxmemory.
     pub memory: crate::store::sweep::Memory,
+    /// Agents that cannot be served, with why and the fix: what running hosts report, and
+    /// agents with mail and no plugin at all.
+    pub cannot_serve: std::collections::BTreeMap<String, String>,
     pub recent_events: Vec<Event>,
 }
 

@@ -34,7 +34,26 @@ impl Town {
             .filter_map(|v| serde_json::from_str(v).ok())
             .collect();
         hosts.sort_by_key(|h| h["name"].as_str().unwrap_or("").to_string());
+        let mut cannot_serve = std::collections::BTreeMap::new();
+        for h in &hosts {
+            for (agent, why) in h["blocked"].as_object().into_iter().flatten() {
+                if let Some(why) = why.as_str() {
+                    cannot_serve.insert(agent.clone(), why.to_string());
+                }
+            }
+        }
+        for a in &agents {
+            let mail = a.waiting + a.in_flight > 0;
+            if a.agent.plugin.is_none() && mail && a.agent.state.is_served() {
+                if let Some(why) =
+                    crate::store::builtin::why_unplugged(&a.agent.name, &a.agent.role)
+                {
+                    cannot_serve.entry(a.agent.name.clone()).or_insert(why);
+                }
+            }
+        }
         Ok(Status {
+            cannot_serve,
             town: self.config.town.name.clone(),
             redis: self.config.redis.describe(),
             agents,

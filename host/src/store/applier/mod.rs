@@ -102,6 +102,10 @@ pub struct Unit {
     /// The entry was delivered before: clear its retry count and last failure when it is done.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub retried: bool,
+    /// Idempotency key of a command: a unit sent again with the same key (a retry after a lost
+    /// reply) applies once; the repeat gets the first result. Kept a day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idem: Option<String>,
     /// For exclusive agents: apply only if this host still holds the agent's lease.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fence: Option<Fence>,
@@ -202,12 +206,14 @@ impl Db {
     }
 
     /// Applies one unit made of `ops` by the humans, speaking as `by` (`conductor`, or the
-    /// agent a CLI `--from` names): every legal move is allowed, and recorded as theirs.
+    /// agent a CLI `--from` names): every legal move is allowed, and recorded as theirs. The
+    /// unit carries a fresh idempotency key, so a retry of the call applies it once.
     pub async fn apply_human(&self, by: &str, ops: Vec<Op>) -> Result<Applied> {
         self.apply_one(Unit {
             ops,
             by: Some(by.to_string()),
             human: true,
+            idem: Some(crate::store::lease::new_instance()),
             ..Default::default()
         })
         .await

@@ -64,8 +64,12 @@ pub enum Op {
     Escalate {
         text: String,
     },
-    /// Marks everything in the humans' mailbox read.
-    ClearConductor {},
+    /// Marks the humans' mailbox read up to (and including) the newest entry they were shown
+    /// in each stream; what arrived since stays.
+    ClearConductor {
+        urgent_upto: Option<String>,
+        inbox_upto: Option<String>,
+    },
 
     // ----- tasks (tasks.lua) -------------------------------------------------------------------
     /// Assigns task `task` to `agent`, or (no `task`) creates one from `desc` and assigns it.
@@ -158,7 +162,7 @@ impl Op {
             Op::Log { .. } => "log",
             Op::Send { .. } => "send",
             Op::Escalate { .. } => "escalate",
-            Op::ClearConductor {} => "clear_conductor",
+            Op::ClearConductor { .. } => "clear_conductor",
             Op::Assign { .. } => "assign",
             Op::BacklogAdd { .. } => "backlog_add",
             Op::BacklogClaim { .. } => "backlog_claim",
@@ -225,7 +229,10 @@ mod tests {
                 corr: Some(s("m1")),
             },
             Op::Escalate { text: s("help") },
-            Op::ClearConductor {},
+            Op::ClearConductor {
+                urgent_upto: Some(s("1-0")),
+                inbox_upto: Some(s("1-0")),
+            },
             Op::Assign {
                 agent: s("a"),
                 task: Some(s("t1")),

@@ -36,6 +36,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use grant::{ConfinedExec, ExecConfig, ExecGrant, OUTPUT_BYTES, TIMEOUT_MS};
 pub use ruleset::kernel_abi;
+pub use run::resolve;
 pub use sandbox::{ChildLimits, Confinement, Network, NetworkConfig, Sandbox, DEFAULT_ABI};
 
 use super::{parse_table, Capability, Grant};

@@ -20,6 +20,11 @@ pub struct Preset {
     pub ports: &'static [u16],
     /// Variables passed through (added to the grant's `env`).
     pub env: &'static [&'static str],
+    /// How the built-in worker runs it without a terminal, the task on stdin
+    /// (`[town] default_cli = "<name>"`): the program, then its arguments.
+    pub command: &'static [&'static str],
+    /// How to install it, for the error when it is not found.
+    pub install: &'static str,
 }
 
 /// Where Node.js and npm-installed CLIs usually live under `$HOME`.
@@ -41,6 +46,8 @@ pub static PRESETS: &[Preset] = &[
         node: true,
         ports: &[443],
         env: &["HOME", "PATH", "ANTHROPIC_API_KEY", "CLAUDE_CONFIG_DIR"],
+        command: &["claude", "--print", "--permission-mode", "acceptEdits"],
+        install: "npm install -g @anthropic-ai/claude-code",
     },
     Preset {
         name: "codex",
@@ -50,6 +57,8 @@ pub static PRESETS: &[Preset] = &[
         node: true,
         ports: &[443],
         env: &["HOME", "PATH", "OPENAI_API_KEY", "CODEX_HOME"],
+        command: &["codex", "exec", "--full-auto", "-"],
+        install: "npm install -g @openai/codex",
     },
     Preset {
         name: "aider",
@@ -75,6 +84,8 @@ pub static PRESETS: &[Preset] = &[
             "GEMINI_API_KEY",
             "OPENROUTER_API_KEY",
         ],
+        command: &["aider", "--yes-always", "--message-file", "/dev/stdin"],
+        install: "python3 -m pip install aider-install && aider-install",
     },
     Preset {
         name: "gemini",
@@ -84,6 +95,8 @@ pub static PRESETS: &[Preset] = &[
         node: true,
         ports: &[443],
         env: &["HOME", "PATH", "GEMINI_API_KEY", "GOOGLE_API_KEY"],
+        command: &["gemini", "--yolo"],
+        install: "npm install -g @google/gemini-cli",
     },
 ];
 

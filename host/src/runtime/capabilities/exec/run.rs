@@ -146,7 +146,7 @@ fn read_capped(mut r: impl Read, cap: usize) -> (String, bool) {
 }
 
 /// A bare name through PATH, anything with a `/` relative to `base`; canonical, or None.
-pub(super) fn resolve(base: &Path, program: &str) -> Option<PathBuf> {
+pub fn resolve(base: &Path, program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return base
             .join(program)

@@ -71,9 +71,13 @@ function OPS.prune(op)
         local g = groups[1]
         local last = '0-0'
         for i = 1, #g, 2 do if g[i] == 'last-delivered-id' then last = g[i + 1] end end
-        for _, p in ipairs(redis.call('XPENDING', stream, GROUP, '-', '+', 100000)) do
-          unread[#unread + 1] = p[1]
-        end
+        -- Every pending entry, a page at a time.
+        local from = '-'
+        repeat
+          local page = redis.call('XPENDING', stream, GROUP, from, '+', 10000)
+          for _, p in ipairs(page) do unread[#unread + 1] = p[1] end
+          if #page > 0 then from = '(' .. page[#page][1] end
+        until #page < 10000
         for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+')) do
           unread[#unread + 1] = e[1]
         end
@@ -83,7 +87,11 @@ function OPS.prune(op)
         if e then
           local args = {'XADD', key('dlq'), '*', 'agent', name, 'stream', kind, 'entry', entry,
             'reason', 'agent pruned before handling it', 'attempts', 0, 'ts', NOW}
-          for i = 1, #e[2] do args[#args + 1] = e[2][i] end
+          -- As `dead_letter` keeps a message, so that `tt dlq retry` can put it back.
+          for i = 1, #e[2], 2 do
+            args[#args + 1] = 'orig.' .. e[2][i]
+            args[#args + 1] = e[2][i + 1]
+          end
           redis.call(unpack(args))
         end
       end

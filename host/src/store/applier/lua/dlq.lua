@@ -13,6 +13,9 @@ function OPS.dlq_retry(op)
   local id = s(op.entry)
   local f = dlq_entry(id)
   need_agent(f.agent)
+  local kept = false
+  for k in pairs(f) do if string.match(k, '^orig%.') then kept = true end end
+  if not kept then fail('NODLQ', 'dead letter ' .. id .. ' kept no message to retry') end
   later(function()
     local args = {'XADD', key(f.stream == 'urgent' and 'urgent' or 'inbox', f.agent), '*'}
     for k, v in pairs(f) do
@@ -22,7 +25,6 @@ function OPS.dlq_retry(op)
         args[#args + 1] = v
       end
     end
-    if #args == 3 then fail('NODLQ', 'dead letter ' .. id .. ' kept no message to retry') end
     redis.call(unpack(args))
     redis.call('XDEL', key('dlq'), id)
     event({type = 'dlq-retry', agent = f.agent, msg = f['orig.id'], by = s(op.by)})

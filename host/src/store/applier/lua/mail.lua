@@ -21,16 +21,20 @@ function OPS.escalate(op)
   later(function() event({type = 'escalated', agent = s(op.by), body = preview(s(op.text))}) end)
 end
 
--- The humans read their mailbox with `tt inbox`; this marks all of it read.
+-- The humans read their mailbox with `tt inbox --clear`; this marks read what they were shown:
+-- each stream up to and including the newest entry shown (`urgent_upto`, `inbox_upto`).
 function OPS.clear_conductor(op)
+  local upto = {urgent = s(op.urgent_upto), inbox = s(op.inbox_upto)}
+  for _, id in pairs(upto) do
+    if not string.match(id, '^%d+%-%d+$') then fail('BADID', 'not a stream id: ' .. id) end
+  end
   later(function()
     local n = 0
-    for _, kind in ipairs({'urgent', 'inbox'}) do
-      n = n + redis.call('XLEN', key(kind, 'conductor'))
-      redis.call('DEL', key(kind, 'conductor'))
+    for kind, id in pairs(upto) do
+      local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+      n = n + redis.call('XTRIM', key(kind, 'conductor'), 'MINID', ms .. '-' .. (tonumber(seq) + 1))
     end
     V.cleared = n
     event({type = 'inbox-cleared', agent = 'conductor', body = n .. ' messages', by = s(op.by)})
   end)
 end
-

@@ -29,7 +29,13 @@ for _, unit in ipairs(UNITS) do
     -- paused past its lease cannot apply stale work over its successor's.
     fenced = redis.call('GET', key('lease', unit.fence.agent)) ~= unit.fence.holder
   end
-  if fenced then
+  -- A command's unit carries an idempotency key: sent twice (a retry after a lost reply), it
+  -- applies once and the second gets the first's result.
+  local idem = present(unit.idem) and key('idem', s(unit.idem)) or nil
+  local before = idem and redis.call('GET', idem)
+  if before then
+    r = cjson.decode(before)
+  elseif fenced then
     r.s = 'fenced'
   elseif unit.ack and not pending(unit.ack) then
     r.s = 'dup'
@@ -72,6 +78,7 @@ for _, unit in ipairs(UNITS) do
       r.ids = table.concat(V.ids, ',')
       r.tasks = table.concat(V.task_ids, ',')
       r.cleared = V.cleared
+      if idem then redis.call('SET', idem, cjson.encode(r), 'EX', 86400) end
     end
   end
   results[#results + 1] = r
