@@ -78,7 +78,8 @@ impl Town {
     pub async fn need_agent(&self, name: &str) -> Result<Agent> {
         validate_name(name)?;
         self.agent(name).await?.ok_or_else(|| {
-            error::fail(
+            error::of_kind(
+                error::ErrorKind::NotFound,
                 format!("agent `{name}` not found"),
                 "`tt list` shows the agents; `tt spawn NAME --role ROLE` adds one",
             )

@@ -36,7 +36,8 @@ impl Town {
 
     pub async fn need_task(&self, id: &str) -> Result<Task> {
         self.task(id).await?.ok_or_else(|| {
-            error::fail(
+            error::of_kind(
+                error::ErrorKind::NotFound,
                 format!("task `{id}` not found"),
                 "`tt tasks` lists the tasks",
             )
