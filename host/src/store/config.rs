@@ -35,6 +35,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSection>,
+    #[serde(default, skip_serializing_if = "ServeSection::is_default")]
+    pub serve: ServeSection,
     /// The directory holding tinytown.toml; paths in the file are relative to it.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -117,6 +119,26 @@ pub struct HostSection {
 impl HostSection {
     pub fn lease(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.lease_ms)
+    }
+}
+
+/// `[serve]`: how `tt serve` listens. Every field is optional; flags of `tt serve` override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSection {
+    /// `host:port`; loopback (`127.0.0.1:7070`) when absent.
+    pub bind: Option<String>,
+    /// PEM certificate chain and private key: with both, `tt serve` speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Requests per second each API key may make (a token bucket), and the burst above it.
+    pub rate_per_sec: Option<u32>,
+    pub rate_burst: Option<u32>,
+}
+
+impl ServeSection {
+    fn is_default(&self) -> bool {
+        *self == ServeSection::default()
     }
 }
 
@@ -225,6 +247,7 @@ impl Config {
             host: HostSection::default(),
             limits: Limits::default(),
             agents: BTreeMap::new(),
+            serve: ServeSection::default(),
             dir: dir.to_path_buf(),
         }
     }

@@ -99,6 +99,10 @@ impl Keys {
     pub fn dlq(&self) -> String {
         self.key(&["dlq"])
     }
+    /// Hash of API key id -> JSON {name, scopes, argon2 hash, created} (`tt auth key`).
+    pub fn api_keys(&self) -> String {
+        self.key(&["apikeys"])
+    }
     /// Hash of host name -> JSON heartbeat.
     pub fn hosts(&self) -> String {
         self.key(&["hosts"])
