@@ -4,7 +4,7 @@
 //!
 //! One file per command group, each with its clap types, its `run` and its printing:
 //! [`agents`], [`mail`], [`tasks`], [`backlog`], [`dlq`], [`events`], [`status`], [`swap`],
-//! [`plugin`], [`host`], [`init`], [`bench`]; [`print`] has what several of them print. This
+//! [`plugin`], [`host`], [`init`], [`bench`], [`serve`] (`tt serve`, `tt mcp`, `tt auth`); [`print`] has what several of them print. This
 //! file holds the global options and dispatches.
 
 pub mod agents;
@@ -17,6 +17,7 @@ pub mod init;
 pub mod mail;
 pub mod plugin;
 pub mod print;
+pub mod serve;
 pub mod status;
 pub mod swap;
 pub mod tasks;
@@ -72,6 +73,12 @@ pub enum Command {
     Plugin(plugin::PluginArgs),
     /// Messages that could not be handled, with the reason.
     Dlq(dlq::DlqArgs),
+    /// The townhall: REST API, live events, metrics, MCP over HTTP and the dashboard.
+    Serve(serve::ServeArgs),
+    /// MCP over stdio, for Claude Code and other MCP clients (key: TT_API_KEY).
+    Mcp(serve::McpArgs),
+    /// API keys for `tt serve` and `tt mcp`.
+    Auth(serve::AuthArgs),
 }
 
 impl Command {
@@ -80,7 +87,7 @@ impl Command {
         match self {
             Command::Events(e) => !e.follow,
             Command::Host(h) => h.is_short_lived(),
-            Command::Bench(_) => false,
+            Command::Bench(_) | Command::Serve(_) | Command::Mcp(_) => false,
             _ => true,
         }
     }
@@ -118,6 +125,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let town = open_town(&dir).await?;
     match command {
+        Command::Serve(args) => serve::serve(town, args).await,
+        Command::Mcp(args) => serve::mcp(town, args).await,
+        Command::Auth(args) => serve::auth(&town, args).await,
         Command::Init(_) | Command::Bench(_) | Command::Plugin(_) | Command::Host(_) => {
             unreachable!("handled above")
         }

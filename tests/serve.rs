@@ -1,0 +1,681 @@
+//! `tt serve` end to end: a real server on a loopback port over a real town (its own
+//! redis-server), driven over HTTP. Every route's success and refusal statuses, scopes, keys,
+//! the bind guard, TLS, the rate limit, the audit trail and Redis going away.
+
+mod common;
+mod townhall;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::TestTown;
+use townhall::{assert_problem, key, Server};
+
+#[test]
+fn rest_does_what_the_cli_does_and_refuses_with_the_right_status() {
+    let town = TestTown::new();
+    let s = Server::start(&town, &[]);
+    let m = key(&town, "ops", "manage");
+
+    // Agents: spawn, refusals, lifecycle. The CLI sees what REST did (one service layer).
+    let a = s.post("/v1/agents", &m, json!({"name": "alice", "role": "worker"}));
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.body["name"], "alice");
+    assert!(town.agent_names().contains(&"alice".to_string()));
+    assert_problem(
+        &s.post("/v1/agents", &m, json!({"name": "alice"})),
+        409,
+        &["alice", "already exists"],
+    );
+    assert_problem(
+        &s.post("/v1/agents", &m, json!({"name": "no way!"})),
+        422,
+        &["no way!"],
+    );
+    assert_problem(
+        &s.post("/v1/agents", &m, json!({"nam": "x"})),
+        422,
+        &["JSON body"],
+    );
+    assert_problem(&s.get("/v1/agents/ghost", &m), 404, &["ghost"]);
+    assert_eq!(s.ok("/v1/agents/alice", &m)["waiting"], 0);
+    assert_eq!(
+        s.post("/v1/agents/alice/interrupt", &m, json!({})).body["state"],
+        "interrupted"
+    );
+    assert_eq!(
+        s.post("/v1/agents/alice/resume", &m, json!({})).body["state"],
+        "idle"
+    );
+    assert_eq!(
+        s.post("/v1/agents/alice/kill", &m, json!({})).body["state"],
+        "stopped"
+    );
+    assert_problem(
+        &s.post("/v1/agents/alice/interrupt", &m, json!({})),
+        409,
+        &["alice", "stopped"],
+    );
+    assert_eq!(
+        s.post("/v1/agents/alice/resume", &m, json!({})).body["state"],
+        "idle"
+    );
+
+    // Mail.
+    let sent = s.post(
+        "/v1/mail",
+        &m,
+        json!({"to": "alice", "body": "hello over http", "urgent": true}),
+    );
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let inbox = s.ok("/v1/inbox/alice", &m);
+    assert_eq!(
+        inbox["waiting"][0]["message"]["body"], "hello over http",
+        "{inbox}"
+    );
+    assert_eq!(town.inbox("alice")["waiting"].as_array().unwrap().len(), 1);
+    assert_problem(
+        &s.post("/v1/mail", &m, json!({"to": "ghost", "body": "x"})),
+        404,
+        &["ghost"],
+    );
+    assert_problem(
+        &s.post(
+            "/v1/mail",
+            &m,
+            json!({"to": "alice", "body": "x", "kind": "shout"}),
+        ),
+        422,
+        &["shout"],
+    );
+    assert_problem(&s.get("/v1/inbox/ghost", &m), 404, &["ghost"]);
+    s.post(
+        "/v1/mail",
+        &m,
+        json!({"to": "conductor", "body": "for the humans", "kind": "info"}),
+    );
+    assert_eq!(
+        s.ok("/v1/inbox/conductor", &m)["waiting"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.post("/v1/inbox/conductor/clear", &m, json!({})).body["cleared"],
+        1
+    );
+
+    // Tasks: assign, show, move; an illegal move is 409 and changes nothing.
+    let t = s.post(
+        "/v1/tasks",
+        &m,
+        json!({"agent": "alice", "description": "write the docs"}),
+    );
+    assert_eq!(t.body["state"], "assigned", "{t:?}");
+    let id = t.body["id"].as_str().unwrap().to_string();
+    assert_eq!(s.ok(&format!("/v1/tasks/{id}"), &m)["owner"], "alice");
+    let done = s.post(
+        &format!("/v1/tasks/{id}/complete"),
+        &m,
+        json!({"text": "done"}),
+    );
+    assert_eq!(done.body["state"], "completed", "{done:?}");
+    assert_problem(
+        &s.post(&format!("/v1/tasks/{id}/cancel"), &m, json!({})),
+        409,
+        &[&id, "completed"],
+    );
+    assert_eq!(town.task(&id)["state"], "completed");
+    assert_problem(&s.get("/v1/tasks/t999", &m), 404, &["t999"]);
+    assert_problem(
+        &s.post("/v1/tasks/t999/fail", &m, json!({"text": "x"})),
+        404,
+        &["t999"],
+    );
+    assert_problem(&s.get("/v1/tasks?state=bogus", &m), 422, &["bogus"]);
+    assert_problem(
+        &s.post(
+            "/v1/tasks",
+            &m,
+            json!({"agent": "ghost", "description": "x"}),
+        ),
+        404,
+        &["ghost"],
+    );
+    let listed = s.ok("/v1/tasks?state=completed", &m);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // Backlog: add, claim once, the second claim is a conflict; remove.
+    let b = s.post(
+        "/v1/backlog",
+        &m,
+        json!({"description": "triage", "tags": ["ops"]}),
+    );
+    let bid = b.body["id"].as_str().unwrap().to_string();
+    assert_eq!(s.ok("/v1/backlog", &m).as_array().unwrap().len(), 1);
+    let claimed = s.post(
+        &format!("/v1/backlog/{bid}/claim"),
+        &m,
+        json!({"agent": "alice"}),
+    );
+    assert_eq!(claimed.body["owner"], "alice", "{claimed:?}");
+    assert_problem(
+        &s.post(
+            &format!("/v1/backlog/{bid}/claim"),
+            &m,
+            json!({"agent": "alice"}),
+        ),
+        409,
+        &[&bid],
+    );
+    let b2 = s.post("/v1/backlog", &m, json!({"description": "later"}));
+    let b2 = b2.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.call("DELETE", &format!("/v1/backlog/{b2}"), Some(&m), None)
+            .status,
+        200
+    );
+    assert_problem(
+        &s.call("DELETE", &format!("/v1/backlog/{b2}"), Some(&m), None),
+        409,
+        &[&b2],
+    );
+
+    // Dead letters, swaps, shadows: refusals name the thing.
+    assert_eq!(s.ok("/v1/dlq", &m), json!([]));
+    assert_problem(&s.post("/v1/dlq/1-0/retry", &m, json!({})), 404, &["1-0"]);
+    assert_problem(&s.post("/v1/dlq/zzz/retry", &m, json!({})), 422, &["zzz"]);
+    assert_problem(
+        &s.call("DELETE", "/v1/dlq/1-0", Some(&m), None),
+        404,
+        &["1-0"],
+    );
+    assert_problem(
+        &s.post("/v1/agents/alice/shadow/stop", &m, json!({})),
+        409,
+        &["alice"],
+    );
+    assert_problem(
+        &s.post(
+            "/v1/agents/alice/swap",
+            &m,
+            json!({"plugin": "missing.wasm"}),
+        ),
+        422,
+        &["missing.wasm"],
+    );
+    assert_eq!(s.ok("/v1/swaps", &m), json!([]));
+
+    // Status and events reflect all of it.
+    let st = s.ok("/v1/status?events=5", &m);
+    assert_eq!(st["town"], "test");
+    assert_eq!(st["agents"][0]["name"], "alice");
+    assert_eq!(st["recent_events"].as_array().unwrap().len(), 5);
+    let ev = s.ok("/v1/events/recent?n=1000", &m);
+    assert!(
+        ev.as_array().unwrap().iter().any(|e| e["type"] == "sent"),
+        "{ev}"
+    );
+
+    // Prune: kill then prune removes alice; her three unread messages (the urgent one and two
+    // task assignments) go to the dead letters, and one can be retried once she is back.
+    s.post("/v1/agents/alice/kill", &m, json!({}));
+    assert_eq!(
+        s.post("/v1/prune", &m, json!({})).body["removed"],
+        json!(["alice"])
+    );
+    let dlq = s.ok("/v1/dlq", &m);
+    assert_eq!(dlq.as_array().unwrap().len(), 3, "{dlq}");
+    let first = dlq[0]["id"].as_str().unwrap().to_string();
+    assert_problem(
+        &s.post(&format!("/v1/dlq/{first}/retry"), &m, json!({})),
+        404,
+        &["alice"],
+    );
+    s.post("/v1/agents", &m, json!({"name": "alice"}));
+    assert_eq!(
+        s.post(&format!("/v1/dlq/{first}/retry"), &m, json!({}))
+            .status,
+        200
+    );
+    assert_eq!(
+        s.ok("/v1/inbox/alice", &m)["waiting"][0]["message"]["body"],
+        "hello over http"
+    );
+    let second = dlq[1]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.call("DELETE", &format!("/v1/dlq/{second}"), Some(&m), None)
+            .status,
+        200
+    );
+    assert_eq!(s.ok("/v1/dlq", &m).as_array().unwrap().len(), 1);
+
+    // Routes that do not exist, and methods a route does not take: problem details too.
+    assert_problem(&s.get("/v1/nothing", &m), 404, &["/v1/nothing"]);
+    assert_problem(
+        &s.call("PUT", "/v1/agents", Some(&m), Some(json!({}))),
+        405,
+        &["PUT"],
+    );
+    let raw = townhall::agent()
+        .post(&s.url("/v1/mail"))
+        .header("Authorization", &format!("Bearer {m}"))
+        .header("Content-Type", "application/json")
+        .send("{not json")
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 422);
+}
+
+/// Substitutes path parameters with names that exist nowhere.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.starts_with('{') { "nobody" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[test]
+fn every_documented_route_is_served_with_its_scope_enforced_and_writes_audited() {
+    let town = TestTown::new();
+    let s = Server::start(&town, &[]);
+    let reader = key(&town, "reader", "read");
+    let writer = key(&town, "writer", "write");
+    let doc = s.call("GET", "/openapi.json", None, None);
+    assert_eq!(doc.status, 200);
+    let paths = doc.body["paths"].as_object().expect("paths").clone();
+    assert!(paths.len() >= 25, "{} paths", paths.len());
+    let mut checked = 0;
+    for (path, ops) in &paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let method = method.to_uppercase();
+            let url = concrete(path);
+            if path == "/v1/events" {
+                continue; // a stream; checked below without reading it forever
+            }
+            let body = op.get("requestBody").map(|_| json!({}));
+            let open = s.call(&method, &url, None, body.clone());
+            let scope = op["x-scope"].as_str();
+            match scope {
+                None => assert_ne!(open.status, 401, "{method} {path} is open"),
+                Some(_) => assert_problem(&open, 401, &["API key"]),
+            }
+            assert_ne!(
+                open.status, 405,
+                "{method} {path} documented but not routed"
+            );
+            let as_reader = s.call(&method, &url, Some(&reader), body.clone());
+            match scope {
+                Some("write") | Some("manage") => {
+                    assert_problem(&as_reader, 403, &["reader", scope.unwrap()])
+                }
+                _ => assert!(
+                    ![401, 403, 405].contains(&as_reader.status)
+                        && !as_reader.text.contains("no route"),
+                    "{method} {path} as reader: {as_reader:?}"
+                ),
+            }
+            if scope == Some("manage") {
+                assert_problem(
+                    &s.call(&method, &url, Some(&writer), body),
+                    403,
+                    &["writer", "manage"],
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "checked {checked} operations");
+    // The stream route is guarded as documented too.
+    assert_eq!(paths["/v1/events"]["get"]["x-scope"], "read");
+    assert_problem(&s.call("GET", "/v1/events", None, None), 401, &["API key"]);
+
+    // Each refused write left an audit event: who, what, from where, the status.
+    let events = town.events();
+    let audits: Vec<&Value> = events.iter().filter(|e| e["type"] == "audit").collect();
+    let refused = audits
+        .iter()
+        .find(|e| e["who"] == "reader" && e["body"] == "POST /v1/mail")
+        .unwrap_or_else(|| panic!("no audit of reader's POST /v1/mail: {audits:?}"));
+    assert_eq!(refused["status"], "403");
+    assert!(
+        refused["from"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{refused}"
+    );
+    assert!(audits
+        .iter()
+        .any(|e| e["who"] == "(no valid key)" && e["status"] == "401"));
+    // An allowed write is audited with its status too.
+    s.post("/v1/backlog", &writer, json!({"description": "audited"}));
+    let events = town.events();
+    assert!(events.iter().any(|e| e["type"] == "audit"
+        && e["who"] == "writer"
+        && e["body"] == "POST /v1/backlog"
+        && e["status"] == "200"));
+}
+
+#[test]
+fn keys_are_hashed_listed_and_revoked_at_once() {
+    let town = TestTown::new();
+    let s = Server::start(&town, &[]);
+    let k = town.json(&["auth", "key", "add", "ci", "--scope", "write", "--json"]);
+    let token = k["token"].as_str().unwrap();
+    let id = k["id"].as_str().unwrap();
+    assert!(token.starts_with(&format!("tt_{id}_")));
+    // Only a hash is stored: the secret is nowhere in Redis.
+    let stored = town.redis(&["HGET", &town.key("apikeys"), id]);
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(
+        stored.contains("$argon2id$") && !stored.contains(secret),
+        "{stored}"
+    );
+    let listed = town.json(&["auth", "key", "list", "--json"]);
+    assert_eq!(listed[0]["name"], "ci");
+    assert_eq!(listed[0]["scope"], "write");
+    assert!(listed[0].get("token").is_none() && listed[0].get("hash").is_none());
+
+    assert_eq!(s.get("/v1/status", token).status, 200);
+    let wrong = format!("tt_{id}_{}", "0".repeat(64));
+    assert_problem(&s.get("/v1/status", &wrong), 401, &["API key"]);
+    assert_problem(&s.get("/v1/status", "not-a-token"), 401, &["API key"]);
+    town.ok(&["auth", "key", "revoke", id]);
+    assert_problem(&s.get("/v1/status", token), 401, &["API key"]);
+
+    town.refused(&["auth", "key", "revoke", id], 1, &[id, "not found"]);
+    town.refused(
+        &["auth", "key", "add", "x", "--scope", "admin"],
+        2,
+        &["admin"],
+    );
+    town.refused(&["auth", "key", "add", "bad name"], 2, &["bad name"]);
+}
+
+#[test]
+fn the_rate_limit_is_per_key_and_answers_429_with_retry_after() {
+    let town = TestTown::new();
+    let cfg = town.read_config();
+    town.write_config(&format!(
+        "{cfg}\n[serve]\nrate_per_sec = 1\nrate_burst = 3\n"
+    ));
+    let s = Server::start(&town, &[]);
+    let a = key(&town, "a", "read");
+    let b = key(&town, "b", "read");
+    for _ in 0..3 {
+        assert_eq!(s.get("/v1/agents", &a).status, 200);
+    }
+    let limited = s.get("/v1/agents", &a);
+    assert_problem(&limited, 429, &["rate limit"]);
+    assert!(
+        limited
+            .retry_after
+            .as_deref()
+            .is_some_and(|r| r.parse::<u64>().unwrap() >= 1),
+        "{limited:?}"
+    );
+    assert_eq!(
+        s.get("/v1/agents", &b).status,
+        200,
+        "another key has its own bucket"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(s.get("/v1/agents", &a).status, 200, "the bucket refills");
+}
+
+#[test]
+fn a_bind_beyond_loopback_needs_keys_and_tls() {
+    let town = TestTown::new();
+    town.refused(
+        &["serve", "--bind", "0.0.0.0:0"],
+        1,
+        &["0.0.0.0", "no API keys"],
+    );
+    key(&town, "ops", "read");
+    town.refused(&["serve", "--bind", "0.0.0.0:0"], 1, &["plain HTTP"]);
+    town.refused(&["serve", "--bind", "localhost:x"], 2, &["localhost:x"]);
+    town.refused(
+        &["serve", "--tls-cert", "c.pem"],
+        2,
+        &["certificate and a key"],
+    );
+    // Behind a TLS proxy the operator may say so; it then serves.
+    let mut run = town.start(&["serve", "--bind", "0.0.0.0:0", "--insecure-http"]);
+    let line = run.next_line(Duration::from_secs(30));
+    assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
+    assert!(run.is_running());
+}
+
+#[test]
+fn tls_is_served_for_real_with_a_configured_certificate() {
+    let town = TestTown::new();
+    let dir = town.path();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Server::start(&town, &["--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+    assert!(s.base.starts_with("https://127.0.0.1:"), "{}", s.base);
+    let token = key(&town, "ops", "read");
+    let curl = |url: &str, extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", "--cacert"])
+            .arg(dir.join("cert.pem"))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("curl")
+    };
+    let ok = curl(
+        &s.url("/v1/agents"),
+        &["-H", &format!("Authorization: Bearer {token}")],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "[]");
+    // The same port does not speak plain HTTP.
+    let plain = curl(&s.url("/healthz").replace("https://", "http://"), &[]);
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("\"ok\""));
+    // A certificate that is not one is refused with the file named.
+    std::fs::write(dir.join("bad.pem"), "not a certificate").unwrap();
+    town.refused(
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "bad.pem",
+            "--tls-key",
+            "key.pem",
+        ],
+        1,
+        &["bad.pem"],
+    );
+}
+
+#[test]
+fn redis_away_is_503_and_health_stays_up() {
+    let town = TestTown::new();
+    let s = Server::start(&town, &[]);
+    let token = key(&town, "ops", "write");
+    assert_eq!(s.get("/v1/status", &token).status, 200);
+    town.ok(&["shutdown"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_problem(&s.get("/v1/status", &token), 503, &["Redis"]);
+    assert_problem(
+        &s.post("/v1/mail", &token, json!({"to": "x", "body": "y"})),
+        503,
+        &["Redis"],
+    );
+    assert_eq!(s.call("GET", "/readyz", None, None).status, 503);
+    assert_eq!(s.call("GET", "/healthz", None, None).status, 200);
+}
+
+#[test]
+fn metrics_are_prometheus_text_from_the_town() {
+    let town = TestTown::new();
+    let s = Server::start(&town, &[]);
+    let token = key(&town, "prom", "read");
+    town.spawn_agents(&["alice"]);
+    town.ok(&["send", "alice", "one"]);
+    town.ok(&["send", "alice", "two"]);
+    town.ok(&["assign", "alice", "a task"]);
+    let m = s.get("/metrics", &token);
+    assert_eq!(m.status, 200);
+    assert!(
+        m.content_type.starts_with("text/plain"),
+        "{}",
+        m.content_type
+    );
+    for line in [
+        "tt_mailbox_waiting{agent=\"alice\"} 3",
+        "tt_mailbox_in_hand{agent=\"alice\"} 0",
+        "tt_tasks{state=\"assigned\"} 1",
+        "tt_backlog 0",
+        "tt_dead_letters 0",
+        "# TYPE tt_handling_latency_seconds histogram",
+        "tt_handling_latency_seconds_bucket{le=\"+Inf\"}",
+        "# TYPE tt_messages_handled_total counter",
+        "tt_swaps_total 0",
+    ] {
+        assert!(m.text.contains(line), "no {line:?} in\n{}", m.text);
+    }
+    assert_problem(&s.call("GET", "/metrics", None, None), 401, &["API key"]);
+}
+
+/// Reads server-sent events from a response body on a thread: (id, data) pairs.
+fn sse_reader(
+    resp: ureq::http::Response<ureq::Body>,
+) -> std::sync::mpsc::Receiver<(String, Value)> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        let mut id = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                let data = serde_json::from_str(v.trim()).unwrap_or(Value::Null);
+                if tx.send((id.clone(), data)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn open_events(
+    s: &Server,
+    token: &str,
+    last: Option<&str>,
+) -> std::sync::mpsc::Receiver<(String, Value)> {
+    let mut req = townhall::agent()
+        .get(&s.url("/v1/events"))
+        .header("Authorization", &format!("Bearer {token}"));
+    if let Some(l) = last {
+        req = req.header("Last-Event-ID", l);
+    }
+    let resp = req.call().expect("GET /v1/events");
+    assert_eq!(resp.status().as_u16(), 200);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    sse_reader(resp)
+}
+
+fn next_sent(rx: &std::sync::mpsc::Receiver<(String, Value)>) -> (String, Value) {
+    loop {
+        let (id, e) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an event within 5 s");
+        if e["type"] == "sent" {
+            return (id, e);
+        }
+    }
+}
+
+#[test]
+fn events_stream_live_and_resume_exactly_after_last_event_id() {
+    let town = TestTown::new();
+    let s = Server::start(&town, &[]);
+    let token = key(&town, "watcher", "read");
+    town.spawn_agents(&["alice"]);
+    let rx = open_events(&s, &token, None);
+    std::thread::sleep(Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    town.ok(&["send", "alice", "first"]);
+    let (first_id, first) = next_sent(&rx);
+    assert_eq!(first["body"], "first");
+    assert_eq!(first["id"], first_id, "the SSE id is the stream id");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    town.ok(&["send", "alice", "second"]);
+    town.ok(&["send", "alice", "third"]);
+    let (_, second) = next_sent(&rx);
+    assert_eq!(second["body"], "second");
+    drop(rx);
+
+    // A reconnect with Last-Event-ID gets exactly what followed the first event.
+    let again = open_events(&s, &token, Some(&first_id));
+    let bodies: Vec<Value> = (0..2)
+        .map(|_| next_sent(&again).1["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!("second"), json!("third")]);
+    assert!(
+        again.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing more"
+    );
+    // ?since= does the same on a first connection.
+    let since = townhall::agent()
+        .get(&s.url(&format!("/v1/events?since={first_id}")))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(next_sent(&sse_reader(since)).1["body"], "second");
+
+    let bad = townhall::agent()
+        .get(&s.url("/v1/events"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Last-Event-ID", "yesterday")
+        .call()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 422);
+}
