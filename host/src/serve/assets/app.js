@@ -124,11 +124,11 @@ function describe(e) {
   }
 }
 
-function addEvent(e) {
+function addEvent(e, fresh) {
   const feed = $("#feed");
-  const li = el("li", { class: "fresh", "data-id": e.id }, `${time(e.ts)}  ${describe(e)}`);
+  const li = el("li", { "data-id": e.id }, `${time(e.ts)}  ${describe(e)}`);
   feed.prepend(li);
-  setTimeout(() => li.classList.remove("fresh"), 2000);
+  if (fresh) { li.classList.add("fresh"); setTimeout(() => li.classList.remove("fresh"), 2000); }
   while (feed.children.length > 300) feed.lastChild.remove();
 }
 
@@ -177,7 +177,7 @@ async function follow() {
         }
         if (!data) continue;
         if (id) lastId = id;
-        addEvent(JSON.parse(data)); refreshSoon();
+        addEvent(JSON.parse(data), true); refreshSoon();
       }
     }
   } catch (e) { if (e.name === "AbortError") return; showError(e.message); }
