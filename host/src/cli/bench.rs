@@ -7,7 +7,8 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// One suite instead of all: `exec` (the cost of confining a program).
+    /// One suite instead of all: `exec` (the cost of confining a program), `serve` (the
+    /// townhall: REST, SSE and MCP latency; run only when named).
     pub suite: Option<String>,
     /// Where the compiled plugins are (noop, relay, chaos and the reviewers).
     #[arg(long, default_value = "plugins/dist")]
@@ -21,6 +22,9 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.suite.as_deref() == Some("serve") {
+        return crate::serve::bench::suite().await;
+    }
     let BenchArgs {
         suite,
         plugins,

@@ -9,10 +9,11 @@
 //!
 //! Files: [`routes`] (the table the router and [`openapi`] are built from), [`api`] and
 //! [`swaps`] (handlers), [`guard`] (keys, scopes, rate limit, audit), [`problem`] (RFC 9457
-//! errors), [`extract`], [`sse`], [`metrics`], [`mcp`] (also `tt mcp` over stdio) and
-//! [`dashboard`].
+//! errors), [`extract`], [`sse`], [`metrics`], [`mcp`] (also `tt mcp` over stdio),
+//! [`dashboard`], and [`bench`] (`tt bench serve`).
 
 pub mod api;
+pub mod bench;
 pub mod dashboard;
 pub mod extract;
 pub mod guard;
