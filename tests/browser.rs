@@ -169,30 +169,13 @@ fn decode_base64(s: &str) -> Vec<u8> {
     out
 }
 
-/// The demo town's people and work, without running its plugins: worker alice, reviewer bob,
-/// conductor policy mayor, the demo's task in the backlog and one task assigned.
+/// The demo town run to the end by a real host (its plugins decide; task t1 completes after
+/// one rejection), then one more task assigned to alice for the board.
 fn demo(town: &TestTown) {
-    for (n, r) in [
-        ("alice", "worker"),
-        ("bob", "reviewer"),
-        ("mayor", "conductor"),
-    ] {
-        town.ok(&["spawn", n, "--role", r]);
-    }
-    town.ok(&[
-        "backlog",
-        "add",
-        "Write greet.sh so that it prints: Hello, tinytown!",
-    ]);
+    common::demo_town(town, "[town]\nname = \"test\"\n");
+    common::host_until_idle(town, Duration::from_secs(60));
+    common::assert_demo_task_done(town);
     town.ok(&["assign", "alice", "Review the README"]);
-    town.ok(&[
-        "send",
-        "conductor",
-        "alice is on t2",
-        "--info",
-        "--from",
-        "alice",
-    ]);
 }
 
 #[test]
@@ -213,7 +196,16 @@ fn the_dashboard_shows_the_town_live_and_retries_a_dead_letter() {
         board.contains("t1") && board.contains("t2") && board.contains("Review the README"),
         "{board}"
     );
-    b.wait_text("#inbox", "alice is on t2", Duration::from_secs(5));
+    b.wait_text(
+        "#inbox",
+        "task t1 completed by alice",
+        Duration::from_secs(5),
+    );
+    // The agents show the plugin that decided (its digest), and t1's history is one click away.
+    let digest = town.agent("alice").unwrap()["digest"].as_str().unwrap()[..12].to_string();
+    assert!(b.text("#agents").contains(&digest), "{}", b.text("#agents"));
+    b.click("[data-task=t1]");
+    b.wait_text("#history", "in-review → completed", Duration::from_secs(5));
     assert!(
         b.js("return location.hash").as_str() == Some(""),
         "the key left the URL"
