@@ -418,6 +418,14 @@ fn the_rate_limit_is_per_key_and_answers_429_with_retry_after() {
         200,
         "another key has its own bucket"
     );
+    // Wrong keys from one address are limited before any of them is checked.
+    let guesses: Vec<u16> = (0..5)
+        .map(|_| s.get("/v1/agents", "tt_0000_guess").status)
+        .collect();
+    assert!(
+        guesses.contains(&401) && guesses.ends_with(&[429]),
+        "{guesses:?}"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(s.get("/v1/agents", &a).status, 200, "the bucket refills");
 }

@@ -2,8 +2,9 @@
 //! key (429), the route's scope (403), and the audit event of every write, allowed or refused.
 //!
 //! A route's scope comes from the route table ([`super::routes`]), so the check and the OpenAPI
-//! document cannot disagree. Requests without a valid key are rate limited by peer address, so
-//! guessing keys is as slow as using one.
+//! document cannot disagree. Requests without a known key are rate limited by peer address
+//! before their key is checked, so guessing keys is as slow as using one and costs no hashing
+//! beyond the limit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -74,18 +75,24 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let action = format!("{} {}", req.method(), req.uri().path());
-    let caller = match bearer(&req) {
-        None => None,
-        Some(token) => match app.town.authenticate(&app.keys, token).await {
+    let token = bearer(&req);
+    // A token not verified before costs a hash check: the peer's bucket pays for it first, so
+    // guessing keys is rate limited before any hashing is done.
+    let mut limited = None;
+    if !token.is_some_and(|t| app.keys.knows(t)) {
+        limited = app.limiter.take(&format!("peer:{}", peer.ip())).err();
+    }
+    let caller = match (token, limited) {
+        (Some(token), None) => match app.town.authenticate(&app.keys, token).await {
             Ok(c) => c,
             Err(e) => return Problem::from(e).into_response(),
         },
+        _ => None,
     };
-    let bucket = match &caller {
-        Some(c) => format!("key:{}", c.id),
-        None => format!("peer:{}", peer.ip()),
-    };
-    let refusal = if let Err(wait) = app.limiter.take(&bucket) {
+    if let (Some(c), None) = (&caller, limited) {
+        limited = app.limiter.take(&format!("key:{}", c.id)).err();
+    }
+    let refusal = if let Some(wait) = limited {
         let mut p = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("rate limit of {}/s exceeded", app.limiter.per_sec),

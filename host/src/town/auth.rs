@@ -128,6 +128,17 @@ pub struct KeyCheck {
     verified: Mutex<HashMap<[u8; 32], String>>,
 }
 
+impl KeyCheck {
+    /// True when `token` was verified before (so checking it again costs no hashing).
+    pub fn knows(&self, token: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.verified
+            .lock()
+            .map(|m| m.contains_key(&digest))
+            .unwrap_or(false)
+    }
+}
+
 fn random_hex(bytes: usize) -> Result<String> {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
