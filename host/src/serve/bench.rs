@@ -1,9 +1,9 @@
 //! `tt bench serve`: the townhall's speed on this machine, each number printed beside a
 //! baseline measured in the same run, in a throwaway town under /tmp:
 //!
-//! - REST `GET /v1/status` at a paced 500 requests/s over keep-alive connections, beside
-//!   the same `Town::status` called in-process (what HTTP, routing, the key check and JSON
-//!   add);
+//! - REST `GET /v1/status` (and the cheap `GET /v1/tasks/t1`) at a paced 500 requests/s over
+//!   keep-alive connections, beside the same service call in-process (what HTTP, routing, the
+//!   key check and JSON add);
 //! - an event from `XADD` (a `send`) to an SSE client, beside an in-process
 //!   [`Follower`](crate::town::Follower) on the same stream (what the server adds to
 //!   `XREAD BLOCK`);
@@ -116,6 +116,44 @@ impl Conn {
     }
 }
 
+/// `GET path` at a paced [`REST_RATE`] over [`CONNECTIONS`] keep-alive connections: each
+/// connection sends every `CONNECTIONS / REST_RATE` seconds. Latencies and the rate reached.
+async fn paced(
+    addr: std::net::SocketAddr,
+    token: &str,
+    path: &'static str,
+) -> Result<(Vec<Duration>, f64)> {
+    let mut tasks = Vec::new();
+    let per = REST_REQUESTS / CONNECTIONS;
+    let gap = Duration::from_micros(1_000_000 * CONNECTIONS as u64 / REST_RATE);
+    let start = Instant::now();
+    for c in 0..CONNECTIONS {
+        let token = token.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr, &token).await?;
+            let _ = conn.get(path).await?; // warm
+            let mut out = Vec::with_capacity(per);
+            let first = Instant::now() + gap * c as u32 / CONNECTIONS as u32;
+            for i in 0..per {
+                tokio::time::sleep_until((first + gap * i as u32).into()).await;
+                let t = Instant::now();
+                let status = conn.get(path).await?;
+                out.push(t.elapsed());
+                if status != 200 {
+                    bail!("GET {path} answered {status}");
+                }
+            }
+            Ok::<_, anyhow::Error>(out)
+        }));
+    }
+    let mut rest = Vec::new();
+    for t in tasks {
+        rest.extend(t.await??);
+    }
+    let rate = rest.len() as f64 / start.elapsed().as_secs_f64();
+    Ok((rest, rate))
+}
+
 pub async fn suite() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ttserve{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -156,49 +194,35 @@ pub async fn suite() -> Result<()> {
             .unwrap_or(1)
     );
 
-    // REST at a paced rate: each connection sends every CONNECTIONS/REST_RATE seconds.
-    let mut tasks = Vec::new();
-    let per = REST_REQUESTS / CONNECTIONS;
-    let gap = Duration::from_micros(1_000_000 * CONNECTIONS as u64 / REST_RATE);
-    let start = Instant::now();
-    for c in 0..CONNECTIONS {
-        let token = token.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr, &token).await?;
-            let _ = conn.get("/v1/status").await?; // warm
-            let mut out = Vec::with_capacity(per);
-            let first = Instant::now() + gap * c as u32 / CONNECTIONS as u32;
-            for i in 0..per {
-                tokio::time::sleep_until((first + gap * i as u32).into()).await;
-                let t = Instant::now();
-                let status = conn.get("/v1/status").await?;
-                out.push(t.elapsed());
-                if status != 200 {
-                    bail!("GET /v1/status answered {status}");
-                }
+    for (path, what) in [
+        ("/v1/status", "Town::status in-process"),
+        ("/v1/tasks/t1", "Town::need_task in-process"),
+    ] {
+        let (rest, rate) = paced(addr, &token, path).await?;
+        let mut base = Vec::new();
+        for _ in 0..REST_REQUESTS / 5 {
+            let t = Instant::now();
+            if path == "/v1/status" {
+                town.status(10).await?;
+            } else {
+                town.need_task("t1").await?;
             }
-            Ok::<_, anyhow::Error>(out)
-        }));
+            base.push(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let target = if path == "/v1/status" {
+            "p99 < 5 ms"
+        } else {
+            ""
+        };
+        line(
+            &format!("REST GET {path} at {rate:.0} req/s"),
+            rest,
+            what,
+            base,
+            target,
+        );
     }
-    let mut rest = Vec::new();
-    for t in tasks {
-        rest.extend(t.await??);
-    }
-    let rate = rest.len() as f64 / start.elapsed().as_secs_f64();
-    let mut base = Vec::new();
-    for _ in 0..REST_REQUESTS / 5 {
-        let t = Instant::now();
-        town.status(10).await?;
-        base.push(t.elapsed());
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    line(
-        &format!("REST GET /v1/status at {rate:.0} req/s"),
-        rest,
-        "Town::status in-process",
-        base,
-        "p99 < 5 ms",
-    );
 
     // SSE: a send, then wait for that event at the client.
     let mut sse = TcpStream::connect(addr).await?;
