@@ -129,6 +129,27 @@ fn rest_does_what_the_cli_does_and_refuses_with_the_right_status() {
     );
     assert_eq!(town.task(&id)["state"], "completed");
     assert_problem(&s.get("/v1/tasks/t999", &m), 404, &["t999"]);
+    // A move's body may be left out; a body that is not declared JSON is 415.
+    let t2 = s.post(
+        "/v1/tasks",
+        &m,
+        json!({"agent": "alice", "description": "spare"}),
+    );
+    let t2 = t2.body["id"].as_str().unwrap().to_string();
+    let bare = townhall::agent()
+        .post(&s.url(&format!("/v1/tasks/{t2}/cancel")))
+        .header("Authorization", &format!("Bearer {m}"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(bare.status().as_u16(), 200);
+    assert_eq!(town.task(&t2)["state"], "cancelled");
+    let text = townhall::agent()
+        .post(&s.url(&format!("/v1/tasks/{t2}/fail")))
+        .header("Authorization", &format!("Bearer {m}"))
+        .header("Content-Type", "text/plain")
+        .send("oops")
+        .unwrap();
+    assert_eq!(text.status().as_u16(), 415);
     assert_problem(
         &s.post("/v1/tasks/t999/fail", &m, json!({"text": "x"})),
         404,
@@ -145,6 +166,13 @@ fn rest_does_what_the_cli_does_and_refuses_with_the_right_status() {
         &["ghost"],
     );
     let listed = s.ok("/v1/tasks?state=completed", &m);
+    assert_eq!(
+        s.ok("/v1/tasks?state=cancelled", &m)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 
     // Backlog: add, claim once, the second claim is a conflict; remove.
@@ -219,7 +247,7 @@ fn rest_does_what_the_cli_does_and_refuses_with_the_right_status() {
         "{ev}"
     );
 
-    // Prune: kill then prune removes alice; her three unread messages (the urgent one and two
+    // Prune: kill then prune removes alice; her four unread messages (the urgent one and three
     // task assignments) go to the dead letters, and one can be retried once she is back.
     s.post("/v1/agents/alice/kill", &m, json!({}));
     assert_eq!(
@@ -227,7 +255,7 @@ fn rest_does_what_the_cli_does_and_refuses_with_the_right_status() {
         json!(["alice"])
     );
     let dlq = s.ok("/v1/dlq", &m);
-    assert_eq!(dlq.as_array().unwrap().len(), 3, "{dlq}");
+    assert_eq!(dlq.as_array().unwrap().len(), 4, "{dlq}");
     let first = dlq[0]["id"].as_str().unwrap().to_string();
     assert_problem(
         &s.post(&format!("/v1/dlq/{first}/retry"), &m, json!({})),
@@ -250,7 +278,7 @@ fn rest_does_what_the_cli_does_and_refuses_with_the_right_status() {
             .status,
         200
     );
-    assert_eq!(s.ok("/v1/dlq", &m).as_array().unwrap().len(), 1);
+    assert_eq!(s.ok("/v1/dlq", &m).as_array().unwrap().len(), 2);
 
     // Routes that do not exist, and methods a route does not take: problem details too.
     assert_problem(&s.get("/v1/nothing", &m), 404, &["/v1/nothing"]);

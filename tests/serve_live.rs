@@ -200,3 +200,35 @@ fn events_stream_live_and_resume_exactly_after_last_event_id() {
         .unwrap();
     assert_eq!(bad.status().as_u16(), 422);
 }
+
+#[test]
+fn live_streams_are_capped_and_a_closed_one_frees_its_place() {
+    let town = TestTown::new();
+    let cfg = town.read_config();
+    town.write_config(&format!("{cfg}\n[serve]\nmax_streams = 1\n"));
+    let s = Server::start(&town, &[]);
+    let token = key(&town, "watcher", "read");
+    town.spawn_agents(&["alice"]);
+    let first = open_events(&s, &token, None);
+    let second = s.get("/v1/events", &token);
+    assert_problem(&second, 503, &["live event streams"]);
+    drop(first);
+    // The server learns the client left when it next writes to it: give it an event.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        town.ok(&["send", "alice", "ping"]);
+        std::thread::sleep(Duration::from_millis(100));
+        let again = townhall::agent()
+            .get(&s.url("/v1/events"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        if again.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place was never freed"
+        );
+    }
+}

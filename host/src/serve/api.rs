@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{Body, Path, Query};
+use super::extract::{Body, OptBody, Path, Query};
 use super::problem::Problem;
 use super::App;
 use crate::store::model::{Kind, TaskState};
@@ -127,7 +127,7 @@ pub struct PruneBody {
     pub all: bool,
 }
 
-pub async fn prune(State(app): State<App>, Body(b): Body<PruneBody>) -> Answer {
+pub async fn prune(State(app): State<App>, OptBody(b): OptBody<PruneBody>) -> Answer {
     ok(json!({"removed": app.town.prune(b.all).await?}))
 }
 
@@ -220,21 +220,21 @@ async fn transition(app: App, id: String, to: TaskState, text: Option<String>) -
 pub async fn complete(
     State(app): State<App>,
     Path(id): Path<String>,
-    Body(b): Body<TextBody>,
+    OptBody(b): OptBody<TextBody>,
 ) -> Answer {
     transition(app, id, TaskState::Completed, b.text).await
 }
 pub async fn fail(
     State(app): State<App>,
     Path(id): Path<String>,
-    Body(b): Body<TextBody>,
+    OptBody(b): OptBody<TextBody>,
 ) -> Answer {
     transition(app, id, TaskState::Failed, b.text).await
 }
 pub async fn cancel(
     State(app): State<App>,
     Path(id): Path<String>,
-    Body(b): Body<TextBody>,
+    OptBody(b): OptBody<TextBody>,
 ) -> Answer {
     transition(app, id, TaskState::Cancelled, b.text).await
 }

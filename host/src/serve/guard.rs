@@ -125,7 +125,9 @@ pub async fn guard(
             next.run(req).await
         }
     };
-    if need > Scope::Read {
+    // A write is audited whether it ran or was refused; a request the rate limit turned away
+    // is not (it did nothing, and auditing a flood would flush the town's history).
+    if need > Scope::Read && response.status() != StatusCode::TOO_MANY_REQUESTS {
         audit(&app, caller.as_ref(), &action, peer, response.status()).await;
     }
     response

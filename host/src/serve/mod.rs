@@ -44,6 +44,7 @@ use crate::town::Town;
 pub const DEFAULT_BIND: &str = "127.0.0.1:7070";
 const DEFAULT_RATE: u32 = 200;
 const DEFAULT_BURST: u32 = 400;
+const DEFAULT_MAX_STREAMS: usize = 256;
 
 /// What the server shares with every request.
 #[derive(Clone)]
@@ -52,6 +53,9 @@ pub struct App {
     pub keys: Arc<KeyCheck>,
     pub limiter: Arc<guard::Limiter>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Live event streams open now, and how many may be.
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
+    pub max_streams: usize,
 }
 
 impl App {
@@ -61,11 +65,14 @@ impl App {
             s.rate_per_sec.unwrap_or(DEFAULT_RATE),
             s.rate_burst.unwrap_or(DEFAULT_BURST),
         );
+        let max_streams = s.max_streams.unwrap_or(DEFAULT_MAX_STREAMS);
         App {
             town: Arc::new(town),
             keys: Arc::new(KeyCheck::default()),
             limiter: Arc::new(limiter),
             metrics: Arc::new(metrics::Metrics::default()),
+            streams: Arc::default(),
+            max_streams,
         }
     }
 }

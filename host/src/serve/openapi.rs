@@ -65,8 +65,7 @@ fn operation(r: &Route) -> Value {
     }
     responses.insert("503".into(), problem_response("Redis cannot be reached"));
     if let Some(body) = r.body {
-        op["requestBody"] =
-            json!({"required": true, "content": {"application/json": {"schema": body()}}});
+        op["requestBody"] = json!({"required": r.body_required, "content": {"application/json": {"schema": body()}}});
     }
     op["responses"] = Value::Object(responses);
     op

@@ -20,6 +20,8 @@ pub struct Route {
     pub scope: Option<Scope>,
     pub summary: &'static str,
     pub body: Option<fn() -> serde_json::Value>,
+    /// False when the body may be left out (every field optional).
+    pub body_required: bool,
     pub query: Option<fn() -> serde_json::Value>,
     /// The answer is `text/event-stream`, `text/plain` or HTML rather than JSON.
     pub produces: &'static str,
@@ -44,6 +46,7 @@ where
         scope,
         summary,
         body: None,
+        body_required: true,
         query: None,
         produces: "application/json",
         handler: axum::routing::on(filter, h),
@@ -68,6 +71,11 @@ pub fn schema<T: JsonSchema>() -> serde_json::Value {
 impl Route {
     fn body<T: JsonSchema>(mut self) -> Route {
         self.body = Some(schema::<T>);
+        self
+    }
+    fn optional_body<T: JsonSchema>(mut self) -> Route {
+        self.body = Some(schema::<T>);
+        self.body_required = false;
         self
     }
     fn query<T: JsonSchema>(mut self) -> Route {
@@ -163,7 +171,7 @@ pub fn table() -> Vec<Route> {
             "Remove stopped (and with all, cold) agents",
             api::prune,
         )
-        .body::<api::PruneBody>(),
+        .optional_body::<api::PruneBody>(),
         route(
             M::POST,
             "/v1/agents/{name}/swap",
@@ -246,7 +254,7 @@ pub fn table() -> Vec<Route> {
             "Complete a task",
             api::complete,
         )
-        .body::<api::TextBody>(),
+        .optional_body::<api::TextBody>(),
         route(
             M::POST,
             "/v1/tasks/{id}/fail",
@@ -254,7 +262,7 @@ pub fn table() -> Vec<Route> {
             "Fail a task",
             api::fail,
         )
-        .body::<api::TextBody>(),
+        .optional_body::<api::TextBody>(),
         route(
             M::POST,
             "/v1/tasks/{id}/cancel",
@@ -262,7 +270,7 @@ pub fn table() -> Vec<Route> {
             "Cancel a task",
             api::cancel,
         )
-        .body::<api::TextBody>(),
+        .optional_body::<api::TextBody>(),
         route(
             M::GET,
             "/v1/backlog",

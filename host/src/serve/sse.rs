@@ -8,10 +8,12 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{self, Stream};
 use schemars::JsonSchema;
@@ -31,6 +33,26 @@ pub struct SseQuery {
     pub since: Option<String>,
 }
 
+/// One of the `[serve] max_streams` places; given back when the stream ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn sse_event(e: &Event) -> SseEvent {
     SseEvent::default()
         .id(e.id.clone())
@@ -47,13 +69,23 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or(q.since);
+    let slot = Slot::take(&app.streams, app.max_streams).ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} live event streams are open, the most this server keeps",
+                app.max_streams
+            ),
+            "close one, or raise [serve] max_streams in tinytown.toml",
+        )
+    })?;
     let follower = app.town.follow(resume.as_deref(), BLOCK).await?;
     let stream = stream::unfold(
-        (follower, VecDeque::<Event>::new()),
-        |(mut f, mut queue): (Follower, VecDeque<Event>)| async move {
+        (follower, VecDeque::<Event>::new(), slot),
+        |(mut f, mut queue, slot): (Follower, VecDeque<Event>, Slot)| async move {
             loop {
                 if let Some(e) = queue.pop_front() {
-                    return Some((Ok(sse_event(&e)), (f, queue)));
+                    return Some((Ok(sse_event(&e)), (f, queue, slot)));
                 }
                 match f.next().await {
                     Ok(batch) => queue.extend(batch),

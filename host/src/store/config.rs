@@ -134,6 +134,8 @@ pub struct ServeSection {
     /// Requests per second each API key may make (a token bucket), and the burst above it.
     pub rate_per_sec: Option<u32>,
     pub rate_burst: Option<u32>,
+    /// Live event streams (`/v1/events`) at once; each holds a Redis connection.
+    pub max_streams: Option<usize>,
 }
 
 impl ServeSection {
