@@ -132,8 +132,16 @@ pub async fn run(town: Town, opts: ServeOptions) -> Result<()> {
             ))
         }
     };
+    let no_keys = town.keys().await?.is_empty();
+    if no_keys && addr.ip().is_loopback() {
+        eprintln!(
+            "tt serve: the town has no API keys yet, so every route but /healthz, /readyz, \
+             /openapi.json and the dashboard's files will answer 401; make one with \
+             `tt auth key add NAME --scope write`"
+        );
+    }
     if !addr.ip().is_loopback() {
-        if town.keys().await?.is_empty() {
+        if no_keys {
             return Err(error::fail(
                 format!(
                     "refusing to listen on {addr}: it is not loopback and the town has no API keys"
