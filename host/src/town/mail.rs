@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use redis::AsyncCommands;
 
 use super::{check_len, Inbox, MailItem, Town};
 use crate::store::applier::Op;
@@ -135,25 +134,26 @@ impl Town {
 
     /// (waiting, delivered-but-unacknowledged) over both of an agent's streams.
     pub async fn mailbox_depth(&self, name: &str) -> Result<(u64, u64)> {
-        let mut waiting = 0;
-        let mut in_flight = 0;
-        for stream in [self.db.keys.urgent(name), self.db.keys.inbox(name)] {
-            let (w, p) = self.stream_depth(&stream).await?;
-            waiting += w;
-            in_flight += p;
-        }
-        Ok((waiting, in_flight))
+        let (urgent, inbox) = (self.db.keys.urgent(name), self.db.keys.inbox(name));
+        let ((w1, p1), (w2, p2)) =
+            tokio::try_join!(self.stream_depth(&urgent), self.stream_depth(&inbox))?;
+        Ok((w1 + w2, p1 + p2))
     }
 
     async fn stream_depth(&self, stream: &str) -> Result<(u64, u64)> {
+        let mut p = redis::pipe();
+        p.ignore_errors();
+        p.cmd("XINFO").arg("GROUPS").arg(stream);
+        p.xlen(stream);
         let mut c = self.db.conn.clone();
-        let groups: Option<redis::Value> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query_async(&mut c)
-            .await
-            .ok();
-        let len: u64 = c.xlen(stream).await.unwrap_or(0);
+        let replies: Vec<redis::RedisResult<redis::Value>> = p.query_async(&mut c).await?;
+        let mut replies = replies.into_iter();
+        let groups = replies.next().and_then(Result::ok);
+        let len: u64 = replies
+            .next()
+            .and_then(Result::ok)
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(0);
         self.resolve_depth(stream, depth_of(groups.as_ref(), len))
             .await
     }

@@ -14,17 +14,20 @@ use crate::store::model::{validate_name, TaskState};
 use crate::store::streams;
 
 impl Town {
+    /// The town at a glance. Its parts are independent reads, made concurrently on the one
+    /// multiplexed connection, so the whole costs about two round trips, not one per part.
     pub async fn status(&self, events: usize) -> Result<Status> {
-        let agents = self.list().await?;
+        let (agents, all_tasks, (backlog, dead_letters, hosts), (w, _), recent_events) = tokio::try_join!(
+            self.list(),
+            self.tasks(None, None),
+            self.counts(),
+            self.mailbox_depth(CONDUCTOR),
+            self.events(events, None),
+        )?;
         let mut tasks: HashMap<String, u64> = HashMap::new();
-        for t in self.tasks(None, None).await? {
+        for t in all_tasks {
             *tasks.entry(t.state.to_string()).or_default() += 1;
         }
-        let mut c = self.db.conn.clone();
-        let backlog: u64 = c.zcard(self.db.keys.backlog()).await?;
-        let dead_letters: u64 = c.xlen(self.db.keys.dlq()).await?;
-        let (w, _) = self.mailbox_depth(CONDUCTOR).await?;
-        let hosts: HashMap<String, String> = c.hgetall(self.db.keys.hosts()).await?;
         let mut hosts: Vec<serde_json::Value> = hosts
             .values()
             .filter_map(|v| serde_json::from_str(v).ok())
@@ -39,8 +42,20 @@ impl Town {
             backlog,
             dead_letters,
             hosts,
-            recent_events: self.events(events, None).await?,
+            recent_events,
         })
+    }
+
+    /// Backlog size, dead letters and the hosts' heartbeats, in one round trip.
+    async fn counts(&self) -> Result<(u64, u64, HashMap<String, String>)> {
+        let mut c = self.db.conn.clone();
+        let k = &self.db.keys;
+        Ok(redis::pipe()
+            .zcard(k.backlog())
+            .xlen(k.dlq())
+            .hgetall(k.hosts())
+            .query_async(&mut c)
+            .await?)
     }
 
     /// The hosts whose last heartbeat is younger than `max_age`, by name.
