@@ -768,9 +768,11 @@ fn inbox_clear_empties_only_the_conductor_mailbox() {
     assert_eq!(waiting(&town, "alice").len(), 1);
     assert_eq!(waiting(&town, "conductor").len(), 2);
 
-    assert_eq!(
-        town.ok(&["inbox", "--clear"]).trim(),
-        "marked 2 messages read"
+    // It shows what it clears, then clears that.
+    let out = town.ok(&["inbox", "--clear"]);
+    assert!(
+        out.contains("a") && out.trim().ends_with("marked 2 messages read"),
+        "{out}"
     );
     assert!(waiting(&town, "conductor").is_empty());
     assert_eq!(
@@ -780,10 +782,10 @@ fn inbox_clear_empties_only_the_conductor_mailbox() {
     );
 
     town.ok(&["send", "conductor", "c"]);
-    assert_eq!(
-        town.ok(&["inbox", "supervisor", "--clear"]).trim(),
-        "marked 1 messages read"
-    );
+    assert!(town
+        .ok(&["inbox", "supervisor", "--clear"])
+        .trim()
+        .ends_with("marked 1 messages read"));
     assert!(waiting(&town, "conductor").is_empty());
     town.fails(&["inbox", "--all", "--clear"], 2);
 }

@@ -11,9 +11,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("host", &["store", "town", "runtime"]),
     ("scaffold", &["store", "runtime"]),
     ("bench", &["store", "town", "runtime", "host"]),
+    ("serve", &["store", "town", "runtime", "host"]),
     (
         "cli",
-        &["store", "town", "runtime", "host", "scaffold", "bench"],
+        &[
+            "store", "town", "runtime", "host", "scaffold", "bench", "serve",
+        ],
     ),
 ];
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and running tinytown needs and a fresh machine lacks:
-# redis-server, python3 and git (Debian packages) and Rust's wasm32-wasip2 target. Idempotent and quiet when
+# redis-server, python3, git, chromium and chromedriver (Debian packages) and Rust's wasm32-wasip2 target. Idempotent and quiet when
 # everything is there. Guest toolchains (Python, JavaScript, C) are installed by the plugin
 # folders' own build.sh scripts, into plugins/.toolchains/.
 set -euo pipefail
@@ -10,9 +10,10 @@ as_root() {
 }
 
 # command -> the Debian package that provides it. python3 is a program the confinement tests run
-# (and componentize-py's toolchain needs); git is for the repository tests.
+# (and componentize-py's toolchain needs); git is for the repository tests; chromium and
+# chromedriver (package chromium-driver) drive the dashboard's browser test (tests/browser.rs).
 missing=()
-for pair in redis-server:redis-server python3:python3 git:git; do
+for pair in redis-server:redis-server python3:python3 git:git chromium:chromium chromedriver:chromium-driver; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

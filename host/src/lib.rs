@@ -10,12 +10,13 @@
 //! 3. [`runtime`]: roles as Wasm components: bindings, engine, cache, instances, capabilities.
 //! 4. [`host`]: `tt host`, the serving loop; swaps.
 //! 5. [`cli`] (the `tt` command line), with the tools beside it: [`scaffold`] (`tt plugin new`)
-//!    and [`bench`] (`tt bench`).
+//!    and [`bench`] (`tt bench`), and [`serve`] (`tt serve`, `tt mcp`: HTTP, MCP, dashboard).
 
 pub mod bench;
 pub mod cli;
 pub mod host;
 pub mod runtime;
 pub mod scaffold;
+pub mod serve;
 pub mod store;
 pub mod town;

@@ -58,7 +58,7 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// The suites `tt bench SUITE` runs alone.
-pub const SUITES: [&str; 2] = ["exec", "soak"];
+pub const SUITES: [&str; 3] = ["exec", "soak", "serve"];
 
 pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     match suite {

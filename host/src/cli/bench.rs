@@ -7,8 +7,9 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// One suite instead of all: `exec` (the cost of confining a program) or `soak` (memory
-    /// and throughput over 25 times --messages; not part of the full run).
+    /// One suite instead of all: `exec` (the cost of confining a program), `soak` (memory and
+    /// throughput over 25 times --messages) or `serve` (the townhall: REST, SSE and MCP
+    /// latency); `soak` and `serve` run only when named.
     pub suite: Option<String>,
     /// Where the compiled plugins are (noop, relay, chaos and the reviewers).
     #[arg(long, default_value = "plugins/dist")]
@@ -22,6 +23,9 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.suite.as_deref() == Some("serve") {
+        return crate::serve::bench::suite().await;
+    }
     let BenchArgs {
         suite,
         plugins,

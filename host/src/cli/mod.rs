@@ -4,7 +4,7 @@
 //!
 //! One file per command group, each with its clap types, its `run` and its printing:
 //! [`agents`], [`mail`], [`tasks`], [`backlog`], [`dlq`], [`events`], [`status`], [`swap`],
-//! [`plugin`], [`host`], [`init`], [`bench`], [`doctor`]; [`print`] has what several of them print. This
+//! [`plugin`], [`host`], [`init`], [`bench`], [`doctor`], [`serve`] (`tt serve`, `tt mcp`, `tt auth`); [`print`] has what several of them print. This
 //! file holds the global options and dispatches.
 
 pub mod agents;
@@ -18,6 +18,7 @@ pub mod init;
 pub mod mail;
 pub mod plugin;
 pub mod print;
+pub mod serve;
 pub mod status;
 pub mod swap;
 pub mod tasks;
@@ -75,6 +76,12 @@ pub enum Command {
     Dlq(dlq::DlqArgs),
     /// Check this installation and town, one line per check with its fix.
     Doctor(doctor::DoctorArgs),
+    /// The townhall: REST API, live events, metrics, MCP over HTTP and the dashboard.
+    Serve(serve::ServeArgs),
+    /// MCP over stdio, for Claude Code and other MCP clients (key: TT_API_KEY).
+    Mcp(serve::McpArgs),
+    /// API keys for `tt serve` and `tt mcp`.
+    Auth(serve::AuthArgs),
 }
 
 impl Command {
@@ -83,7 +90,7 @@ impl Command {
         match self {
             Command::Events(e) => !e.follow,
             Command::Host(h) => h.is_short_lived(),
-            Command::Bench(_) => false,
+            Command::Bench(_) | Command::Serve(_) | Command::Mcp(_) => false,
             _ => true,
         }
     }
@@ -122,6 +129,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let town = open_town(&dir).await?;
     match command {
+        Command::Serve(args) => serve::serve(town, args).await,
+        Command::Mcp(args) => serve::mcp(town, args).await,
+        Command::Auth(args) => serve::auth(&town, args).await,
         Command::Init(_)
         | Command::Bench(_)
         | Command::Plugin(_)

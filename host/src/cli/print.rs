@@ -73,6 +73,13 @@ pub fn format_event(e: &Event) -> String {
         ),
         "log" => format!("{} [{}] {}", f("agent"), f("level"), f("body")),
         "escalated" => format!("{} ESCALATED: {}", f("agent"), f("body")),
+        "audit" => format!(
+            "audit {} {} from {} -> {}",
+            f("who"),
+            f("body"),
+            f("from"),
+            f("status")
+        ),
         other => format!("{other} {:?}", e.fields),
     };
     format!("{ts}  {body}")

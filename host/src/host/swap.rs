@@ -161,7 +161,8 @@ async fn stop_shadow_op(town: &Town, agent: &str) -> Result<()> {
 }
 
 fn no_shadow(agent: &str) -> anyhow::Error {
-    error::fail(
+    error::of_kind(
+        error::ErrorKind::Conflict,
         format!("agent `{agent}` has no shadow plugin"),
         format!("start one: tt swap {agent} PLUGIN --shadow"),
     )

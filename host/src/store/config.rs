@@ -40,6 +40,8 @@ pub struct Config {
     pub retention: RetentionSection,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSection>,
+    #[serde(default, skip_serializing_if = "ServeSection::is_default")]
+    pub serve: ServeSection,
     /// The directory holding tinytown.toml; paths in the file are relative to it.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -147,6 +149,28 @@ impl HostSection {
 
     pub fn lease(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.lease_ms)
+    }
+}
+
+/// `[serve]`: how `tt serve` listens. Every field is optional; flags of `tt serve` override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSection {
+    /// `host:port`; loopback (`127.0.0.1:7070`) when absent.
+    pub bind: Option<String>,
+    /// PEM certificate chain and private key: with both, `tt serve` speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Requests per second each API key may make (a token bucket), and the burst above it.
+    pub rate_per_sec: Option<u32>,
+    pub rate_burst: Option<u32>,
+    /// Live event streams (`/v1/events`) at once; each holds a Redis connection.
+    pub max_streams: Option<usize>,
+}
+
+impl ServeSection {
+    fn is_default(&self) -> bool {
+        *self == ServeSection::default()
     }
 }
 
@@ -259,6 +283,7 @@ impl Config {
             tasks: TasksSection::default(),
             retention: RetentionSection::default(),
             agents: BTreeMap::new(),
+            serve: ServeSection::default(),
             dir: dir.to_path_buf(),
         }
     }

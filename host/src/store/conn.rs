@@ -210,7 +210,8 @@ fn unreachable_err(config: &Config, why: &str) -> anyhow::Error {
             config.redis.url.clone().unwrap_or_default()
         }
     };
-    error::fail(
+    error::of_kind(
+        error::ErrorKind::Unavailable,
         format!("cannot reach Redis at {url}: {why}"),
         "is the server running and the URL in [redis] url right? \
          Without a url, tt starts its own server",

@@ -3,6 +3,8 @@
 //! Anything that reaches the user is an `anyhow::Error`. Where we know what went wrong and what
 //! to do about it, the error carries a [`UserError`]: a one-line message that names the thing,
 //! and a hint. `main` prints both and picks the exit code: 1 for a failure, 2 for a usage error.
+//! The [`ErrorKind`] says what sort of refusal it is, so the HTTP server (`serve`) can answer
+//! with the right status without reading messages.
 
 use std::fmt;
 
@@ -12,6 +14,22 @@ pub struct UserError {
     pub hint: Option<String>,
     /// True when the command line itself was wrong (exit code 2).
     pub usage: bool,
+    pub kind: ErrorKind,
+}
+
+/// What sort of user error: the HTTP server's status comes from it (404, 409, 503, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorKind {
+    /// Bad input, or anything else the person can fix (usage errors too).
+    #[default]
+    Invalid,
+    /// The named agent, task or dead letter does not exist.
+    NotFound,
+    /// The thing exists but is in a state that does not allow the change (an illegal task move,
+    /// a name already taken).
+    Conflict,
+    /// Redis (or another part the town needs) cannot be reached.
+    Unavailable,
 }
 
 impl fmt::Display for UserError {
@@ -28,6 +46,22 @@ pub fn fail(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Erro
         message: message.into(),
         hint: Some(hint.into()),
         usage: false,
+        kind: ErrorKind::Invalid,
+    }
+    .into()
+}
+
+/// A failure of the given kind (a missing thing, an illegal move, Redis away).
+pub fn of_kind(
+    kind: ErrorKind,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> anyhow::Error {
+    UserError {
+        message: message.into(),
+        hint: Some(hint.into()),
+        usage: false,
+        kind,
     }
     .into()
 }
@@ -38,6 +72,7 @@ pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Err
         message: message.into(),
         hint: Some(hint.into()),
         usage: true,
+        kind: ErrorKind::Invalid,
     }
     .into()
 }
@@ -54,6 +89,11 @@ pub fn from_redis(err: redis::RedisError) -> anyhow::Error {
     if err.code() == Some("TT") {
         let rest = err.detail().unwrap_or("").trim();
         let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+        let kind = match code {
+            "NOAGENT" | "NOTASK" | "NODLQ" => ErrorKind::NotFound,
+            "EXISTS" | "ILLEGAL" | "NOTBACKLOG" | "BADSTATE" | "NOKEY" => ErrorKind::Conflict,
+            _ => ErrorKind::Invalid,
+        };
         let hint = match code {
             "NOAGENT" => "`tt list` shows the agents; `tt spawn NAME --role ROLE` adds one",
             "EXISTS" => "pick another name, or `tt kill NAME` then `tt prune` to reuse it",
@@ -64,9 +104,10 @@ pub fn from_redis(err: redis::RedisError) -> anyhow::Error {
             "BADSTATE" => "`tt list` shows each agent's state",
             "NODLQ" => "`tt dlq list` shows the dead letters",
             "TOOBIG" => "send a path or a summary instead of the whole content",
+            "NOKEY" => "`tt auth key list` shows the API keys",
             _ => "this is a bug in tinytown; please report it with the command you ran",
         };
-        return fail(message, hint);
+        return of_kind(kind, message, hint);
     }
     if text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("NOPERM") {
         return fail(
@@ -75,6 +116,21 @@ pub fn from_redis(err: redis::RedisError) -> anyhow::Error {
         );
     }
     anyhow::Error::new(err)
+}
+
+/// True when `err` says Redis could not be reached or dropped the connection (not a refusal).
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    if user_error(err).is_some_and(|u| u.kind == ErrorKind::Unavailable) {
+        return true;
+    }
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<redis::RedisError>())
+        .any(|e| {
+            e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_timeout()
+        })
 }
 
 /// The message of an error on one line, without its hint.

@@ -102,6 +102,10 @@ impl Keys {
     pub fn dlq(&self) -> String {
         self.key(&["dlq"])
     }
+    /// Hash of API key id -> JSON {name, scopes, argon2 hash, created} (`tt auth key`).
+    pub fn api_keys(&self) -> String {
+        self.key(&["apikeys"])
+    }
     /// Hash of host name -> JSON heartbeat.
     /// String, a day: the result of the command unit with idempotency key `k` (`Unit::idem`).
     pub fn idem(&self, k: &str) -> String {

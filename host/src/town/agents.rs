@@ -93,7 +93,8 @@ impl Town {
     pub async fn need_agent(&self, name: &str) -> Result<Agent> {
         validate_name(name)?;
         self.agent(name).await?.ok_or_else(|| {
-            error::fail(
+            error::of_kind(
+                error::ErrorKind::NotFound,
                 format!("agent `{name}` not found"),
                 "`tt list` shows the agents; `tt spawn NAME --role ROLE` adds one",
             )
@@ -121,12 +122,53 @@ impl Town {
         Ok(out)
     }
 
+    /// Every agent with its mailbox depths and tasks in hand, read in one pipelined round trip
+    /// (plus one to count, in the rare case Redis cannot say a group's lag).
     pub async fn list(&self) -> Result<Vec<AgentView>> {
-        let mut out = Vec::new();
-        for name in self.agent_names().await? {
-            if let Some(agent) = self.agent(&name).await? {
-                out.push(self.view(agent).await?);
+        let names = self.agent_names().await?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.db.keys;
+        let mut p = redis::pipe();
+        p.ignore_errors();
+        for n in &names {
+            p.hgetall(k.agent(n)).scard(k.owned(n));
+            for stream in [k.urgent(n), k.inbox(n)] {
+                p.cmd("XINFO").arg("GROUPS").arg(&stream);
+                p.xlen(&stream);
             }
+        }
+        let mut c = self.db.conn.clone();
+        let replies: Vec<redis::RedisResult<redis::Value>> = p.query_async(&mut c).await?;
+        let mut replies = replies.into_iter();
+        let mut next = || replies.next().unwrap_or(Ok(redis::Value::Nil));
+        let mut out = Vec::new();
+        for name in names {
+            let h: HashMap<String, String> = redis::from_redis_value(next()?)?;
+            let active_tasks: u64 = redis::from_redis_value(next()?)?;
+            let (mut waiting, mut in_flight) = (0, 0);
+            for stream in [k.urgent(&name), k.inbox(&name)] {
+                let groups = next().ok();
+                let len: u64 = next()
+                    .ok()
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .unwrap_or(0);
+                let (w, p) = self
+                    .resolve_depth(&stream, super::mail::depth_of(groups.as_ref(), len))
+                    .await?;
+                waiting += w;
+                in_flight += p;
+            }
+            if h.is_empty() {
+                continue; // pruned between the two reads
+            }
+            out.push(AgentView {
+                agent: Agent::from_hash(&name, &h),
+                waiting,
+                in_flight,
+                active_tasks,
+            });
         }
         Ok(out)
     }

@@ -14,6 +14,7 @@ impl Town {
     /// Puts dead letters back into their mailboxes (`retry`) or deletes them.
     pub async fn dlq_act(&self, entries: &[String], retry: bool) -> Result<usize> {
         for id in entries {
+            super::validate_stream_id(id)?;
             let entry = id.clone();
             let op = if retry {
                 Op::DlqRetry { entry }

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use redis::AsyncCommands;
 
 use super::{check_len, Inbox, MailItem, Town};
 use crate::store::applier::Op;
@@ -155,33 +154,39 @@ impl Town {
 
     /// (waiting, delivered-but-unacknowledged) over both of an agent's streams.
     pub async fn mailbox_depth(&self, name: &str) -> Result<(u64, u64)> {
-        let mut waiting = 0;
-        let mut in_flight = 0;
-        for stream in [self.db.keys.urgent(name), self.db.keys.inbox(name)] {
-            let (w, p) = self.stream_depth(&stream).await?;
-            waiting += w;
-            in_flight += p;
-        }
-        Ok((waiting, in_flight))
+        let (urgent, inbox) = (self.db.keys.urgent(name), self.db.keys.inbox(name));
+        let ((w1, p1), (w2, p2)) =
+            tokio::try_join!(self.stream_depth(&urgent), self.stream_depth(&inbox))?;
+        Ok((w1 + w2, p1 + p2))
     }
 
     async fn stream_depth(&self, stream: &str) -> Result<(u64, u64)> {
-        let Some(group) = self.group_info(stream).await? else {
-            // Nobody reads this stream (the humans' mailbox): all of it waits.
-            let mut c = self.db.conn.clone();
-            let len: u64 = c.xlen(stream).await.unwrap_or(0);
-            return Ok((len, 0));
-        };
-        let pending = group.get("pending").and_then(streams::int).unwrap_or(0) as u64;
-        let lag = match group.get("lag").and_then(streams::int) {
-            Some(l) => l as u64,
-            // Redis cannot always say (after deletions): count what follows the last delivery.
-            None => self
-                .entries_after(stream, &last_delivered(&group))
-                .await?
-                .len() as u64,
-        };
-        Ok((lag, pending))
+        let mut p = redis::pipe();
+        p.ignore_errors();
+        p.cmd("XINFO").arg("GROUPS").arg(stream);
+        p.xlen(stream);
+        let mut c = self.db.conn.clone();
+        let replies: Vec<redis::RedisResult<redis::Value>> = p.query_async(&mut c).await?;
+        let mut replies = replies.into_iter();
+        let groups = replies.next().and_then(Result::ok);
+        let len: u64 = replies
+            .next()
+            .and_then(Result::ok)
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(0);
+        self.resolve_depth(stream, depth_of(groups.as_ref(), len))
+            .await
+    }
+
+    /// The numbers of a [`Depth`], counting what follows the last delivery when Redis could not.
+    pub(super) async fn resolve_depth(&self, stream: &str, d: Depth) -> Result<(u64, u64)> {
+        Ok(match d {
+            Depth::Known(waiting, pending) => (waiting, pending),
+            Depth::CountAfter(last, pending) => (
+                self.entries_after(stream, &last).await?.len() as u64,
+                pending,
+            ),
+        })
     }
 
     /// Our consumer group's `XINFO GROUPS` entry for `stream`; `None` when nobody reads it (no
@@ -213,6 +218,32 @@ impl Town {
             .query_async(&mut c)
             .await?;
         Ok(streams::entries(&v))
+    }
+}
+
+/// One stream's depth as its `XINFO GROUPS` reply (absent when the command failed) and `XLEN`
+/// tell it: (waiting, in hand), or, when Redis cannot say the group's lag (after deletions),
+/// where to count from.
+pub(super) enum Depth {
+    Known(u64, u64),
+    CountAfter(String, u64),
+}
+
+pub(super) fn depth_of(groups: Option<&redis::Value>, len: u64) -> Depth {
+    let group = groups.and_then(|g| {
+        streams::array(g)
+            .iter()
+            .map(streams::flat_map)
+            .find(|m| m.get("name").and_then(streams::text).as_deref() == Some(GROUP))
+    });
+    // Nobody reads this stream (the humans' mailbox): all of it waits.
+    let Some(group) = group else {
+        return Depth::Known(len, 0);
+    };
+    let pending = group.get("pending").and_then(streams::int).unwrap_or(0) as u64;
+    match group.get("lag").and_then(streams::int) {
+        Some(lag) => Depth::Known(lag as u64, pending),
+        None => Depth::CountAfter(last_delivered(&group), pending),
     }
 }
 

@@ -7,9 +7,11 @@
 //!
 //! One file per concern: [`agents`](self::agents) (spawn, lifecycle, prune), [`mail`] (send,
 //! inbox, mailbox depths), [`tasks`] (tasks and the backlog), [`dlq`], [`status`] (status,
-//! events, idleness) and [`init`] (creating a town's files).
+//! events, idleness), [`init`] (creating a town's files) and [`auth`] (API keys and the audit
+//! trail of `tt serve` and `tt mcp`).
 
 mod agents;
+pub mod auth;
 mod dlq;
 pub mod init;
 mod mail;
@@ -31,7 +33,7 @@ use crate::store::model::{canonical_name, Agent, Message, Stream};
 use crate::store::streams::{self, Entry};
 
 pub use agents::Lifecycle;
-pub use status::event_mentions;
+pub use status::{event_mentions, validate_stream_id, Follower};
 
 pub struct Town {
     pub config: Config,

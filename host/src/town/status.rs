@@ -7,28 +7,38 @@ use anyhow::Result;
 use redis::AsyncCommands;
 
 use super::{Event, Status, Town};
+use crate::store::conn::Conn;
 use crate::store::error;
 use crate::store::keys::CONDUCTOR;
 use crate::store::model::{validate_name, TaskState};
 use crate::store::streams;
 
 impl Town {
+    /// Finished tasks the retention sweep removed, by state.
+    async fn archived_counts(&self) -> Result<HashMap<String, u64>> {
+        let mut c = self.db.conn.clone();
+        Ok(c.hgetall(self.db.keys.archived()).await?)
+    }
+
+    /// The town at a glance. Its parts are independent reads, made concurrently on the one
+    /// multiplexed connection, so the whole costs about two round trips, not one per part.
     pub async fn status(&self, events: usize) -> Result<Status> {
-        let agents = self.list().await?;
+        let (agents, all_tasks, (backlog, dead_letters, hosts), (w, _), recent_events) = tokio::try_join!(
+            self.list(),
+            self.tasks(None, None),
+            self.counts(),
+            self.mailbox_depth(CONDUCTOR),
+            self.events(events, None),
+        )?;
+        let (memory, archived) = tokio::try_join!(self.db.memory(), self.archived_counts())?;
         let mut tasks: HashMap<String, u64> = HashMap::new();
-        for t in self.tasks(None, None).await? {
+        for t in all_tasks {
             *tasks.entry(t.state.to_string()).or_default() += 1;
         }
-        let mut c = self.db.conn.clone();
         // Finished tasks the retention sweep removed still count.
-        let archived: HashMap<String, u64> = c.hgetall(self.db.keys.archived()).await?;
         for (state, n) in archived {
             *tasks.entry(state).or_default() += n;
         }
-        let backlog: u64 = c.zcard(self.db.keys.backlog()).await?;
-        let dead_letters: u64 = c.xlen(self.db.keys.dlq()).await?;
-        let (w, _) = self.mailbox_depth(CONDUCTOR).await?;
-        let hosts: HashMap<String, String> = c.hgetall(self.db.keys.hosts()).await?;
         let mut hosts: Vec<serde_json::Value> = hosts
             .values()
             .filter_map(|v| serde_json::from_str(v).ok())
@@ -62,9 +72,40 @@ impl Town {
             backlog,
             dead_letters,
             hosts,
-            memory: self.db.memory().await?,
-            recent_events: self.events(events, None).await?,
+            memory,
+            recent_events,
         })
+    }
+
+    /// Backlog size, dead letters and the hosts' heartbeats, in one round trip.
+    async fn counts(&self) -> Result<(u64, u64, HashMap<String, String>)> {
+        let mut c = self.db.conn.clone();
+        let k = &self.db.keys;
+        Ok(redis::pipe()
+            .zcard(k.backlog())
+            .xlen(k.dlq())
+            .hgetall(k.hosts())
+            .query_async(&mut c)
+            .await?)
+    }
+
+    /// The hosts whose last heartbeat is younger than `max_age`, by name.
+    pub async fn hosts_alive(&self, max_age: Duration) -> Result<Vec<String>> {
+        let mut c = self.db.conn.clone();
+        let hosts: HashMap<String, String> = c.hgetall(self.db.keys.hosts()).await?;
+        let now = crate::store::model::now_ms();
+        let mut alive: Vec<String> = hosts
+            .into_iter()
+            .filter(|(_, beat)| {
+                serde_json::from_str::<serde_json::Value>(beat)
+                    .ok()
+                    .and_then(|b| b["seen_ms"].as_u64())
+                    .is_some_and(|seen| now.saturating_sub(seen) <= max_age.as_millis() as u64)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        alive.sort();
+        Ok(alive)
     }
 
     /// The last `n` events, oldest first, optionally about one agent.
@@ -117,6 +158,24 @@ impl Town {
             .collect())
     }
 
+    /// Follows the event stream from just after `from` (a stream id), or from now when `None`.
+    /// The follower keeps one connection of its own for its blocking reads.
+    pub async fn follow(&self, from: Option<&str>, block: Duration) -> Result<Follower> {
+        let last = match from {
+            Some(id) => {
+                validate_stream_id(id)?;
+                id.to_string()
+            }
+            None => self.last_event_id().await?,
+        };
+        Ok(Follower {
+            conn: self.db.dedicated(block).await?,
+            key: self.db.keys.events(),
+            last,
+            block,
+        })
+    }
+
     /// Waits until every task is finished and no agent has mail waiting or in hand.
     pub async fn wait_idle(&self, timeout: Option<Duration>) -> Result<()> {
         let start = Instant::now();
@@ -152,6 +211,54 @@ impl Town {
             .iter()
             .all(|t| t.state.is_terminal() || t.state == TaskState::Pending))
     }
+}
+
+/// Reads the town's events as they are appended, with `XREAD BLOCK` (no polling).
+pub struct Follower {
+    conn: Conn,
+    key: String,
+    /// The id of the last event returned (or the starting point).
+    pub last: String,
+    block: Duration,
+}
+
+impl Follower {
+    /// The next events after [`Follower::last`], waiting up to the block time; empty when none
+    /// came.
+    pub async fn next(&mut self) -> Result<Vec<Event>> {
+        let v: redis::Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(500)
+            .arg("BLOCK")
+            .arg(self.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(&self.last)
+            .query_async(&mut self.conn)
+            .await?;
+        let events: Vec<Event> = streams::read_reply(&v)
+            .into_iter()
+            .flat_map(|(_, es)| es)
+            .map(Event::from)
+            .collect();
+        if let Some(e) = events.last() {
+            self.last = e.id.clone();
+        }
+        Ok(events)
+    }
+}
+
+/// A stream id as Redis writes them: `<ms>-<seq>` (or just `<ms>`).
+pub fn validate_stream_id(id: &str) -> Result<()> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if digits(ms) && digits(seq) {
+        return Ok(());
+    }
+    Err(error::usage(
+        format!("{id:?} is not an event id"),
+        "event ids look like 1733000000000-0 (the `id` of an event)",
+    ))
 }
 
 pub fn event_mentions(e: &Event, agent: &str) -> bool {

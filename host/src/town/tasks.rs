@@ -36,7 +36,8 @@ impl Town {
 
     pub async fn need_task(&self, id: &str) -> Result<Task> {
         self.task(id).await?.ok_or_else(|| {
-            error::fail(
+            error::of_kind(
+                error::ErrorKind::NotFound,
                 format!("task `{id}` not found"),
                 "`tt tasks` lists the tasks",
             )
@@ -59,9 +60,8 @@ impl Town {
         let mut c = self.db.conn.clone();
         let ids: Vec<String> = c.zrange(self.db.keys.tasks(), 0, -1).await?;
         let mut out = Vec::new();
-        for id in ids {
-            let h: HashMap<String, String> = c.hgetall(self.db.keys.task(&id)).await?;
-            let t = Task::from_hash(&id, &h);
+        for (id, h) in ids.iter().zip(self.task_hashes(&ids).await?) {
+            let t = Task::from_hash(id, &h);
             if state.is_some_and(|s| s != t.state)
                 || agent.is_some_and(|a| t.owner.as_deref() != Some(a))
             {
@@ -98,12 +98,25 @@ impl Town {
     pub async fn backlog(&self) -> Result<Vec<Task>> {
         let mut c = self.db.conn.clone();
         let ids: Vec<String> = c.zrange(self.db.keys.backlog(), 0, -1).await?;
-        let mut out = Vec::new();
-        for id in ids {
-            let h: HashMap<String, String> = c.hgetall(self.db.keys.task(&id)).await?;
-            out.push(Task::from_hash(&id, &h));
+        let hashes = self.task_hashes(&ids).await?;
+        Ok(ids
+            .iter()
+            .zip(hashes)
+            .map(|(id, h)| Task::from_hash(id, &h))
+            .collect())
+    }
+
+    /// The hashes of tasks `ids`, in one round trip (a pipeline; one slot, so a cluster too).
+    async fn task_hashes(&self, ids: &[String]) -> Result<Vec<HashMap<String, String>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let mut p = redis::pipe();
+        for id in ids {
+            p.hgetall(self.db.keys.task(id));
+        }
+        let mut c = self.db.conn.clone();
+        Ok(p.query_async(&mut c).await?)
     }
 
     pub async fn backlog_claim(&self, id: &str, agent: &str) -> Result<Task> {

@@ -33,6 +33,7 @@ pub(crate) const LUA_PARTS: &[(&str, &str)] = &[
     ("tasks", include_str!("lua/tasks.lua")),
     ("dlq", include_str!("lua/dlq.lua")),
     ("shadow", include_str!("lua/shadow.lua")),
+    ("access", include_str!("lua/access.lua")),
     ("units", include_str!("lua/units.lua")),
 ];
 

@@ -136,6 +136,25 @@ pub enum Op {
         live_digest: String,
         shadow_digest: String,
     },
+
+    // ----- access over HTTP and MCP (access.lua) -----------------------------------------------
+    /// Stores an API key: its name, its `scope` (read, write or manage) and only the argon2 `hash` of its secret.
+    KeyAdd {
+        id: String,
+        name: String,
+        scope: String,
+        hash: String,
+    },
+    KeyRevoke {
+        id: String,
+    },
+    /// An event recording one write request (allowed or refused) made over HTTP or MCP.
+    Audit {
+        who: String,
+        action: String,
+        peer: String,
+        status: u16,
+    },
 }
 
 impl Op {
@@ -175,6 +194,9 @@ impl Op {
             Op::DlqDrop { .. } => "dlq_drop",
             Op::Shadow { .. } => "shadow",
             Op::ShadowRecord { .. } => "shadow_record",
+            Op::KeyAdd { .. } => "key_add",
+            Op::KeyRevoke { .. } => "key_revoke",
+            Op::Audit { .. } => "audit",
         }
     }
 }
@@ -277,6 +299,19 @@ mod tests {
                 shadow: s("s"),
                 live_digest: s("d1"),
                 shadow_digest: s("d2"),
+            },
+            Op::KeyAdd {
+                id: s("k1"),
+                name: s("ci"),
+                scope: s("read"),
+                hash: s("$argon2id$..."),
+            },
+            Op::KeyRevoke { id: s("k1") },
+            Op::Audit {
+                who: s("ci"),
+                action: s("POST /v1/mail"),
+                peer: s("127.0.0.1:5000"),
+                status: 200,
             },
         ]
     }

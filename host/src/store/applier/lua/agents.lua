@@ -87,7 +87,8 @@ function OPS.prune(op)
         if e then
           local args = {'XADD', key('dlq'), '*', 'agent', name, 'stream', kind, 'entry', entry,
             'reason', 'agent pruned before handling it', 'attempts', 0, 'ts', NOW}
-          -- As `dead_letter` keeps a message, so that `tt dlq retry` can put it back.
+          -- The message under `orig.` as `dead_letter` keeps it, so `tt dlq retry` can put
+          -- it back and its fields do not shadow the dead letter's own (`ts`, `id`).
           for i = 1, #e[2], 2 do
             args[#args + 1] = 'orig.' .. e[2][i]
             args[#args + 1] = e[2][i + 1]
