@@ -418,5 +418,22 @@ fn a_lapsed_lease_nobody_took_is_renewed_with_its_token() {
             third != first && third != other && third.starts_with("h/1:"),
             "{third}"
         );
+        // A later process under the same name takes the lease over at once, but only while it
+        // holds the name's claim (the earlier one is then gone).
+        assert!(t.db.lease("c", "h/2", ttl, None).await.unwrap().is_none());
+        assert!(t
+            .db
+            .claim_host("h", "2", None, ttl)
+            .await
+            .unwrap()
+            .is_none());
+        let taken = t.db.lease("c", "h/2", ttl, None).await.unwrap().unwrap();
+        assert!(taken.starts_with("h/2:") && taken != third, "{taken}");
+        assert!(t
+            .db
+            .lease("c", "h/1", ttl, Some(&third))
+            .await
+            .unwrap()
+            .is_none());
     });
 }

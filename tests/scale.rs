@@ -1253,6 +1253,8 @@ fn acknowledged(reply: &redis::Value) -> u64 {
             .find(|kv| matches!(&kv[0], redis::Value::BulkString(k) if k == name.as_bytes()))
             .and_then(|kv| match &kv[1] {
                 redis::Value::Int(n) => Some(*n as u64),
+                // A group that has read nothing yet.
+                redis::Value::Nil => Some(0),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no {name} in {fields:?}"))

@@ -27,15 +27,6 @@ pub(super) struct Scratch {
 
 impl Scratch {
     pub(super) async fn new(opts: &BenchOptions, agents: &[Spec<'_>]) -> Result<Scratch> {
-        Scratch::new_with(opts, agents, |_| {}).await
-    }
-
-    /// The same, with `edit` applied to its config before the town opens.
-    pub(super) async fn new_with(
-        opts: &BenchOptions,
-        agents: &[Spec<'_>],
-        edit: impl FnOnce(&mut Config),
-    ) -> Result<Scratch> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ttb{}-{n}", std::process::id()));
@@ -61,7 +52,6 @@ impl Scratch {
                 },
             );
         }
-        edit(&mut config);
         config.save()?;
         let town = Arc::new(Town::open(&dir).await?);
         // From here on, dropping the scratch town stops its Redis, whatever fails next.

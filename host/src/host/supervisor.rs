@@ -249,9 +249,19 @@ pub(super) async fn claim_name(town: &Town, name: &str, instance: &str) -> Resul
     ))
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (killed, not yet reaped).
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+    let exists = unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM };
+    // /proc/PID/stat: "pid (comm) S ...", the state after the last ')'.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .flatten();
+    exists && !matches!(state, Some('Z' | 'X'))
 }
 
 impl Supervisor {

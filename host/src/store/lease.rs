@@ -16,19 +16,29 @@ use anyhow::Result;
 use crate::store::conn::Db;
 use crate::store::error;
 
-/// Takes or renews an exclusive agent's lease. KEYS: lease, lease-seq. ARGV: holder
+/// Takes or renews an exclusive agent's lease. KEYS: lease, lease-seq, the claim of the
+/// holder's host name. ARGV: holder
 /// (`<host>/<instance>`), ttl ms, the lease this holder had before (or ""). Returns
 /// `<holder>:<token>` when this holder has it, nil when another does. A lease that lapsed with
 /// nobody taking it since (the counter still at its token) is taken back with the same token,
-/// so work fenced with it (a long handling) still applies.
+/// so work fenced with it (a long handling) still applies. A lease held by another process
+/// under the same host name is taken over while the caller holds that name's claim: the other
+/// process is gone.
 const LEASE_LUA: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if v then
-  if string.match(v, '^(.*):%d+$') == ARGV[1] then
+  local holder = string.match(v, '^(.*):%d+$')
+  if holder == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return v
   end
-  return false
+  -- Another process under our host name: only one holds the name's claim, and it is us, so
+  -- that one is gone (a restart after a crash). Its lease is ours, with a new token.
+  local name, instance = string.match(ARGV[1], '^([^/]*)/(.*)$')
+  if not (name and string.match(holder or '', '^([^/]*)/') == name
+      and redis.call('GET', KEYS[3]) == instance) then
+    return false
+  end
 end
 local prev = ARGV[3]
 if prev ~= '' and string.match(prev, '^(.*):%d+$') == ARGV[1]
@@ -120,6 +130,10 @@ impl Db {
         redis::Script::new(LEASE_LUA)
             .key(self.keys.lease(agent))
             .key(self.keys.lease_seq(agent))
+            .key(
+                self.keys
+                    .host_claim(holder.split('/').next().unwrap_or(holder)),
+            )
             .arg(holder)
             .arg(ttl.as_millis() as u64)
             .arg(previous.unwrap_or(""))

@@ -75,23 +75,41 @@ impl Db {
         serde_json::from_str(&raw).with_context(|| format!("decoding the sweep's reply {raw:?}"))
     }
 
-    /// Redis's `used_memory` and `maxmemory`.
+    /// Redis's `used_memory` and `maxmemory`; on a cluster, of the fullest node (the town
+    /// lives on one).
     pub async fn memory(&self) -> Result<Memory> {
         let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO")
+        let reply: redis::Value = redis::cmd("INFO")
             .arg("memory")
             .query_async(&mut conn)
             .await
             .map_err(error::from_redis)?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
+        let text = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::VerbatimString { text, .. } => Some(text.clone()),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
         };
-        Ok(Memory {
-            used: field("used_memory"),
-            max: field("maxmemory"),
-        })
+        let texts: Vec<String> = match &reply {
+            redis::Value::Map(nodes) => nodes.iter().filter_map(|(_, v)| text(v)).collect(),
+            v => text(v).into_iter().collect(),
+        };
+        let parse = |info: &str| {
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            Memory {
+                used: field("used_memory"),
+                max: field("maxmemory"),
+            }
+        };
+        Ok(texts
+            .iter()
+            .map(|t| parse(t))
+            .max_by_key(|m| m.used)
+            .unwrap_or_default())
     }
 }
