@@ -107,7 +107,8 @@ impl Keys {
         self.key(&["apikeys"])
     }
     /// Hash of host name -> JSON heartbeat.
-    /// String, a day: the result of the command unit with idempotency key `k` (`Unit::idem`).
+    /// String, ten minutes: the result of the command unit with idempotency key `k`
+    /// (`Unit::idem`).
     pub fn idem(&self, k: &str) -> String {
         self.key(&["idem", k])
     }

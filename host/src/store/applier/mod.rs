@@ -104,7 +104,7 @@ pub struct Unit {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub retried: bool,
     /// Idempotency key of a command: a unit sent again with the same key (a retry after a lost
-    /// reply) applies once; the repeat gets the first result. Kept a day.
+    /// reply) applies once; the repeat gets the first result. Kept ten minutes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idem: Option<String>,
     /// For exclusive agents: apply only if this host still holds the agent's lease.

@@ -78,7 +78,7 @@ for _, unit in ipairs(UNITS) do
       r.ids = table.concat(V.ids, ',')
       r.tasks = table.concat(V.task_ids, ',')
       r.cleared = V.cleared
-      if idem then redis.call('SET', idem, cjson.encode(r), 'EX', 86400) end
+      if idem then redis.call('SET', idem, cjson.encode(r), 'EX', 600) end
     end
   end
   results[#results + 1] = r
