@@ -38,7 +38,17 @@ pub(super) struct HandleCtx {
 }
 
 impl HandleCtx {
-    pub(super) fn handle_all(&self, mut live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
+    pub(super) fn handle_all(&self, live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
+        let redelivered = batch.iter().any(|d| d.redelivered);
+        let (live, r) = self.handle_batch(live, batch);
+        if redelivered {
+            // The batch ended here, not in a crash: no message of it is to blame.
+            self.unmark_current();
+        }
+        (live, r)
+    }
+
+    fn handle_batch(&self, mut live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
         let mut units = Vec::new();
         for d in batch {
             let (unit, looked) = match self.handle_one(&mut live, d) {
@@ -179,21 +189,23 @@ impl HandleCtx {
         }
         unit.retried = d.redelivered;
         if d.redelivered {
-            // Handlings begun on redeliveries are counted before they begin, so a message that
-            // crashes its host is counted too; one that only waited behind it is not.
-            let delivery = self.begin_redelivery(&member)? + 1;
-            if delivery > u64::from(self.limits.max_deliveries) {
+            // Failed deliveries are counted where they can be told apart: the handling the
+            // host died in (marked before it began), and a unit that could not be applied. A
+            // message that only waited in a batch the host lost is not counted.
+            let failed = self.count_failures(&member)?;
+            if failed >= u64::from(self.limits.max_deliveries) {
                 let why = self.last_failure(&member)?.unwrap_or_else(|| {
                     "no handling of it finished (the host stopped or crashed while handling it)"
                         .into()
                 });
                 unit.dead = Some(format!(
-                    "delivered {delivery} times without being applied (limits.max_deliveries \
+                    "{failed} deliveries failed without it being applied (limits.max_deliveries \
                      = {}); last: {why}",
                     self.limits.max_deliveries
                 ));
                 return Ok((unit, false));
             }
+            self.mark_current(&member)?;
         }
         let mut attempt = if d.redelivered {
             self.previous_attempts(&member)?
@@ -335,33 +347,69 @@ impl HandleCtx {
         });
     }
 
-    /// Keeps why applying `unit` failed, for its dead letter should it come to that. Tried
-    /// twice: the failure may have cost the connection, which comes back in a moment.
+    /// Counts a failed delivery of `unit` and keeps why, for its dead letter should it come to
+    /// that. Tried twice: the failure may have cost the connection, which comes back soon.
     fn record_failure(&self, unit: &Unit, reason: &str) {
         let Some(ack) = &unit.ack else { return };
         let key = self.town.db.keys.attempts(&self.agent);
-        let field = format!("{}!why", ack.member);
+        let (why, starts) = (
+            format!("{}!why", ack.member),
+            format!("{}!starts", ack.member),
+        );
         for pause in [0, 200] {
             std::thread::sleep(Duration::from_millis(pause));
             let mut c = self.town.db.conn.clone();
-            let (key, field) = (key.clone(), field.clone());
-            let done: Result<(), _> = self
-                .rt
-                .block_on(async move { c.hset(key, field, reason).await });
+            let (key, why, starts) = (key.clone(), why.clone(), starts.clone());
+            let done: Result<(), _> = self.rt.block_on(async move {
+                redis::pipe()
+                    .hset(&key, why, reason)
+                    .hincr(&key, starts, 1)
+                    .query_async(&mut c)
+                    .await
+            });
             if done.is_ok() {
                 return;
             }
         }
     }
 
-    /// Counts a handling begun on a redelivery of `member`; returns how many have begun.
-    fn begin_redelivery(&self, member: &str) -> Result<u64> {
+    /// The failed deliveries of `member` so far, counting the one the previous process was in
+    /// when it died (the `!current` mark is `member`).
+    fn count_failures(&self, member: &str) -> Result<u64> {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
         let field = format!("{member}!starts");
+        let member = member.to_string();
+        Ok(self.rt.block_on(async move {
+            let current: Option<String> = c.hget(&key, "!current").await?;
+            if current.as_deref() == Some(member.as_str()) {
+                let _: () = c.hdel(&key, "!current").await?;
+                c.hincr::<_, _, _, u64>(&key, &field, 1).await
+            } else {
+                Ok(c.hget::<_, _, Option<u64>>(&key, &field)
+                    .await?
+                    .unwrap_or(0))
+            }
+        })?)
+    }
+
+    fn unmark_current(&self) {
+        let mut c = self.town.db.conn.clone();
+        let key = self.town.db.keys.attempts(&self.agent);
+        let _: Result<(), _> = self
+            .rt
+            .block_on(async move { c.hdel(key, "!current").await });
+    }
+
+    /// Marks `member` as the message being handled (redeliveries only; the mark outlives a
+    /// crash of this process, and the next delivery counts it as failed).
+    fn mark_current(&self, member: &str) -> Result<()> {
+        let mut c = self.town.db.conn.clone();
+        let key = self.town.db.keys.attempts(&self.agent);
+        let member = member.to_string();
         Ok(self
             .rt
-            .block_on(async move { c.hincr::<_, _, _, u64>(key, field, 1).await })?)
+            .block_on(async move { c.hset::<_, _, _, ()>(key, "!current", member).await })?)
     }
 
     fn last_failure(&self, member: &str) -> Result<Option<String>> {

@@ -60,7 +60,7 @@ impl Keys {
         self.key(&["owned", name])
     }
     /// Hash: message id -> failed handling attempts so far; `<id>!why` -> the last failure;
-    /// `<id>!starts` -> handlings begun on redeliveries.
+    /// `<id>!starts` -> failed deliveries; `!current` -> the redelivered message in hand.
     pub fn attempts(&self, name: &str) -> String {
         self.key(&["attempts", name])
     }
