@@ -22,6 +22,15 @@ fn chaos_town(extra: &str) -> TestTown {
     town
 }
 
+/// `tt host --name h1` in the background, its output discarded.
+fn start_host(town: &TestTown) -> std::process::Child {
+    town.command(&["host", "--name", "h1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn count(town: &TestTown) -> u64 {
     town.redis(&["HGET", &town.key("state:c"), "count"])
         .trim()
@@ -31,8 +40,7 @@ fn count(town: &TestTown) -> u64 {
 
 fn send_counts(town: &TestTown, n: usize) {
     // One `tt send` per message is slow; the applier takes them in one pipeline of units.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    rt().block_on(async {
         let t = tinytown::town::Town::open(town.path()).await.unwrap();
         for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
             let ops = chunk
@@ -71,12 +79,7 @@ fn a_second_host_with_a_live_name_is_refused_and_nothing_is_counted_twice() {
     let town = chaos_town("");
     let n = 2_000;
     send_counts(&town, n);
-    let mut first = town
-        .command(&["host", "--name", "h1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = start_host(&town);
     wait_for(
         "the first host to start counting",
         Duration::from_secs(30),
@@ -108,12 +111,7 @@ fn a_restart_under_the_same_name_starts_at_once_after_a_clean_stop_or_a_crash() 
     for signal in [libc::SIGTERM, libc::SIGKILL] {
         let before = count(&town);
         send_counts(&town, 100);
-        let mut host = town
-            .command(&["host", "--name", "h1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut host = start_host(&town);
         wait_for("the host to serve", Duration::from_secs(30), || {
             count(&town) > before
         });
@@ -146,12 +144,7 @@ fn a_message_that_crashes_its_host_is_dead_lettered_after_max_deliveries() {
     town.ok(&["send", "c", "loop"]);
     town.ok(&["send", "c", "count"]);
     for round in 1..=3 {
-        let mut host = town
-            .command(&["host", "--name", "h1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut host = start_host(&town);
         // Delivered once more (the first pending entry is the `loop` message).
         wait_for(
             "the host to take the message",

@@ -101,9 +101,8 @@ impl Prepared {
 
 /// The step of starting a program that failed, for the error the agent sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
 pub enum Step {
-    Stdio = 1,
+    Stdio,
     Group,
     Directory,
     Limits,
@@ -114,22 +113,6 @@ pub enum Step {
 }
 
 impl Step {
-    pub fn from_i32(n: i32) -> Option<Step> {
-        use Step::*;
-        [
-            Stdio,
-            Group,
-            Directory,
-            Limits,
-            Landlock,
-            Seccomp,
-            Capabilities,
-            Exec,
-        ]
-        .into_iter()
-        .find(|s| *s as i32 == n)
-    }
-
     pub fn describe(self) -> &'static str {
         match self {
             Step::Stdio => "connecting its stdin, stdout and stderr",

@@ -64,8 +64,8 @@ struct Plan<'a> {
     /// (source, target) descriptors for 0, 1 and 2.
     stdio: [(RawFd, RawFd); 3],
     sandbox: &'a Prepared,
-    /// Set by the child when it fails: (step, errno).
-    failed: (i32, i32),
+    /// Set by the child when it fails: the step and its errno.
+    failed: Option<(Step, i32)>,
 }
 
 /// Starts `spec`. The child is reaped by [`wait`] or [`try_wait`].
@@ -108,7 +108,7 @@ pub fn spawn(spec: Spec) -> Result<Child, SpawnError> {
             (stderr_write.as_raw_fd(), 2),
         ],
         sandbox: spec.sandbox,
-        failed: (0, 0),
+        failed: None,
     };
     // The child's stack; 64 KiB is ample for a few syscalls.
     let mut stack = vec![0u8; 64 << 10];
@@ -139,11 +139,10 @@ pub fn spawn(spec: Spec) -> Result<Child, SpawnError> {
     drop(stack);
     drop((stdin_read, stdout_write, stderr_write));
     // SAFETY: written by the child, which has exec'd or exited by now.
-    let (step, errno) = unsafe { std::ptr::read_volatile(&plan.failed) };
-    if step != 0 {
+    if let Some((step, errno)) = unsafe { std::ptr::read_volatile(&plan.failed) } {
         let _ = wait(pid);
         return Err(SpawnError {
-            step: Step::from_i32(step).unwrap_or(Step::Exec),
+            step,
             error: io::Error::from_raw_os_error(errno),
         });
     }
@@ -179,9 +178,9 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     match result {
         Ok(()) => unsafe {
             libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
-            plan.failed = (Step::Exec as i32, *libc::__errno_location());
+            plan.failed = Some((Step::Exec, *libc::__errno_location()));
         },
-        Err((step, errno)) => plan.failed = (step as i32, errno),
+        Err((step, errno)) => plan.failed = Some((step, errno)),
     }
     unsafe { libc::_exit(127) }
 }
