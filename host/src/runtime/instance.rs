@@ -12,15 +12,17 @@
 //! The `host` import is answered here for both WIT versions: 0.1.0's delegates to 0.2.0's.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use wasmtime::component::{ResourceTable, TypedFunc};
 use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{self, wit};
+use super::capabilities::http::{gate::Gate, HttpGrant};
 use super::capabilities::Grants;
 use super::engine::Runtime;
 use super::lookup::Lookup;
@@ -50,6 +52,9 @@ pub struct State {
     calls: Vec<Call>,
     /// The task of the message being handled (budgets are kept per task too).
     task: Option<String>,
+    http: WasiHttpCtx,
+    /// Outgoing HTTP goes through here (an ungranted agent's gate refuses everything).
+    gate: Gate,
 }
 
 impl State {
@@ -77,11 +82,13 @@ impl State {
     }
 
     /// The task of the message being handled, if it names one.
+    #[allow(dead_code)] // for capabilities that keep budgets per task (llm)
     pub(crate) fn task(&self) -> Option<&str> {
         self.task.as_deref()
     }
 
     /// The town as the runtime sees it (lookups, budgets).
+    #[allow(dead_code)] // for capabilities that keep their books in the town (llm)
     pub(crate) fn town(&self) -> &Arc<dyn Lookup> {
         &self.lookup
     }
@@ -107,6 +114,16 @@ impl WasiView for State {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.gate,
+            table: &mut self.table,
+            ctx: &mut self.http,
         }
     }
 }
@@ -306,6 +323,13 @@ impl Runtime {
             lookup_error: None,
             calls: Vec::new(),
             task: None,
+            http: WasiHttpCtx::new(),
+            gate: Gate {
+                grant: grants.get::<HttpGrant>(),
+                agent: agent.to_string(),
+                calls: Arc::new(Mutex::new(Vec::new())),
+                waited: Arc::new(Mutex::new(Duration::ZERO)),
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -390,7 +414,12 @@ impl Runtime {
 
 fn deadline_check(mut ctx: StoreContextMut<State>) -> Result<UpdateDeadline, wasmtime::Error> {
     let s = ctx.data_mut();
-    let spent = s.call_started.elapsed().saturating_sub(s.excluded);
+    let http = *s.gate.waited.lock().unwrap_or_else(|p| p.into_inner());
+    let spent = s
+        .call_started
+        .elapsed()
+        .saturating_sub(s.excluded)
+        .saturating_sub(http);
     if spent > s.call_limit {
         return Err(wasmtime::Error::new(TimeLimit(s.call_limit)));
     }
@@ -421,6 +450,12 @@ impl Instance {
         s.lookups = 0;
         s.lookup_error = None;
         s.calls.clear();
+        s.gate
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *s.gate.waited.lock().unwrap_or_else(|p| p.into_inner()) = Duration::ZERO;
         self.store.set_epoch_deadline(1);
         if let Some(f) = self.fuel {
             let _ = self.store.set_fuel(f);
@@ -436,6 +471,9 @@ impl Instance {
         self.calls += 1;
         self.store.data_mut().task = msg.task_id.clone();
         let r = handle.call_async(&mut self.store, (msg,)).await;
+        let s = self.store.data_mut();
+        let http = std::mem::take(&mut *s.gate.calls.lock().unwrap_or_else(|p| p.into_inner()));
+        s.calls.extend(http);
         if let Some(e) = self.store.data_mut().lookup_error.take() {
             // Whatever the guest decided rested on an answer it did not get.
             return Err(Failure::new(
