@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod events;
 pub mod host;
 pub mod init;
+pub mod journal;
 pub mod mail;
 pub mod plugin;
 pub mod print;
@@ -64,6 +65,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// The town's event history.
     Events(events::EventsArgs),
+    /// What an agent's recent handlings asked the world (capability calls) and decided.
+    Journal(journal::JournalArgs),
     #[command(flatten)]
     Host(host::HostCommand),
     /// Measure speed and memory on this machine (a throwaway town under /tmp).
@@ -145,6 +148,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backlog(args) => backlog::run(&town, args).await,
         Command::Status(args) => status::run(&town, args).await,
         Command::Events(args) => events::run(&town, args).await,
+        Command::Journal(args) => journal::run(&town, args).await,
         Command::Swap(c) => swap::run(&town, c).await,
         Command::Dlq(args) => dlq::run(&town, args).await,
     }

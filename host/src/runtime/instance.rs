@@ -346,6 +346,7 @@ impl Runtime {
                 u64::MAX
             }),
             calls: 0,
+            dead: false,
         };
         inst.arm();
         let instance = plugin
@@ -438,6 +439,8 @@ pub struct Instance {
     /// Fuel per call, when the engine meters fuel.
     fuel: Option<u64>,
     pub calls: u64,
+    /// Trapped: only its record of the last call may still be read.
+    dead: bool,
 }
 
 impl Instance {
@@ -462,9 +465,10 @@ impl Instance {
         }
     }
 
-    /// Handles one message. On `Err` with `trapped`, this instance must be dropped.
+    /// Handles one message. On `Err` with `trapped`, this instance must not be called again
+    /// ([`Instance::mark_dead`]; its [`Instance::recorded`] calls may still be read).
     pub async fn handle(&mut self, msg: wit::Message) -> Result<Vec<wit::Action>, Failure> {
-        let Some(handle) = self.handle else {
+        let Some(handle) = self.handle.filter(|_| !self.dead) else {
             return Err(Failure::new(FailureKind::Trapped, "instance is not ready"));
         };
         self.arm();
@@ -491,6 +495,15 @@ impl Instance {
     /// How many town lookups the last call made.
     pub fn lookups(&self) -> u32 {
         self.store.data().lookups
+    }
+
+    /// After a trap: the instance is not to be called again.
+    pub fn mark_dead(&mut self) {
+        self.dead = true;
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead
     }
 
     /// The import calls of the last call, in order (the journal's record of it).

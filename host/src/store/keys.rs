@@ -68,6 +68,11 @@ impl Keys {
     pub fn shadow(&self, name: &str) -> String {
         self.key(&["shadow", name])
     }
+    /// Stream of the agent's handlings that called a capability, each with its import calls
+    /// and their answers (`store::journal`).
+    pub fn journal(&self, name: &str) -> String {
+        self.key(&["journal", name])
+    }
     /// String `<host>/<instance>:<token>` with a TTL: which host process serves an exclusive
     /// agent.
     pub fn lease(&self, name: &str) -> String {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod conn;
 pub mod embedded;
 pub mod error;
+pub mod journal;
 pub mod keys;
 pub mod lease;
 pub mod limits;
