@@ -274,8 +274,8 @@ impl HandleCtx {
         }
     }
 
-    /// Calls `plugin`'s instance in `slot`, creating a fresh one when there is none. A
-    /// handling that called a capability is journaled (`store::journal`).
+    /// Calls `plugin`'s instance in `slot`, creating a fresh one when there is none, and
+    /// journals the handling (`store::journal`).
     async fn call(
         &self,
         plugin: &Plugin,
@@ -285,14 +285,20 @@ impl HandleCtx {
     ) -> Result<Vec<wit::Action>, Failure> {
         let started = std::time::Instant::now();
         let r = self.call_instance(plugin, slot, msg, attempt).await;
-        let calls = slot.as_ref().map(|i| i.recorded()).unwrap_or_default();
-        if calls.iter().any(|c| c.acts()) {
+        let keep = self.town.config.retention.journal;
+        if keep > 0 {
+            let calls = slot.as_ref().map(|i| i.recorded()).unwrap_or_default();
             let entry = journal::Entry {
                 msg: msg.id.clone(),
                 attempt,
                 task: msg.task.clone(),
                 digest: plugin.digest.to_string(),
+                message: serde_json::to_value(actions::to_wit(msg, attempt)).unwrap_or_default(),
                 calls: serde_json::to_value(calls).unwrap_or_default(),
+                actions: r
+                    .as_ref()
+                    .ok()
+                    .map(|a| serde_json::to_value(a).unwrap_or_default()),
                 outcome: match &r {
                     Ok(a) => format!("ok: {} actions", a.len()),
                     Err(f) => format!("error: {}", f.reason),
@@ -300,7 +306,6 @@ impl HandleCtx {
                 ms: started.elapsed().as_secs_f64() * 1000.0,
                 at_ms: crate::store::model::now_ms(),
             };
-            let keep = self.town.config.retention.journal;
             if let Err(e) = self.town.db.journal_append(&self.agent, &entry, keep).await {
                 tracing::warn!(agent = %self.agent, "could not journal {}: {e:#}", msg.id);
             }

@@ -28,6 +28,7 @@ use super::engine::Runtime;
 use super::lookup::Lookup;
 use super::plugin::Plugin;
 use super::record::Call;
+use super::replay::{Answer, Script};
 use crate::store::limits::Limits;
 use crate::store::model::Digest;
 
@@ -55,6 +56,8 @@ pub struct State {
     http: WasiHttpCtx,
     /// Outgoing HTTP goes through here (an ungranted agent's gate refuses everything).
     gate: Gate,
+    /// In a replay: the original handling's calls, which answer the candidate's.
+    replay: Option<Script>,
 }
 
 impl State {
@@ -91,6 +94,32 @@ impl State {
     #[allow(dead_code)] // for capabilities that keep their books in the town (llm)
     pub(crate) fn town(&self) -> &Arc<dyn Lookup> {
         &self.lookup
+    }
+
+    /// In a replay, how the call is to be answered (None outside a replay: ask the world).
+    pub(crate) fn replayed(
+        &mut self,
+        interface: &str,
+        function: &str,
+        request: &impl serde::Serialize,
+    ) -> Option<Answer> {
+        let script = self.replay.as_mut()?;
+        let request = serde_json::to_value(request).unwrap_or_default();
+        Some(script.answer(interface, function, &request))
+    }
+
+    /// A town lookup in a replay: the recorded answer, an empty one, or None to ask the
+    /// (live) town.
+    fn replayed_lookup<T: serde::de::DeserializeOwned + Default>(
+        &mut self,
+        function: &str,
+        request: &impl serde::Serialize,
+    ) -> Option<T> {
+        match self.replayed("host", function, request)? {
+            Answer::Recorded(v) => Some(serde_json::from_value(v).unwrap_or_default()),
+            Answer::Live => None,
+            Answer::Refused => Some(T::default()),
+        }
     }
 
     /// Appends an import call to the current call's record.
@@ -164,6 +193,9 @@ use bindings::tinytown::agent::host as host_0_2;
 
 impl host_0_2::Host for State {
     async fn now_ms(&mut self) -> u64 {
+        if let Some(t) = self.replayed_lookup::<u64>("now-ms", &()) {
+            return t;
+        }
         let now = crate::store::model::now_ms();
         self.record(Call::new("host", "now-ms", (), now, Duration::ZERO));
         now
@@ -172,26 +204,41 @@ impl host_0_2::Host for State {
         self.agent.clone()
     }
     async fn get_task(&mut self, id: String) -> Option<wit::TaskInfo> {
+        if let Some(v) = self.replayed_lookup("get-task", &id) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.task(&id).await;
         self.answer("get-task", id, started, r)
     }
     async fn get_agent(&mut self, name: String) -> Option<wit::AgentInfo> {
+        if let Some(v) = self.replayed_lookup("get-agent", &name) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.agent(&name).await;
         self.answer("get-agent", name, started, r)
     }
     async fn list_agents(&mut self, role: Option<String>) -> Vec<wit::AgentInfo> {
+        if let Some(v) = self.replayed_lookup("list-agents", &role) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.agents(role.as_deref()).await;
         self.answer("list-agents", role, started, r)
     }
     async fn backlog(&mut self) -> Vec<wit::TaskInfo> {
+        if let Some(v) = self.replayed_lookup("backlog", &()) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.backlog().await;
         self.answer("backlog", (), started, r)
     }
     async fn get_state(&mut self, key: String) -> Option<String> {
+        if let Some(v) = self.replayed_lookup("get-state", &key) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.state(&self.agent, &key).await;
         self.answer("get-state", key, started, r)
@@ -323,12 +370,14 @@ impl Runtime {
             lookup_error: None,
             calls: Vec::new(),
             task: None,
+            replay: None,
             http: WasiHttpCtx::new(),
             gate: Gate {
                 grant: grants.get::<HttpGrant>(),
                 agent: agent.to_string(),
                 calls: Arc::new(Mutex::new(Vec::new())),
                 waited: Arc::new(Mutex::new(Duration::ZERO)),
+                replaying: false,
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -495,6 +544,21 @@ impl Instance {
     /// How many town lookups the last call made.
     pub fn lookups(&self) -> u32 {
         self.store.data().lookups
+    }
+
+    /// Answers the next call's imports from `script` (a replay) instead of the world; its
+    /// outgoing HTTP is refused meanwhile.
+    pub fn set_replay(&mut self, script: Script) {
+        let s = self.store.data_mut();
+        s.replay = Some(script);
+        s.gate.replaying = true;
+    }
+
+    /// Ends a replay; what is left of the script (its divergences, its unused calls).
+    pub fn take_replay(&mut self) -> Option<Script> {
+        let s = self.store.data_mut();
+        s.gate.replaying = false;
+        s.replay.take()
     }
 
     /// After a trap: the instance is not to be called again.

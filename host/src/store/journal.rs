@@ -1,12 +1,14 @@
 //! The journal: what a handling asked the world and what it was told.
 //!
-//! For each handled message whose role called a capability (`exec`, `llm`, `http`), the host
-//! appends one entry to the agent's journal stream: the message, the plugin digest, every
-//! import call in order with its request and answer (the runtime's `record::Call`, secrets
-//! already redacted by the capability), the outcome and the time spent. That is what an audit
-//! reads (`tt journal AGENT`) and what a replay answers a candidate's calls from.
+//! For each handled message the host appends one entry to the agent's journal stream: the
+//! message as the role saw it, the plugin digest, every import call in order with its request
+//! and answer (the runtime's `record::Call`, secrets already redacted by the capability), the
+//! actions returned (or the error) and the time spent. That is what an audit reads (`tt journal
+//! AGENT`) and what a replay answers a candidate's calls from (`tt replay`): a handling's inputs
+//! are the message plus those answers.
 //!
-//! Bounded: each stream keeps its newest `[retention] journal` entries (`XADD ... MAXLEN ~`).
+//! Bounded: each stream keeps its newest `[retention] journal` entries (`XADD ... MAXLEN`);
+//! `journal = 0` turns the journal off.
 //! An entry is written when the handling ends, before its unit is applied; a handling retried
 //! after a failure writes another entry (the attempt tells them apart).
 
@@ -25,8 +27,12 @@ pub struct Entry {
     pub task: Option<String>,
     /// The plugin that decided.
     pub digest: String,
+    /// The message as the role saw it (a WIT `message`).
+    pub message: serde_json::Value,
     /// Each import call: `{interface, function, request, response, us}`.
     pub calls: serde_json::Value,
+    /// The actions returned (WIT `action`s), or None when the handling failed.
+    pub actions: Option<serde_json::Value>,
     /// `ok: N actions`, or the error.
     pub outcome: String,
     pub ms: f64,
@@ -41,7 +47,6 @@ impl Db {
         let _: String = redis::cmd("XADD")
             .arg(self.keys.journal(agent))
             .arg("MAXLEN")
-            .arg("~")
             .arg(keep)
             .arg("*")
             .arg("entry")

@@ -35,8 +35,8 @@ pub struct RetentionSection {
     pub dead_letter_secs: u64,
     /// Most shadow records per agent (`tt shadow report`).
     pub shadow_records: u64,
-    /// Most journal entries per agent (handlings that called a capability, with each call's
-    /// request and answer: `tt journal`).
+    /// Most journal entries per agent (handlings with each import call's request and answer,
+    /// and the actions returned: `tt journal`, `tt replay`); 0 turns the journal off.
     pub journal: u64,
     /// Finished (completed, failed, cancelled) tasks are removed after this; their counts by
     /// state stay in `tt status`.
@@ -75,7 +75,6 @@ impl RetentionSection {
             ("events", self.events),
             ("dead_letters", self.dead_letters),
             ("shadow_records", self.shadow_records),
-            ("journal", self.journal),
             ("maxmemory_mb", self.maxmemory_mb),
         ];
         for (field, v) in positive {

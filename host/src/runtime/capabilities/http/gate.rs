@@ -32,6 +32,8 @@ pub struct Gate {
     pub(crate) agent: String,
     pub(crate) calls: Arc<Mutex<Vec<Call>>>,
     pub(crate) waited: Arc<Mutex<Duration>>,
+    /// In a replay: nothing is sent (a replay never acts on the world).
+    pub(crate) replaying: bool,
 }
 
 type Sent = Box<
@@ -81,7 +83,8 @@ impl WasiHttpHooks for Gate {
         options: Option<RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = Result<(), Error>> + Send>,
     ) -> Sent {
-        let grant = self.grant.clone();
+        let grant = self.grant.clone().filter(|_| !self.replaying);
+        let replaying = self.replaying;
         let agent = self.agent.clone();
         let calls = self.calls.clone();
         let waited = self.waited.clone();
@@ -99,10 +102,12 @@ impl WasiHttpHooks for Gate {
                 Err(code)
             };
             let Some(grant) = grant else {
-                return refuse(
-                    format!("http is not granted to agent `{agent}`"),
-                    Error::HttpRequestDenied,
-                );
+                let why = if replaying {
+                    "a replay sends no request".to_string()
+                } else {
+                    format!("http is not granted to agent `{agent}`")
+                };
+                return refuse(why, Error::HttpRequestDenied);
             };
             let Some(origin) = Origin::of(request.uri()) else {
                 return refuse(
