@@ -345,6 +345,24 @@ mod tests {
     }
 
     #[test]
+    fn only_stream_ids_are_read_as_dead_letters() {
+        for ok in ["1-0", "1700000000000-12", "5"] {
+            assert!(stream_id(ok), "{ok}");
+        }
+        for bad in ["", "-", "1-", "a-1", "1-0-0", "../x", "1 0"] {
+            assert!(!stream_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stale_reply_is_told_apart_from_results() {
+        let stale: Reply = serde_json::from_str(r#"{"stale":"the task counter"}"#).unwrap();
+        assert!(matches!(stale, Reply::Stale { stale } if stale == "the task counter"));
+        let applied: Reply = serde_json::from_str(r#"[{"s":"ok"}]"#).unwrap();
+        assert!(matches!(applied, Reply::Applied(r) if r.len() == 1));
+    }
+
+    #[test]
     fn every_outcome_decodes() {
         for (s, o) in [
             ("ok", Outcome::Ok),
