@@ -64,7 +64,7 @@ impl Db {
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(n)
+            .arg(n.min(i64::MAX as usize))
             .query_async(&mut c)
             .await?;
         let mut out = Vec::new();
