@@ -23,5 +23,6 @@ pub mod lease;
 pub mod limits;
 pub mod model;
 pub mod policy;
+pub mod script;
 pub mod streams;
 pub mod sweep;
