@@ -354,7 +354,7 @@ fn in_a_repository_town_approval_queues_the_task_and_only_the_merger_completes_i
         &town,
         &format!("task {t} is approved and waits in the merge queue"),
     );
-    refused_with(&town, &format!("only merger, the merger, may complete it"));
+    refused_with(&town, "only merger, the merger, may complete it");
     refused_with(
         &town,
         &format!("only the owner of task {t} or the merger may fail it"),

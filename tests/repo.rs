@@ -311,5 +311,9 @@ fn a_repo_worker_without_a_repo_section_is_refused_by_name() {
             && reasons[0].contains("in tinytown.toml"),
         "{reasons:?}"
     );
-    assert_eq!(state(&town, "t1"), "running", "nothing but the pick-up moved it");
+    assert_eq!(
+        state(&town, "t1"),
+        "running",
+        "nothing but the pick-up moved it"
+    );
 }

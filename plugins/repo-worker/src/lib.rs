@@ -102,8 +102,8 @@ fn merge_target(repo: &Repo, wt: &str) -> Result<Vec<String>, String> {
     Ok(files.lines().map(str::to_owned).collect())
 }
 
-fn work(cfg: &Config, task: &str, description: &str, feedback: Option<&str>) -> Vec<Action> {
-    match try_work(cfg, task, description, feedback) {
+fn work(cfg: &Config, msg: &Message, task: &str, description: &str, feedback: Option<&str>) -> Vec<Action> {
+    match try_work(cfg, task, description, feedback, msg.attempt > 1) {
         Ok(actions) => actions,
         Err(e) => fail(task, e),
     }
@@ -114,6 +114,7 @@ fn try_work(
     task: &str,
     description: &str,
     feedback: Option<&str>,
+    redelivered: bool,
 ) -> Result<Vec<Action>, String> {
     let repo = &cfg.repo;
     let wt = ensure_worktree(repo, task)?;
@@ -151,7 +152,9 @@ fn try_work(
         git_ok(&wt, &["commit", "--no-verify", "-m", &msg])?;
     }
     let commit = git_ok(&wt, &["rev-parse", "HEAD"])?;
-    if commit == start {
+    // A redelivery after a crash may find its own earlier commit, with nothing left to do.
+    let ahead = format!("{}..HEAD", repo.target);
+    if commit == start && !(redelivered && git_ok(&wt, &["rev-list", "--count", &ahead])? != "0") {
         return Err(format!("`{}` made no change in {wt}", cfg.cli[0]));
     }
     let range = format!("{}...{commit}", repo.target);
@@ -174,16 +177,18 @@ fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
             _ => vec![log(LogLevel::Warn, format!("message {} has no task id; ignored", msg.id))],
         };
     };
-    match msg.kind {
-        Kind::TaskAssign => work(cfg, &task, &msg.body, None),
+    if matches!(msg.kind, Kind::Query) {
+        return answer(msg);
+    }
+    match &msg.kind {
+        Kind::TaskAssign => work(cfg, &msg, &task, &msg.body, None),
         Kind::Verdict(Verdict::Reject(reason)) => match host::get_task(&task) {
-            Some(t) => work(cfg, &task, &t.description, Some(&reason)),
+            Some(t) => work(cfg, &msg, &task, &t.description, Some(reason)),
             None => vec![log(LogLevel::Warn, format!("rejected task {task} is unknown; ignored"))],
         },
         Kind::Verdict(Verdict::Approve) => {
             vec![log(LogLevel::Info, format!("task {task} approved by {}", msg.sender))]
         }
-        Kind::Query => answer(msg),
         _ => Vec::new(),
     }
 }
