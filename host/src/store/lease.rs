@@ -8,6 +8,10 @@
 //! A lease is the string `<host>/<instance>:<token>` under the agent's lease key, with a TTL.
 //! Taking one increments the agent's counter, so every holder has a new token; the applier
 //! refuses a unit fenced with a token that is no longer the holder's (`Unit::fence`).
+//!
+//! The scripts name their keys only by position in KEYS and run behind the key guard
+//! (`store::script`), so a cluster moving the town's slot refuses a claim or renewal whole, to
+//! be retried on the right master, rather than half-running it.
 
 use std::sync::LazyLock;
 use std::time::Duration;

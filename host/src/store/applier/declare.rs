@@ -268,7 +268,7 @@ fn op_keys(
         Op::DlqRetry { entry } => {
             out.insert(k.dlq());
             if let Some(a) = facts.dlq.get(entry).filter(|a| !a.is_empty()) {
-                out.insert(k.agent(a));
+                agent(out, a);
                 out.insert(k.inbox(a));
                 out.insert(k.urgent(a));
             }
