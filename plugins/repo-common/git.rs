@@ -32,10 +32,16 @@ impl Repo {
         let need = |k: &str, what: &str| config.required(k, what).map(str::to_owned);
         let check = config.words("repo-check");
         if check.is_empty() {
-            need("repo-check", "the check command ([repo] check in tinytown.toml)")?;
+            need(
+                "repo-check",
+                "the check command ([repo] check in tinytown.toml)",
+            )?;
         }
         Ok(Repo {
-            target: need("repo-target", "the target branch ([repo] target in tinytown.toml)")?,
+            target: need(
+                "repo-target",
+                "the target branch ([repo] target in tinytown.toml)",
+            )?,
             check,
             worktrees: config
                 .get("repo-worktrees")
@@ -58,7 +64,11 @@ impl Repo {
 
     /// The repository's `.git`, relative to the work area: as many `..` as `worktrees` is deep.
     pub fn git_dir(&self) -> String {
-        let depth = self.worktrees.split('/').filter(|c| !c.is_empty() && *c != ".").count();
+        let depth = self
+            .worktrees
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .count();
         format!("{}.git", "../".repeat(depth))
     }
 

@@ -70,26 +70,37 @@ fn clean_up(repo: &Repo, task: &str) {
 
 fn merge(cfg: &Config, task: &str, approval: &str) -> Result<Outcome, Error> {
     let repo = &cfg.repo;
-    let e = |m: String| Error { message: m, retryable: true };
+    let e = |m: String| Error {
+        message: m,
+        retryable: true,
+    };
     let target_ref = format!("refs/heads/{}", repo.target);
     let commit = match commit_in(approval) {
         Some(c) => c,
         None => repo.git_ok(&["rev-parse", &repo.branch(task)]).map_err(e)?,
     };
     let old = repo.git_ok(&["rev-parse", &target_ref]).map_err(e)?;
-    if repo.git_test(&["merge-base", "--is-ancestor", &commit, &old]).map_err(e)? {
+    if repo
+        .git_test(&["merge-base", "--is-ancestor", &commit, &old])
+        .map_err(e)?
+    {
         clean_up(repo, task);
         return Ok(Outcome::Merged(old));
     }
     drop_scratch(repo);
     let dir = scratch(repo);
-    repo.git_ok(&["worktree", "add", "--detach", &dir, &old]).map_err(e)?;
+    repo.git_ok(&["worktree", "add", "--detach", &dir, &old])
+        .map_err(e)?;
     let msg = format!("Merge {} ({task})", repo.branch(task));
     let out = git(&dir, &["merge", "--no-ff", "-m", &msg, &commit]).map_err(e)?;
     if out.status != Some(0) {
         let files = git_ok(&dir, &["diff", "--name-only", "--diff-filter=U"]).unwrap_or_default();
         drop_scratch(repo);
-        let files = if files.is_empty() { output_tail(&out) } else { files.replace('\n', ", ") };
+        let files = if files.is_empty() {
+            output_tail(&out)
+        } else {
+            files.replace('\n', ", ")
+        };
         return Ok(Outcome::Back(format!(
             "merge conflict with {} at {old} in: {files}; merge {} into your branch and \
              resolve them",
@@ -112,7 +123,8 @@ fn merge(cfg: &Config, task: &str, approval: &str) -> Result<Outcome, Error> {
         )));
     }
     // The compare-and-swap: refused when the target moved since `old`.
-    repo.git_ok(&["update-ref", "-m", &msg, &target_ref, &merged, &old]).map_err(e)?;
+    repo.git_ok(&["update-ref", "-m", &msg, &target_ref, &merged, &old])
+        .map_err(e)?;
     warn_if_checked_out(repo);
     clean_up(repo, task);
     Ok(Outcome::Merged(merged))
@@ -121,7 +133,9 @@ fn merge(cfg: &Config, task: &str, approval: &str) -> Result<Outcome, Error> {
 /// The main worktree cannot follow the target (a confined program may not write there, as it
 /// holds `.tt/`): when it has the target checked out, say how to keep it out of the way.
 fn warn_if_checked_out(repo: &Repo) {
-    let head = repo.git_ok(&["symbolic-ref", "-q", "HEAD"]).unwrap_or_default();
+    let head = repo
+        .git_ok(&["symbolic-ref", "-q", "HEAD"])
+        .unwrap_or_default();
     if head == format!("refs/heads/{}", repo.target) {
         host::log(
             LogLevel::Warn,
@@ -148,11 +162,21 @@ fn handle(cfg: &Config, msg: Message) -> Result<Vec<Action>, Error> {
     Ok(match merge(cfg, &task, &msg.body)? {
         Outcome::Merged(at) => vec![Action::Complete(TaskOutcome {
             task_id: task.clone(),
-            text: format!("merged {} into {} at {at}", cfg.repo.branch(&task), cfg.repo.target),
+            text: format!(
+                "merged {} into {} at {at}",
+                cfg.repo.branch(&task),
+                cfg.repo.target
+            ),
         })],
         Outcome::Back(why) => vec![
-            log(LogLevel::Info, format!("task {task} sent back to its owner")),
-            Action::Reject(TaskOutcome { task_id: task, text: why }),
+            log(
+                LogLevel::Info,
+                format!("task {task} sent back to its owner"),
+            ),
+            Action::Reject(TaskOutcome {
+                task_id: task,
+                text: why,
+            }),
         ],
     })
 }
@@ -164,7 +188,10 @@ thread_local! {
 }
 
 fn config_error(e: ConfigError) -> Error {
-    Error { message: e.to_string(), retryable: false }
+    Error {
+        message: e.to_string(),
+        retryable: false,
+    }
 }
 
 // Not `tinytown_guest::role!`: the merger's `handle` may fail retryably (a target moved under
@@ -180,7 +207,10 @@ impl Guest for Merger {
         CONFIG.with(|slot| {
             slot.with(|cfg| match cfg {
                 Some(cfg) => handle(cfg, msg),
-                None => handle(&parse_config(&Table::new("merger", &[])).map_err(config_error)?, msg),
+                None => handle(
+                    &parse_config(&Table::new("merger", &[])).map_err(config_error)?,
+                    msg,
+                ),
             })
         })
     }

@@ -66,10 +66,16 @@ fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
         return Vec::new();
     };
     match review(cfg, &task, &msg.body) {
-        Ok(text) => vec![Action::Approve(TaskOutcome { task_id: task, text })],
+        Ok(text) => vec![Action::Approve(TaskOutcome {
+            task_id: task,
+            text,
+        })],
         Err(text) => vec![
             Action::Log((LogLevel::Info, format!("task {task} rejected"))),
-            Action::Reject(TaskOutcome { task_id: task, text }),
+            Action::Reject(TaskOutcome {
+                task_id: task,
+                text,
+            }),
         ],
     }
 }

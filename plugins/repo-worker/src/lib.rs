@@ -24,16 +24,30 @@ mod git;
 
 use git::{git_ok, git_test, how, output_tail, run_line, tail, Repo};
 use tinytown::agent::host;
-use tinytown::agent::types::{Kind, LogLevel, Outgoing, Priority, ReviewRequest, TaskOutcome, Verdict};
+use tinytown::agent::types::{
+    Kind, LogLevel, Outgoing, Priority, ReviewRequest, TaskOutcome, Verdict,
+};
 use tinytown_guest::{fill, ConfigError, Table};
 
 /// How each preset runs its CLI without a terminal; the prompt goes where `{prompt}` is, or on
 /// stdin. The sandbox side of each (what it may read and write) is `preset = "<name>"` in the
 /// agent's exec table (host/src/runtime/capabilities/exec/presets.rs).
 const PRESETS: &[(&str, &[&str])] = &[
-    ("claude", &["claude", "-p", "--permission-mode", "acceptEdits"]),
+    (
+        "claude",
+        &["claude", "-p", "--permission-mode", "acceptEdits"],
+    ),
     ("codex", &["codex", "exec", "--full-auto", "-"]),
-    ("aider", &["aider", "--yes-always", "--no-auto-commits", "--message", "{prompt}"]),
+    (
+        "aider",
+        &[
+            "aider",
+            "--yes-always",
+            "--no-auto-commits",
+            "--message",
+            "{prompt}",
+        ],
+    ),
     ("gemini", &["gemini", "--yolo", "-p", "{prompt}"]),
 ];
 
@@ -45,14 +59,19 @@ struct Config {
 }
 
 fn parse_config(config: &Table) -> Result<Config, ConfigError> {
-    let cli = config.required("cli", "the coding CLI: claude, codex, aider, gemini or a command")?;
+    let cli = config.required(
+        "cli",
+        "the coding CLI: claude, codex, aider, gemini or a command",
+    )?;
     let cli = match PRESETS.iter().find(|(name, _)| *name == cli) {
         Some((_, words)) => words.iter().map(|w| w.to_string()).collect(),
         None => cli.split_whitespace().map(str::to_owned).collect(),
     };
     Ok(Config {
         cli,
-        reviewer: config.required("reviewer", "the agent that reviews its work")?.to_owned(),
+        reviewer: config
+            .required("reviewer", "the agent that reviews its work")?
+            .to_owned(),
         timeout_ms: config.number_of("timeout-ms", "milliseconds")?,
         repo: Repo::from(config)?,
     })
@@ -65,7 +84,10 @@ fn log(level: LogLevel, text: impl Into<String>) -> Action {
 fn fail(task: &str, text: String) -> Vec<Action> {
     vec![
         log(LogLevel::Warn, format!("task {task}: {text}")),
-        Action::Fail(TaskOutcome { task_id: task.to_owned(), text }),
+        Action::Fail(TaskOutcome {
+            task_id: task.to_owned(),
+            text,
+        }),
     ]
 }
 
@@ -80,7 +102,12 @@ fn ensure_worktree(repo: &Repo, task: &str) -> Result<String, String> {
     }
     repo.git_ok(&["worktree", "prune"])?;
     let branch = repo.branch(task);
-    if repo.git_test(&["rev-parse", "-q", "--verify", &format!("refs/heads/{branch}")])? {
+    if repo.git_test(&[
+        "rev-parse",
+        "-q",
+        "--verify",
+        &format!("refs/heads/{branch}"),
+    ])? {
         repo.git_ok(&["worktree", "add", &wt, &branch])?;
     } else {
         repo.git_ok(&["worktree", "add", "-b", &branch, &wt, &repo.target])?;
@@ -102,7 +129,13 @@ fn merge_target(repo: &Repo, wt: &str) -> Result<Vec<String>, String> {
     Ok(files.lines().map(str::to_owned).collect())
 }
 
-fn work(cfg: &Config, msg: &Message, task: &str, description: &str, feedback: Option<&str>) -> Vec<Action> {
+fn work(
+    cfg: &Config,
+    msg: &Message,
+    task: &str,
+    description: &str,
+    feedback: Option<&str>,
+) -> Vec<Action> {
     match try_work(cfg, task, description, feedback, msg.attempt > 1) {
         Ok(actions) => actions,
         Err(e) => fail(task, e),
@@ -174,7 +207,10 @@ fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
     let Some(task) = msg.task_id.clone() else {
         return match msg.kind {
             Kind::Query => answer(msg),
-            _ => vec![log(LogLevel::Warn, format!("message {} has no task id; ignored", msg.id))],
+            _ => vec![log(
+                LogLevel::Warn,
+                format!("message {} has no task id; ignored", msg.id),
+            )],
         };
     };
     if matches!(msg.kind, Kind::Query) {
@@ -184,10 +220,16 @@ fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
         Kind::TaskAssign => work(cfg, &msg, &task, &msg.body, None),
         Kind::Verdict(Verdict::Reject(reason)) => match host::get_task(&task) {
             Some(t) => work(cfg, &msg, &task, &t.description, Some(reason)),
-            None => vec![log(LogLevel::Warn, format!("rejected task {task} is unknown; ignored"))],
+            None => vec![log(
+                LogLevel::Warn,
+                format!("rejected task {task} is unknown; ignored"),
+            )],
         },
         Kind::Verdict(Verdict::Approve) => {
-            vec![log(LogLevel::Info, format!("task {task} approved by {}", msg.sender))]
+            vec![log(
+                LogLevel::Info,
+                format!("task {task} approved by {}", msg.sender),
+            )]
         }
         _ => Vec::new(),
     }
