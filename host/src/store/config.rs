@@ -19,6 +19,7 @@ use crate::store::error;
 use crate::store::limits::{LimitOverrides, Limits};
 use crate::store::model::validate_name;
 use crate::store::policy::{RetentionSection, TasksSection};
+use crate::store::repo::RepoSection;
 
 pub const FILE_NAME: &str = "tinytown.toml";
 /// The town's private directory (embedded Redis, compiled-plugin cache, logs).
@@ -38,6 +39,9 @@ pub struct Config {
     pub tasks: TasksSection,
     #[serde(default)]
     pub retention: RetentionSection,
+    /// A repository town: tasks are branches of this git repository, done when merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoSection>,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSection>,
     #[serde(default, skip_serializing_if = "ServeSection::is_default")]
@@ -282,6 +286,7 @@ impl Config {
             limits: Limits::default(),
             tasks: TasksSection::default(),
             retention: RetentionSection::default(),
+            repo: None,
             agents: BTreeMap::new(),
             serve: ServeSection::default(),
             dir: dir.to_path_buf(),
@@ -335,6 +340,9 @@ impl Config {
         }
         config.retention.check()?;
         config.host.check()?;
+        if let Some(r) = &config.repo {
+            r.check()?;
+        }
         config.limits.check("[limits]")?;
         for (name, a) in &config.agents {
             if let Some(o) = &a.limits {
@@ -373,11 +381,17 @@ impl Config {
     }
 
     /// The agent's `config` table, as its plugin's `init` gets it.
+    /// In a repository town it also has the `[repo]` settings (`RepoSection::init_config`).
     pub fn init_config(&self, agent: &str) -> Vec<(String, String)> {
-        self.agents
+        let mut init: Vec<(String, String)> = self
+            .agents
             .get(agent)
             .map(|a| a.config.clone().into_iter().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(r) = &self.repo {
+            init.extend(r.init_config());
+        }
+        init
     }
 
     /// Resolves a path from the config file (relative to the town dir).
