@@ -9,7 +9,7 @@
 //! suspended future, not a blocked thread, and a guest computing yields to other tasks at
 //! every epoch tick. Every import call is recorded ([`super::record`]) for the journal.
 //!
-//! The `host` import is answered here for both WIT versions: 0.1.0's delegates to 0.2.0's.
+//! The `host` import (the read-only questions) is answered in [`super::questions`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -21,14 +21,14 @@ use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::{self, wit};
+use super::bindings::wit;
 use super::capabilities::http::{gate::Gate, HttpGrant};
 use super::capabilities::Grants;
 use super::engine::Runtime;
 use super::lookup::Lookup;
 use super::plugin::Plugin;
 use super::record::Call;
-use super::replay::{Answer, Script};
+use super::replay::Script;
 use crate::store::limits::Limits;
 use crate::store::model::Digest;
 
@@ -37,8 +37,8 @@ pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
-    agent: String,
-    lookup: Arc<dyn Lookup>,
+    pub(super) agent: String,
+    pub(super) lookup: Arc<dyn Lookup>,
     /// What the agent's config grants; each capability's host code reads its own grant here.
     pub(crate) grants: Grants,
     call_started: Instant,
@@ -57,13 +57,13 @@ pub struct State {
     /// Outgoing HTTP goes through here (an ungranted agent's gate refuses everything).
     gate: Gate,
     /// In a replay: the original handling's calls, which answer the candidate's.
-    replay: Option<Script>,
+    pub(super) replay: Option<Script>,
 }
 
 impl State {
     /// Counts and records a lookup and keeps its failure; the guest gets an empty answer,
     /// which the host then throws away together with the whole handling.
-    fn answer<T: Default + serde::Serialize>(
+    pub(super) fn answer<T: Default + serde::Serialize>(
         &mut self,
         function: &str,
         request: impl serde::Serialize,
@@ -94,32 +94,6 @@ impl State {
     #[allow(dead_code)] // for capabilities that keep their books in the town (llm)
     pub(crate) fn town(&self) -> &Arc<dyn Lookup> {
         &self.lookup
-    }
-
-    /// In a replay, how the call is to be answered (None outside a replay: ask the world).
-    pub(crate) fn replayed(
-        &mut self,
-        interface: &str,
-        function: &str,
-        request: &impl serde::Serialize,
-    ) -> Option<Answer> {
-        let script = self.replay.as_mut()?;
-        let request = serde_json::to_value(request).unwrap_or_default();
-        Some(script.answer(interface, function, &request))
-    }
-
-    /// A town lookup in a replay: the recorded answer, an empty one, or None to ask the
-    /// (live) town.
-    fn replayed_lookup<T: serde::de::DeserializeOwned + Default>(
-        &mut self,
-        function: &str,
-        request: &impl serde::Serialize,
-    ) -> Option<T> {
-        match self.replayed("host", function, request)? {
-            Answer::Recorded(v) => Some(serde_json::from_value(v).unwrap_or_default()),
-            Answer::Live => None,
-            Answer::Refused => Some(T::default()),
-        }
     }
 
     /// Appends an import call to the current call's record.
@@ -184,101 +158,6 @@ impl wasmtime::ResourceLimiter for Limiter {
         _max: Option<usize>,
     ) -> Result<bool, wasmtime::Error> {
         Ok(desired <= 1_000_000)
-    }
-}
-
-impl bindings::tinytown::agent::types::Host for State {}
-
-use bindings::tinytown::agent::host as host_0_2;
-
-impl host_0_2::Host for State {
-    async fn now_ms(&mut self) -> u64 {
-        if let Some(t) = self.replayed_lookup::<u64>("now-ms", &()) {
-            return t;
-        }
-        let now = crate::store::model::now_ms();
-        self.record(Call::new("host", "now-ms", (), now, Duration::ZERO));
-        now
-    }
-    async fn self_name(&mut self) -> String {
-        self.agent.clone()
-    }
-    async fn get_task(&mut self, id: String) -> Option<wit::TaskInfo> {
-        if let Some(v) = self.replayed_lookup("get-task", &id) {
-            return v;
-        }
-        let started = Instant::now();
-        let r = self.lookup.task(&id).await;
-        self.answer("get-task", id, started, r)
-    }
-    async fn get_agent(&mut self, name: String) -> Option<wit::AgentInfo> {
-        if let Some(v) = self.replayed_lookup("get-agent", &name) {
-            return v;
-        }
-        let started = Instant::now();
-        let r = self.lookup.agent(&name).await;
-        self.answer("get-agent", name, started, r)
-    }
-    async fn list_agents(&mut self, role: Option<String>) -> Vec<wit::AgentInfo> {
-        if let Some(v) = self.replayed_lookup("list-agents", &role) {
-            return v;
-        }
-        let started = Instant::now();
-        let r = self.lookup.agents(role.as_deref()).await;
-        self.answer("list-agents", role, started, r)
-    }
-    async fn backlog(&mut self) -> Vec<wit::TaskInfo> {
-        if let Some(v) = self.replayed_lookup("backlog", &()) {
-            return v;
-        }
-        let started = Instant::now();
-        let r = self.lookup.backlog().await;
-        self.answer("backlog", (), started, r)
-    }
-    async fn get_state(&mut self, key: String) -> Option<String> {
-        if let Some(v) = self.replayed_lookup("get-state", &key) {
-            return v;
-        }
-        let started = Instant::now();
-        let r = self.lookup.state(&self.agent, &key).await;
-        self.answer("get-state", key, started, r)
-    }
-    async fn log(&mut self, level: wit::LogLevel, text: String) {
-        let text: String = text.chars().take(4096).collect();
-        match level {
-            wit::LogLevel::Debug => tracing::debug!(agent = %self.agent, "{text}"),
-            wit::LogLevel::Info => tracing::info!(agent = %self.agent, "{text}"),
-            wit::LogLevel::Warn => tracing::warn!(agent = %self.agent, "{text}"),
-            wit::LogLevel::Error => tracing::error!(agent = %self.agent, "{text}"),
-        }
-    }
-}
-
-/// The 0.1.0 `host` interface: the same questions, answered by the 0.2.0 code.
-impl bindings::v0_1::tinytown::agent::host::Host for State {
-    async fn now_ms(&mut self) -> u64 {
-        host_0_2::Host::now_ms(self).await
-    }
-    async fn self_name(&mut self) -> String {
-        host_0_2::Host::self_name(self).await
-    }
-    async fn get_task(&mut self, id: String) -> Option<wit::TaskInfo> {
-        host_0_2::Host::get_task(self, id).await
-    }
-    async fn get_agent(&mut self, name: String) -> Option<wit::AgentInfo> {
-        host_0_2::Host::get_agent(self, name).await
-    }
-    async fn list_agents(&mut self, role: Option<String>) -> Vec<wit::AgentInfo> {
-        host_0_2::Host::list_agents(self, role).await
-    }
-    async fn backlog(&mut self) -> Vec<wit::TaskInfo> {
-        host_0_2::Host::backlog(self).await
-    }
-    async fn get_state(&mut self, key: String) -> Option<String> {
-        host_0_2::Host::get_state(self, key).await
-    }
-    async fn log(&mut self, level: wit::LogLevel, text: String) {
-        host_0_2::Host::log(self, level, text).await
     }
 }
 

@@ -6,7 +6,8 @@
 //! - [`engine`]: the engine, epoch ticker and compiled-code cache ([`Runtime`]).
 //! - [`plugin`]: loading a component for an agent and `tt plugin check`'s report.
 //! - [`instance`]: one agent's live instance, its limits and the `host` import.
-//! - [`lookup`]: the read-only questions a guest may ask, as a trait.
+//! - [`lookup`]: the read-only questions a guest may ask, as a trait; `questions` answers the
+//!   `host` import with it.
 //! - [`record`]: what a handling asked the world, call by call (the journal's entries).
 //! - [`replay`]: a candidate's calls answered from a journaled handling's record.
 //! - [`builtin`]: what an agent's plugin resolves to; how a built-in role is set up.
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod instance;
 pub mod lookup;
 pub mod plugin;
+mod questions;
 pub mod record;
 pub mod replay;
 

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
+use super::instance::State;
 use super::record::Call;
 
 /// A call the original never made.
@@ -97,5 +98,33 @@ impl Script {
     /// Calls the original made that the candidate did not.
     pub fn unused(&self) -> usize {
         self.calls.len()
+    }
+}
+
+impl State {
+    /// In a replay, how the call is to be answered (None outside a replay: ask the world).
+    pub(crate) fn replayed(
+        &mut self,
+        interface: &str,
+        function: &str,
+        request: &impl serde::Serialize,
+    ) -> Option<Answer> {
+        let script = self.replay.as_mut()?;
+        let request = serde_json::to_value(request).unwrap_or_default();
+        Some(script.answer(interface, function, &request))
+    }
+
+    /// A town lookup in a replay: the recorded answer, an empty one, or None to ask the
+    /// (live) town.
+    pub(crate) fn replayed_lookup<T: serde::de::DeserializeOwned + Default>(
+        &mut self,
+        function: &str,
+        request: &impl serde::Serialize,
+    ) -> Option<T> {
+        match self.replayed("host", function, request)? {
+            Answer::Recorded(v) => Some(serde_json::from_value(v).unwrap_or_default()),
+            Answer::Live => None,
+            Answer::Refused => Some(T::default()),
+        }
     }
 }
