@@ -215,8 +215,10 @@ pub(super) async fn claim_name(town: &Town, name: &str, instance: &str) -> Resul
         .unwrap_or_default();
     let pid = beat["pid"].as_i64().unwrap_or(0) as i32;
     let here = beat["machine"].as_str() == Some(super::default_host_name().as_str());
-    let crashed =
-        beat["instance"].as_str() == Some(other.as_str()) && here && pid > 0 && !alive(pid);
+    let crashed = beat["instance"].as_str() == Some(other.as_str())
+        && here
+        && pid > 0
+        && !alive(pid, beat["pid_start"].as_u64());
     if crashed
         && town
             .db
@@ -249,19 +251,28 @@ pub(super) async fn claim_name(town: &Town, name: &str, instance: &str) -> Resul
     ))
 }
 
-/// Whether process `pid` runs: it exists and is not a zombie (killed, not yet reaped).
-fn alive(pid: i32) -> bool {
+/// Whether process `pid` runs: it exists, is not a zombie (killed, not yet reaped) and, when
+/// `start` is known, is the process that started then: a pid reused by another process, or by
+/// a thread of one (busy machines cycle through pids fast), is not it.
+fn alive(pid: i32, start: Option<u64>) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let exists = unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM };
-    // /proc/PID/stat: "pid (comm) S ...", the state after the last ')'.
-    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().chars().next())
-        })
-        .flatten();
-    exists && !matches!(state, Some('Z' | 'X'))
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // "pid (comm) S ...": the fields after the last ')', state first.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let zombie = matches!(fields.first(), Some(&("Z" | "X")));
+    let same = start.is_none_or(|s| fields.get(19).and_then(|f| f.parse::<u64>().ok()) == Some(s));
+    exists && !zombie && same
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl Supervisor {
@@ -397,9 +408,26 @@ async fn write_heartbeat(town: &Town, host: &str, instance: &str, started: u64, 
         .collect();
     let beat = json!({
         "name": host, "instance": instance, "machine": super::default_host_name(),
-        "pid": std::process::id(), "started_ms": started, "seen_ms": now_ms(),
+        "pid": std::process::id(), "pid_start": start_ticks(std::process::id() as i32),
+        "started_ms": started, "seen_ms": now_ms(),
         "agents": agents, "blocked": blocked,
     });
     let mut c = town.db.conn.clone();
     let _: Result<(), _> = c.hset(town.db.keys.hosts(), host, beat.to_string()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_pid_is_not_the_process_that_claimed_the_name() {
+        let me = std::process::id() as i32;
+        let start = start_ticks(me);
+        assert!(start.is_some());
+        assert!(alive(me, start));
+        assert!(alive(me, None));
+        assert!(!alive(me, start.map(|s| s + 1)));
+        assert!(!alive(i32::MAX, None));
+    }
 }
