@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::error;
 use crate::store::limits::{LimitOverrides, Limits};
+use crate::store::llm::LlmSection;
 use crate::store::model::validate_name;
 use crate::store::policy::{RetentionSection, TasksSection};
 
@@ -42,6 +43,9 @@ pub struct Config {
     pub agents: BTreeMap<String, AgentSection>,
     #[serde(default, skip_serializing_if = "ServeSection::is_default")]
     pub serve: ServeSection,
+    /// Model providers and aliases (`store::llm`); agents get them with `[agents.NAME.llm]`.
+    #[serde(default, skip_serializing_if = "LlmSection::is_empty")]
+    pub llm: LlmSection,
     /// The directory holding tinytown.toml; paths in the file are relative to it.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -284,6 +288,7 @@ impl Config {
             retention: RetentionSection::default(),
             agents: BTreeMap::new(),
             serve: ServeSection::default(),
+            llm: LlmSection::default(),
             dir: dir.to_path_buf(),
         }
     }
@@ -344,6 +349,8 @@ impl Config {
                     .check(&format!("[agents.{name}.limits]"))?;
             }
         }
+        config.llm.check()?;
+        config.llm.check_grants(&config.agents)?;
         if let Some(f) = &config.redis.appendfsync {
             if !matches!(f.as_str(), "always" | "everysec" | "no") {
                 return Err(format!(
