@@ -11,6 +11,7 @@
 //! its wait through `State::outside_guest`, which keeps the time out of the guest's deadline.
 
 pub mod exec;
+pub mod llm;
 
 use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
