@@ -3,7 +3,7 @@
 //! text or, with `--json`, as JSON.
 //!
 //! One file per command group, each with its clap types, its `run` and its printing:
-//! [`agents`], [`mail`], [`tasks`], [`backlog`], [`dlq`], [`events`], [`status`], [`swap`],
+//! [`agents`], [`mail`], [`tasks`], [`backlog`], [`dlq`], [`events`], [`status`], [`usage`], [`swap`],
 //! [`plugin`], [`host`], [`init`], [`bench`], [`doctor`], [`serve`] (`tt serve`, `tt mcp`, `tt auth`); [`print`] has what several of them print. This
 //! file holds the global options and dispatches.
 
@@ -22,6 +22,7 @@ pub mod serve;
 pub mod status;
 pub mod swap;
 pub mod tasks;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// The town's event history.
     Events(events::EventsArgs),
+    /// Model calls: tokens and cost by agent, task and model.
+    Usage(usage::UsageArgs),
     #[command(flatten)]
     Host(host::HostCommand),
     /// Measure speed and memory on this machine (a throwaway town under /tmp).
@@ -145,6 +148,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backlog(args) => backlog::run(&town, args).await,
         Command::Status(args) => status::run(&town, args).await,
         Command::Events(args) => events::run(&town, args).await,
+        Command::Usage(args) => usage::run(&town, args).await,
         Command::Swap(c) => swap::run(&town, c).await,
         Command::Dlq(args) => dlq::run(&town, args).await,
     }
