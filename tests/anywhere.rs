@@ -194,7 +194,7 @@ fn plugin_list_and_export_show_and_write_the_builtins() {
         let bytes = std::fs::read(plugin_path(name)).unwrap();
         let digest = sha256_hex(&bytes);
         assert_eq!(b["digest"], digest, "{b}");
-        assert_eq!(b["wit_version"], "0.1.0");
+        assert_eq!(b["wit_version"], "0.2.0");
         assert_eq!(b["plugin"], format!("builtin:{name}"));
     }
     assert_eq!(list[0]["capabilities"], serde_json::json!(["exec"]));

@@ -147,7 +147,7 @@ fn try_work(grants: &Grants, program: &str, script: &str) -> Result<String, Stri
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .to_vec();
     let mut inst = runtime
-        .instantiate(
+        .instantiate_blocking(
             &plugin,
             "w",
             &Limits::default(),
@@ -168,7 +168,8 @@ fn try_work(grants: &Grants, program: &str, script: &str) -> Result<String, Stri
         sent_at_ms: 0,
         attempt: 1,
     };
-    let actions = inst.handle(msg).unwrap_or_else(|f| panic!("handle: {f:?}"));
+    let actions =
+        tinytown::runtime::block_on(inst.handle(msg)).unwrap_or_else(|f| panic!("handle: {f:?}"));
     for a in &actions {
         match a {
             wit::Action::RequestReview(r) => return Ok(r.body.clone()),
@@ -756,7 +757,7 @@ fn stderr_says_the_sandbox_may_have_refused() {
         timeout_ms: None,
     };
     let ssh = format!("cat {}/.ssh/id", home().display());
-    let out = c.exec.run_in(&c.sandbox, "w", cmd(&ssh)).unwrap();
+    let out = tinytown::runtime::block_on(c.exec.run_in(&c.sandbox, "w", None, cmd(&ssh))).unwrap();
     assert_eq!(out.status, Some(1));
     assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
     assert!(
@@ -767,11 +768,13 @@ fn stderr_says_the_sandbox_may_have_refused() {
         out.stderr
     );
     // No note when it succeeded, nor without the sandbox.
-    let out = c.exec.run_in(&c.sandbox, "w", cmd("echo fine")).unwrap();
+    let out = tinytown::runtime::block_on(c.exec.run_in(&c.sandbox, "w", None, cmd("echo fine")))
+        .unwrap();
     assert!(out.stderr.is_empty(), "{}", out.stderr);
     let off = town.confined(&format!("{PROGRAMS}\nsandbox = \"off\""));
     let script = "echo 'Permission denied' >&2; exit 1";
-    let out = off.exec.run_in(&off.sandbox, "w", cmd(script)).unwrap();
+    let out =
+        tinytown::runtime::block_on(off.exec.run_in(&off.sandbox, "w", None, cmd(script))).unwrap();
     assert_eq!(out.stderr, "Permission denied\n");
 }
 
@@ -887,7 +890,7 @@ fn bench_confinement_cost_per_exec() {
             timeout_ms: None,
         };
         let t = Instant::now();
-        let out = c.exec.run_in(&c.sandbox, "w", cmd).unwrap();
+        let out = tinytown::runtime::block_on(c.exec.run_in(&c.sandbox, "w", None, cmd)).unwrap();
         assert_eq!(out.status, Some(0));
         t.elapsed()
     };
@@ -952,10 +955,13 @@ fn a_program_starts_with_no_signal_blocked_or_ignored() {
         format!("{PROGRAMS}\nsandbox = \"off\""),
     ] {
         let c = town.confined(&exec);
-        let out = c
-            .exec
-            .run_in(&c.sandbox, "w", sh("exec cat /proc/self/status"))
-            .unwrap();
+        let out = tinytown::runtime::block_on(c.exec.run_in(
+            &c.sandbox,
+            "w",
+            None,
+            sh("exec cat /proc/self/status"),
+        ))
+        .unwrap();
         assert_eq!(out.status, Some(0), "{}", out.stderr);
         assert_eq!(
             signal_masks(&out.stdout),
@@ -971,7 +977,8 @@ fn a_program_that_cannot_start_says_which_step_failed() {
     // No work directory to enter.
     let off = town.confined(&format!("{PROGRAMS}\nsandbox = \"off\""));
     let _ = std::fs::remove_dir_all(town.workdir());
-    let e = off.exec.run_in(&off.sandbox, "w", sh("true")).unwrap_err();
+    let e = tinytown::runtime::block_on(off.exec.run_in(&off.sandbox, "w", None, sh("true")))
+        .unwrap_err();
     assert!(
         e.contains("cannot start `")
             && e.contains("`: entering its work directory failed: No such file"),
@@ -990,7 +997,7 @@ fn a_program_that_cannot_start_says_which_step_failed() {
             stdin: None,
             timeout_ms: None,
         };
-        let e = c.exec.run_in(&c.sandbox, "w", cmd).unwrap_err();
+        let e = tinytown::runtime::block_on(c.exec.run_in(&c.sandbox, "w", None, cmd)).unwrap_err();
         assert!(
             e.contains("executing it failed") && e.contains("Permission denied"),
             "{exec}: {e}"
@@ -1006,5 +1013,10 @@ fn a_program_that_cannot_start_says_which_step_failed() {
         stdin: None,
         timeout_ms: None,
     };
-    assert_eq!(c.exec.run_in(&c.sandbox, "w", cmd).unwrap().stdout, "ran\n");
+    assert_eq!(
+        tinytown::runtime::block_on(c.exec.run_in(&c.sandbox, "w", None, cmd))
+            .unwrap()
+            .stdout,
+        "ran\n"
+    );
 }

@@ -31,7 +31,16 @@ use tinytown::runtime::{wit, Grants, Instance, NoTown, Plugin, Runtime};
 use tinytown::store::limits::Limits;
 
 /// The reference first: every port is compared with it.
-const REVIEWERS: [&str; 4] = ["reviewer", "reviewer-py", "reviewer-js", "reviewer-c"];
+/// The current builds, then 0.1.0 builds of the same reviewers (tests/fixtures/wit-0.1.0/):
+/// a component built against the frozen contract must decide exactly as before.
+const REVIEWERS: [&str; 6] = [
+    "reviewer",
+    "reviewer-py",
+    "reviewer-js",
+    "reviewer-c",
+    "reviewer@0.1.0",
+    "reviewer-c@0.1.0",
+];
 /// The reviewer agent's name (it appears in allow-list errors and escalations).
 const AGENT: &str = "rev-1";
 /// The grant's exec timeout: the cap when the reviewer passes none.
@@ -275,9 +284,14 @@ impl Env {
     }
 
     fn load(&self, reviewer: &str) -> Result<Plugin, String> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugins/dist")
-            .join(format!("{reviewer}.wasm"));
+        let path = match reviewer.strip_suffix("@0.1.0") {
+            Some(name) => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/wit-0.1.0")
+                .join(format!("{name}.wasm")),
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../plugins/dist")
+                .join(format!("{reviewer}.wasm")),
+        };
         if !path.exists() {
             return Err(format!(
                 "{} is missing: run `bash plugins/build.sh` first",
@@ -294,7 +308,7 @@ impl Env {
         plugin: &Plugin,
         config: &[(String, String)],
     ) -> Result<Instance, tinytown::runtime::Failure> {
-        self.runtime.instantiate(
+        self.runtime.instantiate_blocking(
             plugin,
             AGENT,
             &Limits::default(),
@@ -334,7 +348,7 @@ fn run_reviews(env: &Env, plugin: &Plugin, cases: &[ReviewCase]) -> Vec<Outcome>
                 }
             }
             let inst = instances.get_mut(&config).unwrap();
-            match inst.handle(msg.clone()) {
+            match tinytown::runtime::block_on(inst.handle(msg.clone())) {
                 Ok(actions) => Outcome::actions(&actions, &msg),
                 Err(f) => {
                     if f.trapped() {

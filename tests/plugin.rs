@@ -35,7 +35,7 @@ fn check_describes_our_components_and_precompiles_them() {
         "--json",
     ]);
     assert_eq!(r["world"], "agent-exec");
-    assert_eq!(r["wit_version"], "0.1.0");
+    assert_eq!(r["wit_version"], "0.2.0");
     assert_eq!(r["capabilities"], serde_json::json!(["exec"]));
     assert_eq!(r["exports_init"], true);
     let cache = town.path().join(".tt/cache");
@@ -61,7 +61,7 @@ fn check_describes_our_components_and_precompiles_them() {
         "reviewer",
     ]);
     assert!(
-        text.contains("tinytown:agent@0.1.0") && text.contains("does not import `exec`"),
+        text.contains("tinytown:agent@0.2.0") && text.contains("does not import `exec`"),
         "{text}"
     );
     // A component from another toolchain (the Python and JavaScript ones take seconds to
@@ -69,6 +69,12 @@ fn check_describes_our_components_and_precompiles_them() {
     let c = plugin_path("reviewer-c");
     let r = town.json(&["plugin", "check", c.to_str().unwrap(), "--json"]);
     assert_eq!(r["world"], "agent-exec", "{r}");
+    // A build against the frozen 0.1.0 contract is still ours.
+    let old = common::fixture_0_1("reviewer");
+    let r = town.json(&["plugin", "check", old.to_str().unwrap(), "--json"]);
+    assert_eq!(r["wit_version"], "0.1.0", "{r}");
+    assert_eq!(r["world"], "agent-exec", "{r}");
+    assert_eq!(r["capabilities"], serde_json::json!(["exec"]));
 }
 
 #[test]
@@ -82,7 +88,7 @@ fn check_refuses_what_is_not_ours_with_a_reason() {
     let newer = patched(
         &town,
         &plugin_path("chaos"),
-        "tinytown:agent/host@0.1.0",
+        "tinytown:agent/host@0.2.0",
         "tinytown:agent/host@0.9.0",
         "newer.wasm",
     );
@@ -102,7 +108,7 @@ fn check_refuses_what_is_not_ours_with_a_reason() {
             &newer,
             &[
                 "imports tinytown:agent/host@0.9.0",
-                "implements tinytown:agent@0.1.0",
+                "implements tinytown:agent@0.2.0 and @0.1.0",
             ],
         ),
         (

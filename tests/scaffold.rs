@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tinytown::host::describe;
 use tinytown::runtime::capabilities::exec::ExecGrant;
+use tinytown::runtime::lookup::Answer;
 use tinytown::runtime::{wit, Grants, Instance, Lookup, NoTown, Plugin, Runtime};
 use tinytown::scaffold::new_plugin;
 use tinytown::store::limits::Limits;
@@ -157,7 +158,7 @@ fn instantiate(
     lookup: Arc<dyn Lookup>,
 ) -> Instance {
     runtime
-        .instantiate(
+        .instantiate_blocking(
             plugin,
             "probe",
             &Limits::default(),
@@ -184,8 +185,7 @@ fn message(kind: wit::Kind, task_id: Option<&str>, body: &str) -> wit::Message {
 }
 
 fn handle(inst: &mut Instance, msg: wit::Message) -> (Vec<String>, Vec<wit::Action>) {
-    let actions = inst
-        .handle(msg)
+    let actions = tinytown::runtime::block_on(inst.handle(msg))
         .unwrap_or_else(|f| panic!("handle failed: {f:?}"));
     (actions.iter().map(describe).collect(), actions)
 }
@@ -220,26 +220,31 @@ fn task(id: &str, description: &str) -> wit::TaskInfo {
     }
 }
 
+fn ready<'a, T: Send + 'a>(v: T) -> Answer<'a, T> {
+    Box::pin(std::future::ready(Ok(v)))
+}
+
 impl Lookup for FakeTown {
-    fn task(&self, id: &str) -> Result<Option<wit::TaskInfo>, String> {
-        Ok(self.backlog.iter().find(|t| t.id == id).cloned())
+    fn task<'a>(&'a self, id: &'a str) -> Answer<'a, Option<wit::TaskInfo>> {
+        ready(self.backlog.iter().find(|t| t.id == id).cloned())
     }
-    fn agent(&self, name: &str) -> Result<Option<wit::AgentInfo>, String> {
-        Ok(self.agents.iter().find(|a| a.name == name).cloned())
+    fn agent<'a>(&'a self, name: &'a str) -> Answer<'a, Option<wit::AgentInfo>> {
+        ready(self.agents.iter().find(|a| a.name == name).cloned())
     }
-    fn agents(&self, role: Option<&str>) -> Result<Vec<wit::AgentInfo>, String> {
-        Ok(self
-            .agents
-            .iter()
-            .filter(|a| role.is_none_or(|r| a.role == r))
-            .cloned()
-            .collect())
+    fn agents<'a>(&'a self, role: Option<&'a str>) -> Answer<'a, Vec<wit::AgentInfo>> {
+        ready(
+            self.agents
+                .iter()
+                .filter(|a| role.is_none_or(|r| a.role == r))
+                .cloned()
+                .collect(),
+        )
     }
-    fn backlog(&self) -> Result<Vec<wit::TaskInfo>, String> {
-        Ok(self.backlog.clone())
+    fn backlog(&self) -> Answer<'_, Vec<wit::TaskInfo>> {
+        ready(self.backlog.clone())
     }
-    fn state(&self, _: &str, _: &str) -> Result<Option<String>, String> {
-        Ok(None)
+    fn state<'a>(&'a self, _: &'a str, _: &'a str) -> Answer<'a, Option<String>> {
+        ready(None)
     }
 }
 
@@ -345,7 +350,8 @@ fn check_reviewer(runtime: &Runtime, plugin: &Plugin, dir: &Path, lang: &str) {
     );
 
     // Without `program`, init refuses.
-    let refused = runtime.instantiate(plugin, "probe", &Limits::default(), &none, &[], town);
+    let refused =
+        runtime.instantiate_blocking(plugin, "probe", &Limits::default(), &none, &[], town);
     match refused {
         Ok(_) => panic!("{lang}: a reviewer without `program` was accepted"),
         Err(f) => assert!(f.reason.contains("program"), "{lang}: {f:?}"),
@@ -404,7 +410,7 @@ fn check_worker(runtime: &Runtime, plugin: &Plugin, dir: &Path, lang: &str) {
     assert!(got[1].starts_with("escalate: "), "{lang}: {got:?}");
 
     // Without `reviewer`, init refuses.
-    let refused = runtime.instantiate(
+    let refused = runtime.instantiate_blocking(
         plugin,
         "probe",
         &Limits::default(),

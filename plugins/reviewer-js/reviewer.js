@@ -7,8 +7,8 @@
 //
 // config: program (required), args (whitespace-separated, `{task}` -> task id),
 //         notify (agent name), timeout-ms (integer, passed to exec).
-import { run } from 'tinytown:agent/exec@0.1.0';
-import { selfName } from 'tinytown:agent/host@0.1.0';
+import { run } from 'tinytown:agent/exec@0.2.0';
+import { selfName } from 'tinytown:agent/host@0.2.0';
 
 const MISSING_PROGRAM = 'reviewer needs config key `program` (the check to run for a review)';
 // Whitespace as Rust's str::trim / split_whitespace see it (Unicode White_Space), so that texts

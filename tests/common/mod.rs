@@ -523,6 +523,14 @@ fn free_port() -> u16 {
 }
 
 /// A compiled plugin of this repository (`plugins/dist/NAME.wasm`, from `bash plugins/build.sh`).
+/// A 0.1.0 build of an example plugin, kept in tests/fixtures/wit-0.1.0/ so the frozen
+/// contract stays tested.
+pub fn fixture_0_1(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/wit-0.1.0")
+        .join(format!("{name}.wasm"))
+}
+
 pub fn plugin_path(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/dist")

@@ -16,8 +16,8 @@ use crate::store::config::Config;
 
 /// `tt bench exec`: the cost in a small host, then with the Python and JavaScript reviewers
 /// compiled and held (a host serving them is that big).
-pub(super) fn suite(opts: &BenchOptions) -> Result<()> {
-    confinement_cost(&format!("(host RSS {} MiB)", super::rss_kib() / 1024))?;
+pub(super) async fn suite(opts: &BenchOptions) -> Result<()> {
+    confinement_cost(&format!("(host RSS {} MiB)", super::rss_kib() / 1024)).await?;
     let rt = crate::runtime::Runtime::new(None, false)?;
     let mut held = Vec::new();
     for name in ["reviewer-py", "reviewer-js"] {
@@ -31,14 +31,15 @@ pub(super) fn suite(opts: &BenchOptions) -> Result<()> {
         "(host RSS {} MiB, {} big plugins held)",
         super::rss_kib() / 1024,
         held.len()
-    ))?;
+    ))
+    .await?;
     drop(held);
     Ok(())
 }
 
 /// `when` says how big the measuring process is: starting a process by fork costs in
 /// proportion to the parent's address space; by `clone(CLONE_VM)` (ours) or posix_spawn, not.
-pub(super) fn confinement_cost(when: &str) -> Result<()> {
+pub(super) async fn confinement_cost(when: &str) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ttb-exec-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = Config::new("bench", &dir);
@@ -58,7 +59,7 @@ pub(super) fn confinement_cost(when: &str) -> Result<()> {
             return Ok(());
         }
     };
-    let run = |g: &ConfinedExec| -> Result<Duration> {
+    async fn run(g: &ConfinedExec) -> Result<Duration> {
         let cmd = Command {
             program: "/bin/true".into(),
             args: vec![],
@@ -67,10 +68,11 @@ pub(super) fn confinement_cost(when: &str) -> Result<()> {
         };
         let t = Instant::now();
         g.exec
-            .run_in(&g.sandbox, "bench", cmd)
+            .run_in(&g.sandbox, "bench", None, cmd)
+            .await
             .map_err(anyhow::Error::msg)?;
         Ok(t.elapsed())
-    };
+    }
     let std_spawn = || -> Result<Duration> {
         let t = Instant::now();
         std::process::Command::new("/bin/true")
@@ -82,8 +84,8 @@ pub(super) fn confinement_cost(when: &str) -> Result<()> {
     };
     let (mut with, mut without, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..200 {
-        with.push(run(&confined)?);
-        without.push(run(&off)?);
+        with.push(run(&confined).await?);
+        without.push(run(&off).await?);
         baseline.push(std_spawn()?);
     }
     let median = |v: &mut Vec<Duration>| {

@@ -63,7 +63,7 @@ pub const SUITES: [&str; 3] = ["exec", "soak", "serve"];
 pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     match suite {
         None => {}
-        Some("exec") => return exec::suite(&opts),
+        Some("exec") => return exec::suite(&opts).await,
         Some("soak") => return soak::soak(&opts).await,
         Some(other) => {
             return Err(crate::store::error::fail(
@@ -89,7 +89,7 @@ pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
             .unwrap_or(1)
     );
     println!();
-    exec::confinement_cost(&format!("(host RSS {} MiB)", rss_kib() / 1024))?;
+    exec::confinement_cost(&format!("(host RSS {} MiB)", rss_kib() / 1024)).await?;
     throughput::redis_baseline(&opts).await?;
     throughput::cli_send_time(&opts).await?;
     throughput::library_throughput(&opts).await?;
@@ -104,6 +104,6 @@ pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     }
     scaling::swap_latency(&opts).await?;
     scaling::polyglot_load(&opts)?;
-    exec::confinement_cost(&format!("(host RSS {} MiB)", rss_kib() / 1024))?;
+    exec::confinement_cost(&format!("(host RSS {} MiB)", rss_kib() / 1024)).await?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! One batch of deliveries, handled on a blocking thread: each message goes to the role's
+//! One batch of deliveries, handled as one task: each message goes to the role's
 //! instance (retried with backoff on a fresh one after a trap), its actions become one unit,
 //! and units are applied together with their acknowledgements. A role that consulted the town
 //! sees its previous decision applied first. After `max_deliveries` attempts, or on a
@@ -24,7 +24,7 @@ const BATCH_BYTES: usize = 8 << 20;
 /// A unit larger than this is dead-lettered instead of applied.
 const UNIT_BYTES: usize = 64 << 20;
 
-/// Everything a blocking handling thread needs.
+/// Everything a handling task needs.
 pub(super) struct HandleCtx {
     pub(super) town: Arc<Town>,
     pub(super) runtime: Arc<Runtime>,
@@ -33,42 +33,41 @@ pub(super) struct HandleCtx {
     pub(super) limits: Limits,
     pub(super) grants: Grants,
     pub(super) init_config: Vec<(String, String)>,
-    pub(super) rt: tokio::runtime::Handle,
     pub(super) fence: Option<Fence>,
 }
 
 impl HandleCtx {
-    pub(super) fn handle_all(&self, live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
+    pub(super) async fn handle_all(&self, live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
         let redelivered = batch.iter().any(|d| d.redelivered);
-        let (live, r) = self.handle_batch(live, batch);
+        let (live, r) = self.handle_batch(live, batch).await;
         if redelivered {
             // The batch ended here, not in a crash: no message of it is to blame.
-            self.unmark_current();
+            self.unmark_current().await;
         }
         (live, r)
     }
 
-    fn handle_batch(&self, mut live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
+    async fn handle_batch(&self, mut live: Live, batch: Vec<Delivery>) -> (Live, Result<()>) {
         let mut units = Vec::new();
         for d in batch {
-            let (unit, looked) = match self.handle_one(&mut live, d) {
+            let (unit, looked) = match self.handle_one(&mut live, d).await {
                 Ok(done) => done,
                 Err(e) => {
                     // The town could not be asked: apply what was decided before, leave the
                     // rest pending for a retry.
-                    let _ = self.apply(&mut units);
+                    let _ = self.apply(&mut units).await;
                     return (live, Err(e));
                 }
             };
             units.push(unit);
             // A role that consulted the town must see its previous decision applied first.
             if looked {
-                if let Err(e) = self.apply(&mut units) {
+                if let Err(e) = self.apply(&mut units).await {
                     return (live, Err(e));
                 }
             }
         }
-        let r = self.apply(&mut units);
+        let r = self.apply(&mut units).await;
         (live, r)
     }
 
@@ -76,7 +75,7 @@ impl HandleCtx {
     /// [`UNIT_BYTES`] is dead-lettered alone instead. When a call fails, its units are tried
     /// one by one, so a unit Redis refuses does not hold back the others: it stays pending
     /// with its reason recorded, and its deliveries count toward `max_deliveries`.
-    fn apply(&self, units: &mut Vec<Unit>) -> Result<()> {
+    async fn apply(&self, units: &mut Vec<Unit>) -> Result<()> {
         if units.is_empty() {
             return Ok(());
         }
@@ -104,7 +103,7 @@ impl HandleCtx {
                 bytes += sizes[end];
                 end += 1;
             }
-            match self.rt.block_on(self.town.db.apply(&all[start..end])) {
+            match self.town.db.apply(&all[start..end]).await {
                 Ok(r) => applied.extend((start..end).zip(r)),
                 Err(e) => {
                     // One by one, smallest first: a unit too big for Redis (which may close
@@ -117,17 +116,21 @@ impl HandleCtx {
                         let r = if one_by_one {
                             // Once more after a pause if it fails: the failure before it may
                             // have cost the connection, which comes back in a moment.
-                            self.rt.block_on(self.town.db.apply(one)).or_else(|_| {
-                                std::thread::sleep(Duration::from_millis(100));
-                                self.rt.block_on(self.town.db.apply(one))
-                            })
+                            match self.town.db.apply(one).await {
+                                Ok(r) => Ok(r),
+                                Err(_) => {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    self.town.db.apply(one).await
+                                }
+                            }
                         } else {
                             Err(anyhow::anyhow!("{e:#}"))
                         };
                         match r {
                             Ok(mut r) => applied.push((i, r.remove(0))),
                             Err(e) => {
-                                self.record_failure(&all[i], &format!("applying it failed: {e:#}"));
+                                self.record_failure(&all[i], &format!("applying it failed: {e:#}"))
+                                    .await;
                                 failed.get_or_insert(e);
                             }
                         }
@@ -157,7 +160,7 @@ impl HandleCtx {
     /// Handles one delivery to the end: a unit that applies its actions or dead-letters it.
     /// Also says whether the role looked at the town while deciding. `Err` when the town could
     /// not be asked: nothing is decided and the message stays pending.
-    fn handle_one(&self, live: &mut Live, d: Delivery) -> Result<(Unit, bool)> {
+    async fn handle_one(&self, live: &mut Live, d: Delivery) -> Result<(Unit, bool)> {
         let member = format!("{}/{}", d.kind, d.entry.id);
         let mut unit = Unit {
             by: Some(self.agent.clone()),
@@ -192,9 +195,9 @@ impl HandleCtx {
             // Failed deliveries are counted where they can be told apart: the handling the
             // host died in (marked before it began), and a unit that could not be applied. A
             // message that only waited in a batch the host lost is not counted.
-            let failed = self.count_failures(&member)?;
+            let failed = self.count_failures(&member).await?;
             if failed >= u64::from(self.limits.max_deliveries) {
-                let why = self.last_failure(&member)?.unwrap_or_else(|| {
+                let why = self.last_failure(&member).await?.unwrap_or_else(|| {
                     "no handling of it finished (the host stopped or crashed while handling it)"
                         .into()
                 });
@@ -205,20 +208,17 @@ impl HandleCtx {
                 ));
                 return Ok((unit, false));
             }
-            self.mark_current(&member)?;
+            self.mark_current(&member).await?;
         }
         let mut attempt = if d.redelivered {
-            self.previous_attempts(&member)?
+            self.previous_attempts(&member).await?
         } else {
             0
         };
         if matches!(msg.kind, Kind::TaskAssign | Kind::Reject) {
             if let Some(task) = &msg.task {
                 let op = Op::MarkRunning { task: task.clone() };
-                if let Err(e) = self
-                    .rt
-                    .block_on(self.town.db.apply_ops(&self.agent, vec![op]))
-                {
+                if let Err(e) = self.town.db.apply_ops(&self.agent, vec![op]).await {
                     tracing::warn!(agent = %self.agent, "could not mark {task} running: {e}");
                 }
             }
@@ -226,19 +226,25 @@ impl HandleCtx {
         loop {
             attempt += 1;
             unit.attempts = Some(attempt);
-            let failure = match self.call(&live.plugin, &mut live.instance, &msg, attempt) {
+            let failure = match self
+                .call(&live.plugin, &mut live.instance, &msg, attempt)
+                .await
+            {
                 Ok(actions) => match actions::to_ops(&actions, &self.limits) {
                     Ok(mut ops) => {
                         let looked = live.instance.as_ref().is_some_and(|i| i.lookups() > 0);
                         if let Some((plugin, instance)) = live.shadow.as_mut() {
-                            ops.push(self.shadow_op(
-                                &live.plugin,
-                                plugin,
-                                instance,
-                                &msg,
-                                attempt,
-                                &actions,
-                            )?);
+                            ops.push(
+                                self.shadow_op(
+                                    &live.plugin,
+                                    plugin,
+                                    instance,
+                                    &msg,
+                                    attempt,
+                                    &actions,
+                                )
+                                .await?,
+                            );
                         }
                         unit.ops = ops;
                         return Ok((unit, looked));
@@ -262,13 +268,13 @@ impl HandleCtx {
                 unit.dead = Some(format!("failed {attempt} times; last: {}", failure.reason));
                 return Ok((unit, false));
             }
-            self.record_attempt(&member, &failure.reason);
-            std::thread::sleep(backoff(attempt));
+            self.record_attempt(&member, &failure.reason).await;
+            tokio::time::sleep(backoff(attempt)).await;
         }
     }
 
     /// Calls `plugin`'s instance in `slot`, creating a fresh one when there is none.
-    fn call(
+    async fn call(
         &self,
         plugin: &Plugin,
         slot: &mut Option<Instance>,
@@ -276,17 +282,21 @@ impl HandleCtx {
         attempt: u32,
     ) -> Result<Vec<wit::Action>, Failure> {
         if slot.is_none() {
-            *slot = Some(self.runtime.instantiate(
-                plugin,
-                &self.agent,
-                &self.limits,
-                &self.grants,
-                &self.init_config,
-                self.lookup.clone(),
-            )?);
+            *slot = Some(
+                self.runtime
+                    .instantiate(
+                        plugin,
+                        &self.agent,
+                        &self.limits,
+                        &self.grants,
+                        &self.init_config,
+                        self.lookup.clone(),
+                    )
+                    .await?,
+            );
         }
         let inst = slot.as_mut().expect("just created");
-        let r = inst.handle(actions::to_wit(msg, attempt));
+        let r = inst.handle(actions::to_wit(msg, attempt)).await;
         if r.as_ref().is_err_and(|f| f.trapped()) {
             *slot = None;
         }
@@ -294,7 +304,7 @@ impl HandleCtx {
     }
 
     /// Runs the shadow on the same message; its decision is recorded, never applied.
-    fn shadow_op(
+    async fn shadow_op(
         &self,
         live: &Plugin,
         plugin: &Plugin,
@@ -310,7 +320,7 @@ impl HandleCtx {
                 .join("\n")
         };
         let live_text = describe(live_actions);
-        let shadow_text = match self.call(plugin, slot, msg, attempt) {
+        let shadow_text = match self.call(plugin, slot, msg, attempt).await {
             Ok(a) => describe(&a),
             Err(f) if f.transient() => anyhow::bail!("shadow of `{}`: {}", self.agent, f.reason),
             Err(f) => format!("error: {}", f.reason),
@@ -325,31 +335,27 @@ impl HandleCtx {
         })
     }
 
-    fn previous_attempts(&self, member: &str) -> Result<u32> {
+    async fn previous_attempts(&self, member: &str) -> Result<u32> {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
-        let n = self
-            .rt
-            .block_on(async move { c.hget::<_, _, Option<u32>>(key, member).await })?;
+        let n = c.hget::<_, _, Option<u32>>(key, member).await?;
         Ok(n.unwrap_or(0))
     }
 
-    fn record_attempt(&self, member: &str, reason: &str) {
+    async fn record_attempt(&self, member: &str, reason: &str) {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
         let why = format!("{member}!why");
-        let _: Result<(), _> = self.rt.block_on(async move {
-            redis::pipe()
-                .hincr(&key, member, 1)
-                .hset(&key, why, reason)
-                .query_async::<()>(&mut c)
-                .await
-        });
+        let _: Result<(), _> = redis::pipe()
+            .hincr(&key, member, 1)
+            .hset(&key, why, reason)
+            .query_async::<()>(&mut c)
+            .await;
     }
 
     /// Counts a failed delivery of `unit` and keeps why, for its dead letter should it come to
     /// that. Tried twice: the failure may have cost the connection, which comes back soon.
-    fn record_failure(&self, unit: &Unit, reason: &str) {
+    async fn record_failure(&self, unit: &Unit, reason: &str) {
         let Some(ack) = &unit.ack else { return };
         let key = self.town.db.keys.attempts(&self.agent);
         let (why, starts) = (
@@ -357,16 +363,13 @@ impl HandleCtx {
             format!("{}!starts", ack.member),
         );
         for pause in [0, 200] {
-            std::thread::sleep(Duration::from_millis(pause));
+            tokio::time::sleep(Duration::from_millis(pause)).await;
             let mut c = self.town.db.conn.clone();
-            let (key, why, starts) = (key.clone(), why.clone(), starts.clone());
-            let done: Result<(), _> = self.rt.block_on(async move {
-                redis::pipe()
-                    .hset(&key, why, reason)
-                    .hincr(&key, starts, 1)
-                    .query_async(&mut c)
-                    .await
-            });
+            let done: Result<(), _> = redis::pipe()
+                .hset(&key, &why, reason)
+                .hincr(&key, &starts, 1)
+                .query_async(&mut c)
+                .await;
             if done.is_ok() {
                 return;
             }
@@ -375,50 +378,42 @@ impl HandleCtx {
 
     /// The failed deliveries of `member` so far, counting the one the previous process was in
     /// when it died (the `!current` mark is `member`).
-    fn count_failures(&self, member: &str) -> Result<u64> {
+    async fn count_failures(&self, member: &str) -> Result<u64> {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
         let field = format!("{member}!starts");
         let member = member.to_string();
-        Ok(self.rt.block_on(async move {
-            let current: Option<String> = c.hget(&key, "!current").await?;
-            if current.as_deref() == Some(member.as_str()) {
-                let _: () = c.hdel(&key, "!current").await?;
-                c.hincr::<_, _, _, u64>(&key, &field, 1).await
-            } else {
-                Ok(c.hget::<_, _, Option<u64>>(&key, &field)
-                    .await?
-                    .unwrap_or(0))
-            }
-        })?)
+        let current: Option<String> = c.hget(&key, "!current").await?;
+        if current.as_deref() == Some(member.as_str()) {
+            let _: () = c.hdel(&key, "!current").await?;
+            Ok(c.hincr::<_, _, _, u64>(&key, &field, 1).await?)
+        } else {
+            Ok(c.hget::<_, _, Option<u64>>(&key, &field)
+                .await?
+                .unwrap_or(0))
+        }
     }
 
-    fn unmark_current(&self) {
+    async fn unmark_current(&self) {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
-        let _: Result<(), _> = self
-            .rt
-            .block_on(async move { c.hdel(key, "!current").await });
+        let _: Result<(), _> = c.hdel(key, "!current").await;
     }
 
     /// Marks `member` as the message being handled (redeliveries only; the mark outlives a
     /// crash of this process, and the next delivery counts it as failed).
-    fn mark_current(&self, member: &str) -> Result<()> {
+    async fn mark_current(&self, member: &str) -> Result<()> {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
         let member = member.to_string();
-        Ok(self
-            .rt
-            .block_on(async move { c.hset::<_, _, _, ()>(key, "!current", member).await })?)
+        Ok(c.hset::<_, _, _, ()>(key, "!current", member).await?)
     }
 
-    fn last_failure(&self, member: &str) -> Result<Option<String>> {
+    async fn last_failure(&self, member: &str) -> Result<Option<String>> {
         let mut c = self.town.db.conn.clone();
         let key = self.town.db.keys.attempts(&self.agent);
         let field = format!("{member}!why");
-        Ok(self
-            .rt
-            .block_on(async move { c.hget::<_, _, Option<String>>(key, field).await })?)
+        Ok(c.hget::<_, _, Option<String>>(key, field).await?)
     }
 }
 

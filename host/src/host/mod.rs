@@ -109,10 +109,7 @@ pub async fn run_until(
     let instance = crate::store::lease::new_instance();
     supervisor::claim_name(&town, &opts.name, &instance).await?;
     spawn_declared(&town).await?;
-    let lookup: Arc<dyn Lookup> = Arc::new(TownLookup {
-        town: town.clone(),
-        handle: tokio::runtime::Handle::current(),
-    });
+    let lookup: Arc<dyn Lookup> = Arc::new(TownLookup { town: town.clone() });
     let mut sup = Supervisor {
         town: town.clone(),
         runtime,

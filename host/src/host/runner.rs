@@ -440,13 +440,13 @@ impl Runner {
             limits: self.limits,
             grants: self.grants.clone(),
             init_config: self.init_config.clone(),
-            rt: tokio::runtime::Handle::current(),
             fence: self.lease.as_ref().map(|(holder, _)| Fence {
                 agent: self.name.clone(),
                 holder: holder.clone(),
             }),
         };
-        let mut job = tokio::task::spawn_blocking(move || ctx.handle_all(live, batch));
+        // Its own task: the refresh below goes on while the guest waits or computes.
+        let mut job = tokio::spawn(async move { ctx.handle_all(live, batch).await });
         let lease = self.town.config.host.lease();
         let mut refresh = tokio::time::interval(lease / 3);
         refresh.tick().await;

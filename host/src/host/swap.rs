@@ -34,7 +34,7 @@ pub fn validate(town: &Config, agent: &str, plugin: &str, peers: &Peers) -> Resu
     let loaded = runtime.load_source(agent, &prepared.source, grants)?;
     let limits = town.limits_for(agent);
     runtime
-        .instantiate(
+        .instantiate_blocking(
             &loaded,
             agent,
             &limits,

@@ -132,12 +132,12 @@ impl Runtime {
         Ok((digest, component, from_cache))
     }
 
-    /// A linker with WASI (no files, no env, no network), the contract's own interfaces, and
-    /// the capabilities `grants` allows.
+    /// A linker with WASI (no files, no env, no network), the contract's own interfaces in
+    /// every version this host binds, and the capabilities `grants` allows.
     pub(super) fn linker(&self, grants: &Grants) -> Result<Linker<State>> {
         let mut linker = Linker::<State>::new(&self.engine);
         let wrap = |e: wasmtime::Error| anyhow::anyhow!("{e}");
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wrap)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wrap)?;
         bindings::tinytown::agent::types::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |s| s,
@@ -145,6 +145,15 @@ impl Runtime {
         .map_err(wrap)?;
         bindings::tinytown::agent::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(wrap)?;
+        // 0.1.0: its `types` are the 0.2.0 ones (an interface of types only, no functions).
+        linker
+            .instance("tinytown:agent/types@0.1.0")
+            .map_err(wrap)?;
+        bindings::v0_1::tinytown::agent::host::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(wrap)?;
         capabilities::add_granted_to_linker(&mut linker, grants)?;
         Ok(linker)
     }

@@ -4,7 +4,14 @@
 //! capabilities is excluded, through [`State::outside_guest`]), a memory cap and optional fuel.
 //! A trap or limit hit discards the instance; the next call gets a fresh one from the plugin's
 //! `InstancePre`. A lookup the town could not answer makes the whole handling void.
+//!
+//! Calls are async (wasmtime on tokio): a guest waiting on the town, a program or a model is a
+//! suspended future, not a blocked thread, and a guest computing yields to other tasks at
+//! every epoch tick. Every import call is recorded ([`super::record`]) for the journal.
+//!
+//! The `host` import is answered here for both WIT versions: 0.1.0's delegates to 0.2.0's.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +25,7 @@ use super::capabilities::Grants;
 use super::engine::Runtime;
 use super::lookup::Lookup;
 use super::plugin::Plugin;
+use super::record::Call;
 use crate::store::limits::Limits;
 use crate::store::model::Digest;
 
@@ -38,17 +46,29 @@ pub struct State {
     lookups: u32,
     /// A lookup that could not be answered during the current call.
     lookup_error: Option<String>,
+    /// Every import call of the current call, in order.
+    calls: Vec<Call>,
+    /// The task of the message being handled (budgets are kept per task too).
+    task: Option<String>,
 }
 
 impl State {
-    /// Counts a lookup and keeps its failure; the guest gets an empty answer, which the host
-    /// then throws away together with the whole handling.
-    fn answer<T: Default>(&mut self, r: Result<T, String>) -> T {
+    /// Counts and records a lookup and keeps its failure; the guest gets an empty answer,
+    /// which the host then throws away together with the whole handling.
+    fn answer<T: Default + serde::Serialize>(
+        &mut self,
+        function: &str,
+        request: impl serde::Serialize,
+        started: Instant,
+        r: Result<T, String>,
+    ) -> T {
         self.lookups += 1;
-        r.unwrap_or_else(|e| {
+        let v = r.unwrap_or_else(|e| {
             self.lookup_error.get_or_insert(e);
             T::default()
-        })
+        });
+        self.record(Call::new("host", function, request, &v, started.elapsed()));
+        v
     }
 
     /// The agent this instance serves.
@@ -56,12 +76,27 @@ impl State {
         &self.agent
     }
 
-    /// Runs `f`, a capability waiting on the world (a program, a model, a response), outside
-    /// the guest's time budget: the time it takes is not charged to the call's deadline. Every
-    /// capability that blocks goes through here.
-    pub(crate) fn outside_guest<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+    /// The task of the message being handled, if it names one.
+    pub(crate) fn task(&self) -> Option<&str> {
+        self.task.as_deref()
+    }
+
+    /// The town as the runtime sees it (lookups, budgets).
+    pub(crate) fn town(&self) -> &Arc<dyn Lookup> {
+        &self.lookup
+    }
+
+    /// Appends an import call to the current call's record.
+    pub(crate) fn record(&mut self, call: Call) {
+        self.calls.push(call);
+    }
+
+    /// Awaits `f`, a capability waiting on the world (a program, a model, a response),
+    /// outside the guest's time budget: the time it takes is not charged to the call's
+    /// deadline. Every capability that waits goes through here.
+    pub(crate) async fn outside_guest<T>(&mut self, f: impl Future<Output = T>) -> T {
         let started = Instant::now();
-        let r = f(self);
+        let r = f.await;
         self.excluded += started.elapsed();
         r
     }
@@ -108,34 +143,43 @@ impl wasmtime::ResourceLimiter for Limiter {
 
 impl bindings::tinytown::agent::types::Host for State {}
 
-impl bindings::tinytown::agent::host::Host for State {
-    fn now_ms(&mut self) -> u64 {
-        crate::store::model::now_ms()
+use bindings::tinytown::agent::host as host_0_2;
+
+impl host_0_2::Host for State {
+    async fn now_ms(&mut self) -> u64 {
+        let now = crate::store::model::now_ms();
+        self.record(Call::new("host", "now-ms", (), now, Duration::ZERO));
+        now
     }
-    fn self_name(&mut self) -> String {
+    async fn self_name(&mut self) -> String {
         self.agent.clone()
     }
-    fn get_task(&mut self, id: String) -> Option<wit::TaskInfo> {
-        let r = self.lookup.task(&id);
-        self.answer(r)
+    async fn get_task(&mut self, id: String) -> Option<wit::TaskInfo> {
+        let started = Instant::now();
+        let r = self.lookup.task(&id).await;
+        self.answer("get-task", id, started, r)
     }
-    fn get_agent(&mut self, name: String) -> Option<wit::AgentInfo> {
-        let r = self.lookup.agent(&name);
-        self.answer(r)
+    async fn get_agent(&mut self, name: String) -> Option<wit::AgentInfo> {
+        let started = Instant::now();
+        let r = self.lookup.agent(&name).await;
+        self.answer("get-agent", name, started, r)
     }
-    fn list_agents(&mut self, role: Option<String>) -> Vec<wit::AgentInfo> {
-        let r = self.lookup.agents(role.as_deref());
-        self.answer(r)
+    async fn list_agents(&mut self, role: Option<String>) -> Vec<wit::AgentInfo> {
+        let started = Instant::now();
+        let r = self.lookup.agents(role.as_deref()).await;
+        self.answer("list-agents", role, started, r)
     }
-    fn backlog(&mut self) -> Vec<wit::TaskInfo> {
-        let r = self.lookup.backlog();
-        self.answer(r)
+    async fn backlog(&mut self) -> Vec<wit::TaskInfo> {
+        let started = Instant::now();
+        let r = self.lookup.backlog().await;
+        self.answer("backlog", (), started, r)
     }
-    fn get_state(&mut self, key: String) -> Option<String> {
-        let r = self.lookup.state(&self.agent, &key);
-        self.answer(r)
+    async fn get_state(&mut self, key: String) -> Option<String> {
+        let started = Instant::now();
+        let r = self.lookup.state(&self.agent, &key).await;
+        self.answer("get-state", key, started, r)
     }
-    fn log(&mut self, level: wit::LogLevel, text: String) {
+    async fn log(&mut self, level: wit::LogLevel, text: String) {
         let text: String = text.chars().take(4096).collect();
         match level {
             wit::LogLevel::Debug => tracing::debug!(agent = %self.agent, "{text}"),
@@ -143,6 +187,34 @@ impl bindings::tinytown::agent::host::Host for State {
             wit::LogLevel::Warn => tracing::warn!(agent = %self.agent, "{text}"),
             wit::LogLevel::Error => tracing::error!(agent = %self.agent, "{text}"),
         }
+    }
+}
+
+/// The 0.1.0 `host` interface: the same questions, answered by the 0.2.0 code.
+impl bindings::v0_1::tinytown::agent::host::Host for State {
+    async fn now_ms(&mut self) -> u64 {
+        host_0_2::Host::now_ms(self).await
+    }
+    async fn self_name(&mut self) -> String {
+        host_0_2::Host::self_name(self).await
+    }
+    async fn get_task(&mut self, id: String) -> Option<wit::TaskInfo> {
+        host_0_2::Host::get_task(self, id).await
+    }
+    async fn get_agent(&mut self, name: String) -> Option<wit::AgentInfo> {
+        host_0_2::Host::get_agent(self, name).await
+    }
+    async fn list_agents(&mut self, role: Option<String>) -> Vec<wit::AgentInfo> {
+        host_0_2::Host::list_agents(self, role).await
+    }
+    async fn backlog(&mut self) -> Vec<wit::TaskInfo> {
+        host_0_2::Host::backlog(self).await
+    }
+    async fn get_state(&mut self, key: String) -> Option<String> {
+        host_0_2::Host::get_state(self, key).await
+    }
+    async fn log(&mut self, level: wit::LogLevel, text: String) {
+        host_0_2::Host::log(self, level, text).await
     }
 }
 
@@ -208,7 +280,7 @@ fn guest_kind(retryable: bool) -> FailureKind {
 
 impl Runtime {
     /// A fresh instance of `plugin` for `agent`, with `init(config)` already called.
-    pub fn instantiate(
+    pub async fn instantiate(
         &self,
         plugin: &Plugin,
         agent: &str,
@@ -232,6 +304,8 @@ impl Runtime {
             call_limit: Duration::from_millis(limits.call_timeout_ms),
             lookups: 0,
             lookup_error: None,
+            calls: Vec::new(),
+            task: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -252,7 +326,8 @@ impl Runtime {
         inst.arm();
         let instance = plugin
             .pre()
-            .instantiate(&mut inst.store)
+            .instantiate_async(&mut inst.store)
+            .await
             .map_err(|e| inst.failure(e, "while instantiating"))?;
         let handle = instance
             .get_typed_func::<(wit::Message,), (Result<Vec<wit::Action>, wit::Error>,)>(
@@ -278,7 +353,7 @@ impl Runtime {
                     )
                 })?;
             inst.arm();
-            match init.call(&mut inst.store, (config.to_vec(),)) {
+            match init.call_async(&mut inst.store, (config.to_vec(),)).await {
                 Ok((Ok(()),)) => {}
                 Ok((Err(e),)) => {
                     return Err(Failure::new(
@@ -297,13 +372,30 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// [`Runtime::instantiate`] for callers outside async code (`tt plugin check`, swap
+    /// validation, `tt doctor`): runs it on a runtime of its own, on this thread.
+    pub fn instantiate_blocking(
+        &self,
+        plugin: &Plugin,
+        agent: &str,
+        limits: &Limits,
+        grants: &Grants,
+        config: &[(String, String)],
+        lookup: Arc<dyn Lookup>,
+    ) -> Result<Instance, Failure> {
+        super::block_on(self.instantiate(plugin, agent, limits, grants, config, lookup))
+    }
+}
+
 fn deadline_check(mut ctx: StoreContextMut<State>) -> Result<UpdateDeadline, wasmtime::Error> {
     let s = ctx.data_mut();
     let spent = s.call_started.elapsed().saturating_sub(s.excluded);
     if spent > s.call_limit {
         return Err(wasmtime::Error::new(TimeLimit(s.call_limit)));
     }
-    Ok(UpdateDeadline::Continue(1))
+    // A guest that computes lets the other agents' tasks run between epoch ticks.
+    Ok(UpdateDeadline::Yield(1))
 }
 
 /// The typed `handle` export.
@@ -328,6 +420,7 @@ impl Instance {
         s.limiter.denied = None;
         s.lookups = 0;
         s.lookup_error = None;
+        s.calls.clear();
         self.store.set_epoch_deadline(1);
         if let Some(f) = self.fuel {
             let _ = self.store.set_fuel(f);
@@ -335,13 +428,14 @@ impl Instance {
     }
 
     /// Handles one message. On `Err` with `trapped`, this instance must be dropped.
-    pub fn handle(&mut self, msg: wit::Message) -> Result<Vec<wit::Action>, Failure> {
+    pub async fn handle(&mut self, msg: wit::Message) -> Result<Vec<wit::Action>, Failure> {
         let Some(handle) = self.handle else {
             return Err(Failure::new(FailureKind::Trapped, "instance is not ready"));
         };
         self.arm();
         self.calls += 1;
-        let r = handle.call(&mut self.store, (msg,));
+        self.store.data_mut().task = msg.task_id.clone();
+        let r = handle.call_async(&mut self.store, (msg,)).await;
         if let Some(e) = self.store.data_mut().lookup_error.take() {
             // Whatever the guest decided rested on an answer it did not get.
             return Err(Failure::new(
@@ -361,11 +455,16 @@ impl Instance {
         self.store.data().lookups
     }
 
+    /// The import calls of the last call, in order (the journal's record of it).
+    pub fn recorded(&self) -> &[Call] {
+        &self.store.data().calls
+    }
+
     /// Names what stopped the guest, in words a person understands.
     fn failure(&self, e: wasmtime::Error, during: &str) -> Failure {
         let s = self.store.data();
         let reason = if let Some(t) = e.downcast_ref::<TimeLimit>() {
-            format!("{t} (wall clock, exec time excluded)")
+            format!("{t} (wall clock, time waiting on capabilities excluded)")
         } else if let Some(bytes) = s.limiter.denied {
             format!(
                 "hit its memory limit of {} MiB (tried to grow to {} MiB) and trapped",

@@ -1,36 +1,48 @@
 //! The read-only questions a guest may ask about the town (the `host` import), as a trait the
 //! serving layer implements over Redis (`host::lookup`) and tests implement by hand.
+//!
+//! The answers are futures: a guest waiting on the town is a suspended task, not a blocked
+//! thread.
+
+use futures::future::BoxFuture;
 
 use super::bindings::wit;
+
+/// One answer: `Err` means the town could not be asked.
+pub type Answer<'a, T> = BoxFuture<'a, Result<T, String>>;
 
 /// Read-only questions a guest can ask about the town (the `host` import). An `Err` means the
 /// town could not be asked (Redis is away): the handling is then thrown away and retried, never
 /// decided on a made-up answer.
 pub trait Lookup: Send + Sync {
-    fn task(&self, id: &str) -> Result<Option<wit::TaskInfo>, String>;
-    fn agent(&self, name: &str) -> Result<Option<wit::AgentInfo>, String>;
-    fn agents(&self, role: Option<&str>) -> Result<Vec<wit::AgentInfo>, String>;
-    fn backlog(&self) -> Result<Vec<wit::TaskInfo>, String>;
-    fn state(&self, agent: &str, key: &str) -> Result<Option<String>, String>;
+    fn task<'a>(&'a self, id: &'a str) -> Answer<'a, Option<wit::TaskInfo>>;
+    fn agent<'a>(&'a self, name: &'a str) -> Answer<'a, Option<wit::AgentInfo>>;
+    fn agents<'a>(&'a self, role: Option<&'a str>) -> Answer<'a, Vec<wit::AgentInfo>>;
+    fn backlog(&self) -> Answer<'_, Vec<wit::TaskInfo>>;
+    fn state<'a>(&'a self, agent: &'a str, key: &'a str) -> Answer<'a, Option<String>>;
 }
 
 /// A lookup that knows nothing (for `tt plugin check` and tests without a town).
 pub struct NoTown;
 
+fn nothing<'a, T: Default + Send + 'a>() -> Answer<'a, T> {
+    Box::pin(std::future::ready(Ok(T::default())))
+}
+
 impl Lookup for NoTown {
-    fn task(&self, _: &str) -> Result<Option<wit::TaskInfo>, String> {
-        Ok(None)
+    fn task<'a>(&'a self, _: &'a str) -> Answer<'a, Option<wit::TaskInfo>> {
+        nothing()
     }
-    fn agent(&self, _: &str) -> Result<Option<wit::AgentInfo>, String> {
-        Ok(None)
+    fn agent<'a>(&'a self, _: &'a str) -> Answer<'a, Option<wit::AgentInfo>> {
+        nothing()
     }
-    fn agents(&self, _: Option<&str>) -> Result<Vec<wit::AgentInfo>, String> {
-        Ok(Vec::new())
+    fn agents<'a>(&'a self, _: Option<&'a str>) -> Answer<'a, Vec<wit::AgentInfo>> {
+        nothing()
     }
-    fn backlog(&self) -> Result<Vec<wit::TaskInfo>, String> {
-        Ok(Vec::new())
+    fn backlog(&self) -> Answer<'_, Vec<wit::TaskInfo>> {
+        nothing()
     }
-    fn state(&self, _: &str, _: &str) -> Result<Option<String>, String> {
-        Ok(None)
+    fn state<'a>(&'a self, _: &'a str, _: &'a str) -> Answer<'a, Option<String>> {
+        nothing()
     }
 }

@@ -7,6 +7,7 @@
 //! - [`plugin`]: loading a component for an agent and `tt plugin check`'s report.
 //! - [`instance`]: one agent's live instance, its limits and the `host` import.
 //! - [`lookup`]: the read-only questions a guest may ask, as a trait.
+//! - [`record`]: what a handling asked the world, call by call (the journal's entries).
 //! - [`builtin`]: what an agent's plugin resolves to; how a built-in role is set up.
 //! - [`capabilities`]: imports that act in the world (`exec`), one folder each, one registry.
 
@@ -17,10 +18,22 @@ pub mod engine;
 pub mod instance;
 pub mod lookup;
 pub mod plugin;
+pub mod record;
 
-pub use bindings::{wit, WIT_VERSION};
+pub use bindings::{wit, WIT_VERSION, WIT_VERSIONS};
 pub use capabilities::Grants;
 pub use engine::{check_is_component, Runtime};
 pub use instance::{Failure, FailureKind, Instance};
 pub use lookup::{Lookup, NoTown};
 pub use plugin::{check, check_bytes, CheckReport, Plugin};
+
+/// Runs `f` to the end on a runtime of its own, on this thread: for callers outside async code
+/// (`tt plugin check`, swap validation in a blocking task, tests). Not for use inside a tokio
+/// runtime's worker.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime builds")
+        .block_on(f)
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use wasmtime::component::InstancePre;
 
-use super::bindings::WIT_VERSION;
+use super::bindings::{WIT_VERSION, WIT_VERSIONS};
 use super::builtin::Source;
 use super::capabilities::{self, Grants};
 use super::engine::{check_is_component, Runtime};
@@ -89,7 +89,7 @@ impl Runtime {
                         exports.join(", ")
                     }
                 ),
-                "build it against world `agent` or `agent-exec` of wit/agent.wit",
+                "build it against a world of wit/agent.wit (`agent`, `agent-exec`, `agent-llm`)",
             ));
         }
         let linker = self.linker(grants)?;
@@ -117,21 +117,28 @@ impl Runtime {
 fn check_import(agent: &str, path: &Path, name: &str, grants: &Grants) -> Result<()> {
     if let Some(rest) = name.strip_prefix("tinytown:agent/") {
         let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
-        let compatible = version
-            .strip_prefix("0.1.")
-            .is_some_and(|patch| patch.parse::<u32>().is_ok_and(|p| p == 0));
-        if !compatible {
+        if !WIT_VERSIONS.contains(&version) {
             return Err(error::fail(
                 format!(
                     "{} imports tinytown:agent/{iface}@{version}; this host implements \
-                     tinytown:agent@{WIT_VERSION}",
-                    path.display()
+                     tinytown:agent@{}",
+                    path.display(),
+                    WIT_VERSIONS.join(" and @")
                 ),
                 "rebuild the plugin against this repository's wit/agent.wit",
             ));
         }
         if matches!(iface, "types" | "host") {
             return Ok(());
+        }
+        if iface == "llm" && version == "0.1.0" {
+            return Err(error::fail(
+                format!(
+                    "{} imports tinytown:agent/llm@0.1.0, which never existed",
+                    path.display()
+                ),
+                "rebuild the plugin against this repository's wit/agent.wit",
+            ));
         }
         let Some(cap) = capabilities::by_name(iface) else {
             return Err(error::fail(
@@ -172,7 +179,7 @@ pub struct CheckReport {
     pub path: String,
     pub digest: String,
     pub bytes: usize,
-    /// `agent` or `agent-exec`: the world it fits.
+    /// `agent`, `agent-exec`, `agent-llm` or `agent-exec-llm`: the world it fits.
     pub world: String,
     pub wit_version: String,
     /// Capabilities it needs granted (names from the capability registry).
@@ -280,11 +287,7 @@ pub fn check_bytes(
         path: path.display().to_string(),
         digest: plugin.digest.to_string(),
         bytes: bytes.len(),
-        world: if capabilities.is_empty() {
-            "agent".into()
-        } else {
-            "agent-exec".into()
-        },
+        world: world_of(&capabilities),
         wit_version,
         capabilities,
         agent: None,
@@ -298,4 +301,17 @@ pub fn check_bytes(
         cached_at,
         compile_ms,
     })
+}
+
+/// The guest world a component with these capabilities fits: `agent`, `agent-exec`,
+/// `agent-llm` or `agent-exec-llm` (`http` is WASI's, not a world of ours).
+fn world_of(capabilities: &[String]) -> String {
+    let mut world = String::from("agent");
+    for cap in ["exec", "llm"] {
+        if capabilities.iter().any(|c| c == cap) {
+            world.push('-');
+            world.push_str(cap);
+        }
+    }
+    world
 }

@@ -405,7 +405,7 @@ fn load(
     let p = runtime.load_source(agent, &prepared.source, &prepared.grants)?;
     let limits = config.limits_for(agent);
     runtime
-        .instantiate(
+        .instantiate_blocking(
             &p,
             agent,
             &limits,

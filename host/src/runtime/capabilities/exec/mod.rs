@@ -3,7 +3,8 @@
 //! Only agents whose `[agents.NAME.exec]` table grants it get this import linked. The program
 //! named by the guest is resolved (a bare name through PATH, a path relative to the town) and
 //! canonicalised, so symlinks and `..` cannot smuggle in anything outside the allow-list
-//! ([`run`]). The call blocks the agent's own handling thread only: other agents keep running,
+//! ([`run`]); `run-in` (0.2.0) names a directory inside the work area, resolved the same way.
+//! Waiting on a program holds no thread (a pidfd and tokio pipes), other agents keep running,
 //! and the time spent is not charged against the guest's call deadline ([`host`]).
 //!
 //! Every program runs confined unless its grant says `sandbox = "off"` ([`sandbox`]): Landlock
@@ -82,8 +83,11 @@ impl Capability for Exec {
     }
 
     fn add_to_linker(&self, linker: &mut Linker<State>) -> Result<()> {
+        let wrap = |e: wasmtime::Error| anyhow::anyhow!("{e}");
         bindings::tinytown::agent::exec::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(wrap)?;
+        bindings::v0_1::tinytown::agent::exec::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+            .map_err(wrap)
     }
 }
 

@@ -5,7 +5,7 @@
 // config: none (it accepts any table).
 //
 // handle() *returns* actions; the host applies them atomically. host answers read-only questions.
-import { backlog, listAgents } from 'tinytown:agent/host@0.1.0';
+import { backlog, listAgents } from 'tinytown:agent/host@0.2.0';
 
 export function init(_pairs) {}
 

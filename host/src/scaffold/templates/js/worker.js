@@ -6,8 +6,8 @@
 //
 // handle() *returns* actions; the host applies them atomically. exec is the one import that acts.
 // A thrown { message, retryable } becomes the WIT `error`.
-import { run } from 'tinytown:agent/exec@0.1.0';
-import { getTask, selfName } from 'tinytown:agent/host@0.1.0';
+import { run } from 'tinytown:agent/exec@0.2.0';
+import { getTask, selfName } from 'tinytown:agent/host@0.2.0';
 
 function parseConfig(pairs) {
   const cfg = new Map(pairs.map(([k, v]) => [k, v.trim()]).filter(([, v]) => v)); // last wins
