@@ -615,17 +615,7 @@ async fn settled_usage_is_counted_by_agent_task_and_model_and_failures_release()
     assert!(ttl > 39 * 86_400, "{ttl}");
     let task = t.key("budget-task:t-1:rev");
     assert_eq!(t.redis(&["HGET", &task, "tokens"]), "50");
-    // tt usage shows the same (tt itself refuses an `llm` grant until the host links it, so
-    // the grant goes back out of the file first; the usage is in Redis).
-    t.write_config(
-        t.read_config()
-            .split(
-                "
-[llm.providers.p]",
-            )
-            .next()
-            .unwrap(),
-    );
+    // tt usage shows the same.
     let u = t.json(&["usage", "--json"]);
     assert_eq!(u["rows"].as_array().unwrap().len(), 2, "{u}");
     let text = t.ok(&["usage", "--task", "t-1"]);
@@ -732,12 +722,12 @@ async fn a_hold_of_a_dead_host_stops_counting_when_it_expires() {
         cost: 0,
         hold_ms,
     };
-    bud.reserve(&limits, &ask(300)).await.unwrap().unwrap();
+    bud.reserve(&limits, &ask(1500)).await.unwrap().unwrap();
     assert!(
         bud.reserve(&limits, &ask(60_000)).await.unwrap().is_err(),
         "the hold counts"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     let r = bud.reserve(&limits, &ask(60_000)).await.unwrap().unwrap();
     bud.release(&r).await.unwrap();
     bud.reserve(&limits, &ask(60_000)).await.unwrap().unwrap();
@@ -855,4 +845,290 @@ fn tt_refuses_a_key_in_the_file_without_printing_it() {
     t.write_config(&text);
     let r = t.refused(&["status"], 1, &["api_key"]);
     no_key("tt's error", &r.stderr);
+}
+
+// ---- end to end: tt host, the example plugins, the loopback provider ----
+
+/// A town with worker `w` (plugins/worker-llm-py) and reviewer `rev` (plugins/reviewer-llm),
+/// both granted alias `fast` of a provider at `url`, spawned, and task t1 assigned to `w`.
+fn llm_town(url: &str, w_extra: &str, rev_extra: &str) -> TestTown {
+    let t = TestTown::new();
+    let llm = llm_toml("openai", url, "", rev_extra);
+    t.write_config(&format!(
+        "[town]\nname = \"test\"\n\n[host]\nlease_ms = 2000\nheartbeat_ms = 200\n{llm}\n\
+         [agents.rev]\nrole = \"reviewer\"\nplugin = \"{rev}\"\nconfig = {{ model = \"fast\" }}\n\n\
+         [agents.w]\nrole = \"worker\"\nplugin = \"{w}\"\n\
+         config = {{ model = \"fast\", reviewer = \"rev\" }}\n\
+         [agents.w.llm]\nmodels = [\"fast\"]\n{w_extra}\n",
+        rev = common::plugin("reviewer-llm"),
+        w = common::plugin("worker-llm-py"),
+    ));
+    t.ok(&["spawn", "w", "--role", "worker"]);
+    t.ok(&["spawn", "rev", "--role", "reviewer"]);
+    t.ok(&[
+        "assign",
+        "w",
+        "Write one sentence on why Redis streams suit mailboxes.",
+    ]);
+    t
+}
+
+fn verdict(v: &str, reason: &str) -> Reply {
+    let text = json!({"verdict": v, "reason": reason}).to_string();
+    Reply::json(200, openai_text(&text, 40, 9))
+}
+
+fn sent(t: &TestTown, kind: &str) -> Vec<Value> {
+    t.events()
+        .into_iter()
+        .filter(|e| e["type"] == "sent" && e["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn a_python_worker_drafts_and_the_llm_reviewer_approves() {
+    let draft = "Streams keep every entry until it is acknowledged.";
+    let s = LlmServer::start(
+        vec![
+            Reply::json(200, openai_text(draft, 20, 12)),
+            verdict("approve", "does what the task asks"),
+        ],
+        Some(Reply::text(500, "the script ran out")),
+    );
+    let t = llm_town(&s.openai_url(), "", "");
+    common::host_until_idle(&t, Duration::from_secs(120));
+    let task = t.task("t1");
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(task["result"], "does what the task asks");
+    let seen = s.seen();
+    assert_eq!(seen.len(), 2);
+    // The worker's draft request: the task, no response format.
+    let w = &seen[0].body;
+    assert!(w["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("Redis streams suit mailboxes"));
+    assert!(w.get("response_format").is_none());
+    // The reviewer's: the task, the draft, the verdict schema.
+    let r = &seen[1].body;
+    let user = r["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        user.contains("Redis streams suit mailboxes") && user.contains(draft),
+        "{user}"
+    );
+    assert_eq!(
+        r["response_format"]["json_schema"]["schema"]["required"],
+        json!(["verdict", "reason"])
+    );
+    let u = t.json(&["usage", "--json", "--task", "t1"]);
+    let agents: Vec<&str> = u["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["rev", "w"], "{u}");
+    assert_eq!(u["total"]["input_tokens"], 60);
+    no_key("the events", &serde_json::to_string(&t.events()).unwrap());
+}
+
+#[test]
+fn a_malformed_verdict_is_a_rejection_never_an_approval() {
+    let s = LlmServer::start(
+        vec![
+            Reply::json(200, openai_text("first draft", 20, 12)),
+            Reply::json(200, openai_text("Looks fine to me!", 20, 5)),
+            Reply::json(200, openai_text("second draft", 20, 12)),
+            verdict("approve", "fixed"),
+        ],
+        Some(Reply::text(500, "the script ran out")),
+    );
+    let t = llm_town(&s.openai_url(), "", "");
+    common::host_until_idle(&t, Duration::from_secs(120));
+    let task = t.task("t1");
+    assert_eq!(
+        (task["state"].as_str(), task["rejections"].as_u64()),
+        (Some("completed"), Some(1)),
+        "{task}"
+    );
+    let rejects = sent(&t, "verdict:reject");
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    let body = rejects[0]["body"].as_str().unwrap();
+    assert!(body.contains("not a verdict"), "{body}");
+    // The second draft was asked with the reviewer's reason.
+    let again = s.seen()[2].body["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(again.contains("not a verdict"), "{again}");
+}
+
+#[test]
+fn an_exhausted_budget_rejects_escalates_and_writes_events() {
+    // The reviewer can never afford a call; the worker can afford one draft per task.
+    let s = LlmServer::start(
+        vec![Reply::json(200, openai_text("a draft", 10, 150))],
+        Some(Reply::text(500, "no second call may reach the provider")),
+    );
+    let t = llm_town(
+        &s.openai_url(),
+        "tokens_per_task = 250",
+        "tokens_per_day = 10",
+    );
+    common::host_until_idle(&t, Duration::from_secs(120));
+    assert_eq!(s.count(), 1, "refused calls never reach the provider");
+    let task = t.task("t1");
+    assert_eq!(task["state"], "failed", "{task}");
+    assert!(
+        task["result"].as_str().unwrap().contains("tokens_per_task"),
+        "{task}"
+    );
+    let events = t.events();
+    let refused: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["type"] == "budget-exhausted")
+        .map(|e| {
+            (
+                e["agent"].as_str().unwrap().to_string(),
+                e["budget"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("rev".to_string(), "tokens_per_day".to_string()),
+            ("w".to_string(), "tokens_per_task".to_string())
+        ]
+    );
+    assert!(
+        events.iter().all(|e| e["to"] != "completed"),
+        "never approved"
+    );
+    let reject = &sent(&t, "verdict:reject")[0];
+    assert!(
+        reject["body"].as_str().unwrap().contains("BudgetExhausted"),
+        "{reject}"
+    );
+    let inbox = t.ok(&["inbox", "conductor"]);
+    assert!(
+        inbox.contains("tokens_per_day") && inbox.contains("tokens_per_task"),
+        "{inbox}"
+    );
+}
+
+/// A town of one task, for the reviewer's `get-task`.
+struct OneTask;
+
+impl tinytown::runtime::Lookup for OneTask {
+    fn task<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> tinytown::runtime::lookup::Answer<'a, Option<tinytown::runtime::wit::TaskInfo>> {
+        let info = tinytown::runtime::wit::TaskInfo {
+            id: id.to_string(),
+            description: "Say hello.".into(),
+            state: "in-review".into(),
+            owner: Some("w".into()),
+            reviewer: Some("rev".into()),
+            result: None,
+            rejections: 0,
+            tags: vec![],
+        };
+        Box::pin(async move { Ok(Some(info)) })
+    }
+    fn agent<'a>(
+        &'a self,
+        n: &'a str,
+    ) -> tinytown::runtime::lookup::Answer<'a, Option<tinytown::runtime::wit::AgentInfo>> {
+        tinytown::runtime::NoTown.agent(n)
+    }
+    fn agents<'a>(
+        &'a self,
+        r: Option<&'a str>,
+    ) -> tinytown::runtime::lookup::Answer<'a, Vec<tinytown::runtime::wit::AgentInfo>> {
+        tinytown::runtime::NoTown.agents(r)
+    }
+    fn backlog(
+        &self,
+    ) -> tinytown::runtime::lookup::Answer<'_, Vec<tinytown::runtime::wit::TaskInfo>> {
+        tinytown::runtime::NoTown.backlog()
+    }
+    fn state<'a>(
+        &'a self,
+        a: &'a str,
+        k: &'a str,
+    ) -> tinytown::runtime::lookup::Answer<'a, Option<String>> {
+        tinytown::runtime::NoTown.state(a, k)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chat_import_is_recorded_with_the_handling_without_the_key() {
+    use tinytown::runtime::wit;
+    use tinytown::runtime::{Grants, Runtime};
+    let s = LlmServer::start(vec![verdict("approve", "hello said")], None);
+    let g = std::sync::Arc::new(grant("openai", &s.openai_url(), ""));
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(Some(dir.path().join("cache")), false).unwrap();
+    let grants = Grants::none().with("llm", g);
+    let plugin = runtime
+        .load("rev", &common::plugin_path("reviewer-llm"), &grants)
+        .unwrap();
+    let config = vec![("model".to_string(), "fast".to_string())];
+    let limits = tinytown::store::limits::Limits::default();
+    let mut inst = runtime
+        .instantiate(
+            &plugin,
+            "rev",
+            &limits,
+            &grants,
+            &config,
+            std::sync::Arc::new(OneTask),
+        )
+        .await
+        .unwrap_or_else(|f| panic!("{}", f.reason));
+    let msg = wit::Message {
+        id: "m1".into(),
+        sender: "w".into(),
+        recipient: "rev".into(),
+        kind: wit::Kind::ReviewRequest,
+        body: "hello".into(),
+        priority: wit::Priority::Normal,
+        task_id: Some("t1".into()),
+        correlation_id: None,
+        sent_at_ms: 0,
+        attempt: 1,
+    };
+    let actions = inst
+        .handle(msg)
+        .await
+        .unwrap_or_else(|f| panic!("{}", f.reason));
+    assert!(
+        matches!(&actions[0], wit::Action::Approve(o) if o.text == "hello said"),
+        "{actions:?}"
+    );
+    let calls = inst.recorded();
+    let chat = calls
+        .iter()
+        .find(|c| c.interface == "llm" && c.function == "chat")
+        .expect("the chat call is recorded");
+    assert_eq!(chat.request["model"], "fast");
+    assert_eq!(
+        (
+            chat.response["provider"].as_str(),
+            chat.response["input_tokens"].as_u64()
+        ),
+        (Some("p"), Some(40))
+    );
+    no_key(
+        "the handling's record",
+        &serde_json::to_string(calls).unwrap(),
+    );
+    // Without a grant the import is not even linked: the component is refused at load.
+    let e = runtime
+        .load("rev", &common::plugin_path("reviewer-llm"), &Grants::none())
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("llm"), "{e:#}");
 }

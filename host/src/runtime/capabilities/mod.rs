@@ -45,7 +45,7 @@ pub trait Capability: Sync {
 }
 
 /// The registry: every capability this host has.
-pub static CAPABILITIES: &[&dyn Capability] = &[&exec::Exec];
+pub static CAPABILITIES: &[&dyn Capability] = &[&exec::Exec, &llm::Llm];
 
 pub fn by_name(name: &str) -> Option<&'static dyn Capability> {
     CAPABILITIES.iter().copied().find(|c| c.name() == name)

@@ -12,10 +12,12 @@
 //! - [`client`]: a provider's HTTP client, timeouts, retries and error mapping;
 //!   [`openai`] and [`anthropic`] are the two wire formats, [`wire`] what they share.
 //! - [`secret`]: the key's type and where it is read from.
+//! - `host`: the WIT `llm` interface on the instance's state (conversions, recording).
 
 pub mod anthropic;
 pub mod client;
 pub mod grant;
+mod host;
 pub mod openai;
 pub mod secret;
 pub mod types;
@@ -24,13 +26,14 @@ mod wire;
 use std::sync::Arc;
 
 use anyhow::Result;
-use wasmtime::component::Linker;
+use wasmtime::component::{HasSelf, Linker};
 
 pub use grant::{CallRecord, LlmGrant, Model};
 pub use secret::Secret;
 pub use types::*;
 
 use super::{parse_table, Capability, Grant};
+use crate::runtime::bindings;
 use crate::runtime::instance::State;
 use crate::store::config::Config;
 use crate::store::llm::LlmGrantConfig;
@@ -64,9 +67,9 @@ impl Capability for Llm {
         grants.get::<LlmGrant>().map(|g| g.describe())
     }
 
-    fn add_to_linker(&self, _linker: &mut Linker<State>) -> Result<()> {
-        // Linked by the async runtime's glue (the 0.2.0 `llm` bindings); until then a
-        // component importing `llm` is refused at load.
-        anyhow::bail!("the llm capability is not linked by this host build yet")
+    fn add_to_linker(&self, linker: &mut Linker<State>) -> Result<()> {
+        // `llm` is new in 0.2.0: there is no 0.1.0 interface to link.
+        bindings::tinytown::agent::llm::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
