@@ -553,6 +553,32 @@ async fn a_refused_budget_writes_one_event_and_changes_nothing_else() {
         (Some("fast"), Some("tokens_per_day"))
     );
     no_key("the event", &ev.to_string());
+    let line = t.ok(&["events", "-n", "1"]);
+    assert!(
+        line.contains("rev BUDGET tokens_per_day exhausted (model fast, task t-9)"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn budgets_that_cannot_be_checked_send_nothing() {
+    let s = LlmServer::start(vec![], Some(Reply::json(200, openai_text("x", 1, 1))));
+    let (t, a, _b, g) = budget_town(&s.openai_url(), "tokens_per_day = 100000").await;
+    t.ok(&["shutdown"]);
+    let (e, _) = g
+        .chat(Some(&budgets(&a)), "rev", None, ask("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.retryable),
+        (ErrorCode::ProviderUnavailable, true)
+    );
+    assert!(
+        e.message.contains("budgets cannot be checked"),
+        "{}",
+        e.message
+    );
+    assert_eq!(s.count(), 0, "fails closed: nothing is sent unreserved");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -623,6 +649,8 @@ async fn settled_usage_is_counted_by_agent_task_and_model_and_failures_release()
         text.contains("rev") && text.contains("t-1") && text.contains("fast"),
         "{text}"
     );
+    let e = t.refused(&["usage", "--days", "0"], 2, &["--days 0"]);
+    assert!(e.hint.contains("1 to 40"), "{e:?}");
     let st = t.json(&["status", "--json"]);
     assert_eq!(st["llm_today"]["input_tokens"], 40, "{st}");
 }
@@ -1131,4 +1159,22 @@ async fn the_chat_import_is_recorded_with_the_handling_without_the_key() {
         .err()
         .unwrap();
     assert!(format!("{e:#}").contains("llm"), "{e:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_cannot_be_a_header_is_refused_without_sending() {
+    let s = LlmServer::start(vec![], Some(Reply::json(200, openai_text("x", 1, 1))));
+    std::env::set_var("TT_TEST_LLM_BAD_KEY", "sk-bad\u{1}key");
+    let text = llm_toml("openai", &s.openai_url(), "", "")
+        .replace("TT_TEST_LLM_KEY", "TT_TEST_LLM_BAD_KEY");
+    let g = grant_of(&config(&text, &std::env::temp_dir())).unwrap();
+    let (e, _) = g.chat(None, "rev", None, ask("x")).await.unwrap_err();
+    assert_eq!((e.code, e.retryable), (ErrorCode::InvalidRequest, false));
+    assert!(
+        e.message.contains("not a valid HTTP header value"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("sk-bad"), "{}", e.message);
+    assert_eq!(s.count(), 0);
 }

@@ -184,10 +184,30 @@ impl Provider {
             .http
             .post(&url)
             .header("content-type", "application/json");
-        match (self.kind, &self.key) {
-            (ProviderKind::Openai, Some(k)) => b = b.bearer_auth(k.expose()),
-            (ProviderKind::Anthropic, Some(k)) => b = b.header("x-api-key", k.expose()),
-            _ => {}
+        if let Some(k) = &self.key {
+            // Marked sensitive, so no layer below prints it (bearer_auth does the same).
+            let (name, value) = match self.kind {
+                ProviderKind::Openai => ("authorization", format!("Bearer {}", k.expose())),
+                ProviderKind::Anthropic => ("x-api-key", k.expose().to_string()),
+            };
+            match reqwest::header::HeaderValue::from_str(&value) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    b = b.header(name, v);
+                }
+                Err(_) => {
+                    return Attempt::Fail(
+                        self.error(
+                            ErrorCode::InvalidRequest,
+                            "has a key that is not a valid HTTP header value; check its \
+                             api_key_env or api_key_file"
+                                .into(),
+                            false,
+                        ),
+                        None,
+                    )
+                }
+            }
         }
         if self.kind == ProviderKind::Anthropic {
             b = b.header("anthropic-version", anthropic::VERSION);
