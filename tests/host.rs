@@ -400,6 +400,29 @@ fn exec_runs_only_allow_listed_programs_in_a_bare_environment() {
             .contains("reviewer sneaky cannot run its check"),
         "{escalations}"
     );
+    // Each handling that ran a program is journaled with the call and its answer.
+    let journal = town.json(&["journal", "plain", "--json"]);
+    let entries = journal.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{journal}");
+    let e = &entries[0]["entry"];
+    assert_eq!(e["task"], "t1");
+    assert!(e["outcome"].as_str().unwrap().starts_with("ok: "), "{e}");
+    let exec: Vec<&serde_json::Value> = e["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["interface"] == "exec")
+        .collect();
+    assert_eq!(exec.len(), 1, "{e}");
+    assert_eq!(exec[0]["function"], "run");
+    assert_eq!(exec[0]["request"][1]["program"], "./check.sh", "{e}");
+    assert_eq!(exec[0]["response"]["Ok"]["status"], 3, "{e}");
+    let text = town.ok(&["journal", "slow"]);
+    assert!(
+        text.contains("exec.run") && text.contains("timed_out"),
+        "{text}"
+    );
+    town.refused(&["journal", "nobody"], 1, &["nobody"]);
 }
 
 #[test]

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cluster;
+pub mod fleet;
+
 /// No single `tt` invocation in these tests may take longer than this.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -15,9 +15,11 @@ pub mod doctor;
 pub mod events;
 pub mod host;
 pub mod init;
+pub mod journal;
 pub mod mail;
 pub mod plugin;
 pub mod print;
+pub mod replay;
 pub mod serve;
 pub mod status;
 pub mod swap;
@@ -67,6 +69,10 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Model calls: tokens and cost by agent, task and model.
     Usage(usage::UsageArgs),
+    /// What an agent's recent handlings were asked, asked the world and decided.
+    Journal(journal::JournalArgs),
+    /// Run a candidate policy on an agent's past handlings; which decisions would change.
+    Replay(replay::ReplayArgs),
     #[command(flatten)]
     Host(host::HostCommand),
     /// Measure speed and memory on this machine (a throwaway town under /tmp).
@@ -149,6 +155,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => status::run(&town, args).await,
         Command::Events(args) => events::run(&town, args).await,
         Command::Usage(args) => usage::run(&town, args).await,
+        Command::Journal(args) => journal::run(&town, args).await,
+        Command::Replay(args) => replay::run(town, args).await,
         Command::Swap(c) => swap::run(&town, c).await,
         Command::Dlq(args) => dlq::run(&town, args).await,
     }

@@ -15,6 +15,7 @@ use super::runner::{Delivery, Live};
 use crate::runtime::{wit, Failure, FailureKind, Grants, Instance, Lookup, Plugin, Runtime};
 use crate::store::applier::{Ack, Applied, Fence, Op, Outcome, Unit};
 use crate::store::error;
+use crate::store::journal;
 use crate::store::limits::{Limits, MAX_MESSAGE_BYTES};
 use crate::store::model::{Kind, Message};
 use crate::town::Town;
@@ -273,7 +274,8 @@ impl HandleCtx {
         }
     }
 
-    /// Calls `plugin`'s instance in `slot`, creating a fresh one when there is none.
+    /// Calls `plugin`'s instance in `slot`, creating a fresh one when there is none, and
+    /// journals the handling (`store::journal`).
     async fn call(
         &self,
         plugin: &Plugin,
@@ -281,7 +283,44 @@ impl HandleCtx {
         msg: &Message,
         attempt: u32,
     ) -> Result<Vec<wit::Action>, Failure> {
-        if slot.is_none() {
+        let started = std::time::Instant::now();
+        let r = self.call_instance(plugin, slot, msg, attempt).await;
+        let keep = self.town.config.retention.journal;
+        if keep > 0 {
+            let calls = slot.as_ref().map(|i| i.recorded()).unwrap_or_default();
+            let entry = journal::Entry {
+                msg: msg.id.clone(),
+                attempt,
+                task: msg.task.clone(),
+                digest: plugin.digest.to_string(),
+                message: serde_json::to_value(actions::to_wit(msg, attempt)).unwrap_or_default(),
+                calls: serde_json::to_value(calls).unwrap_or_default(),
+                actions: r
+                    .as_ref()
+                    .ok()
+                    .map(|a| serde_json::to_value(a).unwrap_or_default()),
+                outcome: match &r {
+                    Ok(a) => format!("ok: {} actions", a.len()),
+                    Err(f) => format!("error: {}", f.reason),
+                },
+                ms: started.elapsed().as_secs_f64() * 1000.0,
+                at_ms: crate::store::model::now_ms(),
+            };
+            if let Err(e) = self.town.db.journal_append(&self.agent, &entry, keep).await {
+                tracing::warn!(agent = %self.agent, "could not journal {}: {e:#}", msg.id);
+            }
+        }
+        r
+    }
+
+    async fn call_instance(
+        &self,
+        plugin: &Plugin,
+        slot: &mut Option<Instance>,
+        msg: &Message,
+        attempt: u32,
+    ) -> Result<Vec<wit::Action>, Failure> {
+        if slot.as_ref().is_none_or(|i| i.is_dead()) {
             *slot = Some(
                 self.runtime
                     .instantiate(
@@ -298,7 +337,8 @@ impl HandleCtx {
         let inst = slot.as_mut().expect("just created");
         let r = inst.handle(actions::to_wit(msg, attempt)).await;
         if r.as_ref().is_err_and(|f| f.trapped()) {
-            *slot = None;
+            // Dead: the next call gets a fresh one. Its record stays readable until then.
+            inst.mark_dead();
         }
         r
     }
@@ -320,7 +360,7 @@ impl HandleCtx {
                 .join("\n")
         };
         let live_text = describe(live_actions);
-        let shadow_text = match self.call(plugin, slot, msg, attempt).await {
+        let shadow_text = match self.call_instance(plugin, slot, msg, attempt).await {
             Ok(a) => describe(&a),
             Err(f) if f.transient() => anyhow::bail!("shadow of `{}`: {}", self.agent, f.reason),
             Err(f) => format!("error: {}", f.reason),

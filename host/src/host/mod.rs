@@ -2,8 +2,8 @@
 //! `runtime`, not on `cli` (`tests/layers.rs` checks).
 //!
 //! One tokio task per agent (a runner) reads the agent's urgent and normal streams through
-//! the consumer group, hands each batch to the agent's long-lived Wasm instance on a blocking
-//! thread, and applies every message's actions together with its acknowledgement in one Lua call
+//! the consumer group, hands each batch to the agent's long-lived Wasm instance in a task of
+//! its own, and applies every message's actions together with its acknowledgement in one Lua call
 //! (idempotent by message id). Agents run concurrently, so a slow or failing one never holds up
 //! another.
 //!
@@ -15,14 +15,16 @@
 //!
 //! - [`supervisor`]: the host's own loop (a runner per agent, heartbeats, Redis revival, idle).
 //! - [`runner`]: one agent's loop: lease, plugin and shadow, reading the mailbox.
-//! - [`handling`]: one batch on a blocking thread: call the role, turn actions into a unit.
+//! - [`handling`]: one batch as a task: call the role, journal it, turn actions into a unit.
 //! - [`actions`]: the WIT contract <-> the town's messages and applier ops.
 //! - [`lookup`]: the role's read-only questions, answered from Redis.
+//! - [`replay`]: a candidate policy run on an agent's journal (`tt replay`, gated swaps).
 //! - [`swap`]: validating a candidate and switching an agent's policy (swap, rollback, shadow).
 
 mod actions;
 mod handling;
 pub mod lookup;
+pub mod replay;
 mod runner;
 mod supervisor;
 pub mod swap;

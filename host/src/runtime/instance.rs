@@ -12,20 +12,23 @@
 //! The `host` import is answered here for both WIT versions: 0.1.0's delegates to 0.2.0's.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use wasmtime::component::{ResourceTable, TypedFunc};
 use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{self, wit};
+use super::capabilities::http::{gate::Gate, HttpGrant};
 use super::capabilities::Grants;
 use super::engine::Runtime;
 use super::lookup::Lookup;
 use super::plugin::Plugin;
 use super::record::Call;
+use super::replay::{Answer, Script};
 use crate::store::limits::Limits;
 use crate::store::model::Digest;
 
@@ -50,6 +53,11 @@ pub struct State {
     calls: Vec<Call>,
     /// The task of the message being handled (budgets are kept per task too).
     task: Option<String>,
+    http: WasiHttpCtx,
+    /// Outgoing HTTP goes through here (an ungranted agent's gate refuses everything).
+    gate: Gate,
+    /// In a replay: the original handling's calls, which answer the candidate's.
+    replay: Option<Script>,
 }
 
 impl State {
@@ -77,13 +85,41 @@ impl State {
     }
 
     /// The task of the message being handled, if it names one.
+    #[allow(dead_code)] // for capabilities that keep budgets per task (llm)
     pub(crate) fn task(&self) -> Option<&str> {
         self.task.as_deref()
     }
 
     /// The town as the runtime sees it (lookups, budgets).
+    #[allow(dead_code)] // for capabilities that keep their books in the town (llm)
     pub(crate) fn town(&self) -> &Arc<dyn Lookup> {
         &self.lookup
+    }
+
+    /// In a replay, how the call is to be answered (None outside a replay: ask the world).
+    pub(crate) fn replayed(
+        &mut self,
+        interface: &str,
+        function: &str,
+        request: &impl serde::Serialize,
+    ) -> Option<Answer> {
+        let script = self.replay.as_mut()?;
+        let request = serde_json::to_value(request).unwrap_or_default();
+        Some(script.answer(interface, function, &request))
+    }
+
+    /// A town lookup in a replay: the recorded answer, an empty one, or None to ask the
+    /// (live) town.
+    fn replayed_lookup<T: serde::de::DeserializeOwned + Default>(
+        &mut self,
+        function: &str,
+        request: &impl serde::Serialize,
+    ) -> Option<T> {
+        match self.replayed("host", function, request)? {
+            Answer::Recorded(v) => Some(serde_json::from_value(v).unwrap_or_default()),
+            Answer::Live => None,
+            Answer::Refused => Some(T::default()),
+        }
     }
 
     /// Appends an import call to the current call's record.
@@ -107,6 +143,16 @@ impl WasiView for State {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.gate,
+            table: &mut self.table,
+            ctx: &mut self.http,
         }
     }
 }
@@ -147,6 +193,9 @@ use bindings::tinytown::agent::host as host_0_2;
 
 impl host_0_2::Host for State {
     async fn now_ms(&mut self) -> u64 {
+        if let Some(t) = self.replayed_lookup::<u64>("now-ms", &()) {
+            return t;
+        }
         let now = crate::store::model::now_ms();
         self.record(Call::new("host", "now-ms", (), now, Duration::ZERO));
         now
@@ -155,26 +204,41 @@ impl host_0_2::Host for State {
         self.agent.clone()
     }
     async fn get_task(&mut self, id: String) -> Option<wit::TaskInfo> {
+        if let Some(v) = self.replayed_lookup("get-task", &id) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.task(&id).await;
         self.answer("get-task", id, started, r)
     }
     async fn get_agent(&mut self, name: String) -> Option<wit::AgentInfo> {
+        if let Some(v) = self.replayed_lookup("get-agent", &name) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.agent(&name).await;
         self.answer("get-agent", name, started, r)
     }
     async fn list_agents(&mut self, role: Option<String>) -> Vec<wit::AgentInfo> {
+        if let Some(v) = self.replayed_lookup("list-agents", &role) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.agents(role.as_deref()).await;
         self.answer("list-agents", role, started, r)
     }
     async fn backlog(&mut self) -> Vec<wit::TaskInfo> {
+        if let Some(v) = self.replayed_lookup("backlog", &()) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.backlog().await;
         self.answer("backlog", (), started, r)
     }
     async fn get_state(&mut self, key: String) -> Option<String> {
+        if let Some(v) = self.replayed_lookup("get-state", &key) {
+            return v;
+        }
         let started = Instant::now();
         let r = self.lookup.state(&self.agent, &key).await;
         self.answer("get-state", key, started, r)
@@ -306,6 +370,15 @@ impl Runtime {
             lookup_error: None,
             calls: Vec::new(),
             task: None,
+            replay: None,
+            http: WasiHttpCtx::new(),
+            gate: Gate {
+                grant: grants.get::<HttpGrant>(),
+                agent: agent.to_string(),
+                calls: Arc::new(Mutex::new(Vec::new())),
+                waited: Arc::new(Mutex::new(Duration::ZERO)),
+                replaying: false,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -322,6 +395,7 @@ impl Runtime {
                 u64::MAX
             }),
             calls: 0,
+            dead: false,
         };
         inst.arm();
         let instance = plugin
@@ -390,7 +464,12 @@ impl Runtime {
 
 fn deadline_check(mut ctx: StoreContextMut<State>) -> Result<UpdateDeadline, wasmtime::Error> {
     let s = ctx.data_mut();
-    let spent = s.call_started.elapsed().saturating_sub(s.excluded);
+    let http = *s.gate.waited.lock().unwrap_or_else(|p| p.into_inner());
+    let spent = s
+        .call_started
+        .elapsed()
+        .saturating_sub(s.excluded)
+        .saturating_sub(http);
     if spent > s.call_limit {
         return Err(wasmtime::Error::new(TimeLimit(s.call_limit)));
     }
@@ -409,6 +488,8 @@ pub struct Instance {
     /// Fuel per call, when the engine meters fuel.
     fuel: Option<u64>,
     pub calls: u64,
+    /// Trapped: only its record of the last call may still be read.
+    dead: bool,
 }
 
 impl Instance {
@@ -421,21 +502,31 @@ impl Instance {
         s.lookups = 0;
         s.lookup_error = None;
         s.calls.clear();
+        s.gate
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *s.gate.waited.lock().unwrap_or_else(|p| p.into_inner()) = Duration::ZERO;
         self.store.set_epoch_deadline(1);
         if let Some(f) = self.fuel {
             let _ = self.store.set_fuel(f);
         }
     }
 
-    /// Handles one message. On `Err` with `trapped`, this instance must be dropped.
+    /// Handles one message. On `Err` with `trapped`, this instance must not be called again
+    /// ([`Instance::mark_dead`]; its [`Instance::recorded`] calls may still be read).
     pub async fn handle(&mut self, msg: wit::Message) -> Result<Vec<wit::Action>, Failure> {
-        let Some(handle) = self.handle else {
+        let Some(handle) = self.handle.filter(|_| !self.dead) else {
             return Err(Failure::new(FailureKind::Trapped, "instance is not ready"));
         };
         self.arm();
         self.calls += 1;
         self.store.data_mut().task = msg.task_id.clone();
         let r = handle.call_async(&mut self.store, (msg,)).await;
+        let s = self.store.data_mut();
+        let http = std::mem::take(&mut *s.gate.calls.lock().unwrap_or_else(|p| p.into_inner()));
+        s.calls.extend(http);
         if let Some(e) = self.store.data_mut().lookup_error.take() {
             // Whatever the guest decided rested on an answer it did not get.
             return Err(Failure::new(
@@ -453,6 +544,30 @@ impl Instance {
     /// How many town lookups the last call made.
     pub fn lookups(&self) -> u32 {
         self.store.data().lookups
+    }
+
+    /// Answers the next call's imports from `script` (a replay) instead of the world; its
+    /// outgoing HTTP is refused meanwhile.
+    pub fn set_replay(&mut self, script: Script) {
+        let s = self.store.data_mut();
+        s.replay = Some(script);
+        s.gate.replaying = true;
+    }
+
+    /// Ends a replay; what is left of the script (its divergences, its unused calls).
+    pub fn take_replay(&mut self) -> Option<Script> {
+        let s = self.store.data_mut();
+        s.gate.replaying = false;
+        s.replay.take()
+    }
+
+    /// After a trap: the instance is not to be called again.
+    pub fn mark_dead(&mut self) {
+        self.dead = true;
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead
     }
 
     /// The import calls of the last call, in order (the journal's record of it).

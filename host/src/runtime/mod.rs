@@ -8,6 +8,7 @@
 //! - [`instance`]: one agent's live instance, its limits and the `host` import.
 //! - [`lookup`]: the read-only questions a guest may ask, as a trait.
 //! - [`record`]: what a handling asked the world, call by call (the journal's entries).
+//! - [`replay`]: a candidate's calls answered from a journaled handling's record.
 //! - [`builtin`]: what an agent's plugin resolves to; how a built-in role is set up.
 //! - [`capabilities`]: imports that act in the world (`exec`), one folder each, one registry.
 
@@ -19,6 +20,7 @@ pub mod instance;
 pub mod lookup;
 pub mod plugin;
 pub mod record;
+pub mod replay;
 
 pub use bindings::{wit, WIT_VERSION, WIT_VERSIONS};
 pub use capabilities::Grants;

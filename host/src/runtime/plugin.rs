@@ -161,7 +161,18 @@ fn check_import(agent: &str, path: &Path, name: &str, grants: &Grants) -> Result
             format!("grant it in tinytown.toml: {}", cap.grant_example(agent)),
         ))
     } else if name.starts_with("wasi:") {
-        Ok(())
+        match capabilities::of_import(name) {
+            Some(cap) if !grants.has(cap.name()) => Err(error::fail(
+                format!(
+                    "agent `{agent}`: plugin {} imports `{name}`, the `{}` capability, which is \
+                     not granted to it",
+                    path.display(),
+                    cap.name()
+                ),
+                format!("grant it in tinytown.toml: {}", cap.grant_example(agent)),
+            )),
+            _ => Ok(()),
+        }
     } else {
         Err(error::fail(
             format!(
@@ -270,13 +281,14 @@ pub fn check_bytes(
         .iter()
         .filter(|i| i.starts_with("tinytown:agent/"))
         .collect();
-    let capabilities: Vec<String> = ours
-        .iter()
-        .filter_map(|i| {
-            let iface = i.trim_start_matches("tinytown:agent/").split('@').next()?;
-            capabilities::by_name(iface).map(|c| c.name().to_string())
-        })
-        .collect();
+    let mut capabilities: Vec<String> = Vec::new();
+    for i in &plugin.imports {
+        if let Some(c) = capabilities::of_import(i) {
+            if !capabilities.iter().any(|n| n == c.name()) {
+                capabilities.push(c.name().to_string());
+            }
+        }
+    }
     let wit_version = ours
         .first()
         .and_then(|i| i.split_once('@'))

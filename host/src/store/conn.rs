@@ -4,6 +4,14 @@
 //! connections for blocking mailbox reads (a blocking read on a shared connection would stall
 //! everything queued behind it). Writes go through the applier (`store::applier`, methods on
 //! [`Db`]); leases through `store::lease`.
+//!
+//! On a cluster, the client follows the cluster through a slot move (resharding): it follows
+//! `MOVED` (and learns the new slot map) and `ASK` (asking the importing master), and retries
+//! `TRYAGAIN` (a call whose keys are split between two masters mid-migration) and
+//! `CLUSTERDOWN` with a short, growing backoff, for every command alike: scripts, stream reads
+//! and blocking reads. A script is only safe to retry because it declares all its keys
+//! (`store::script`): the cluster then refuses it before it runs. A script is loaded on every
+//! master when one answers `NOSCRIPT` (redis-rs sends `SCRIPT LOAD` to all of them).
 
 use std::time::Duration;
 
@@ -20,6 +28,14 @@ use crate::store::policy::Rules;
 
 /// Replies slower than this are treated as a lost connection (blocking reads set their own).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a cluster command may keep being redirected and retried (a slot migration moves a
+/// town's keys in well under this) before its error reaches the caller.
+const CLUSTER_SETTLE: Duration = Duration::from_secs(60);
+/// Retries of one cluster command; the waits between them grow from 10 ms to at most
+/// [`CLUSTER_MAX_WAIT_MS`], so these last about 20 s of `TRYAGAIN`.
+const CLUSTER_RETRIES: u32 = 80;
+const CLUSTER_MAX_WAIT_MS: u64 = 500;
 
 /// A connection to one server or to a cluster; both speak the same commands.
 #[derive(Clone)]
@@ -59,7 +75,10 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 enum Target {
     Single(redis::Client),
-    Cluster(Box<redis::cluster::ClusterClient>),
+    Cluster {
+        client: Box<redis::cluster::ClusterClient>,
+        info: Box<redis::ConnectionInfo>,
+    },
 }
 
 /// The town's Redis.
@@ -91,7 +110,7 @@ impl Db {
                 .map_err(|e| connect_err(config, e))?;
                 Conn::Single(cm)
             }
-            Target::Cluster(client) => Conn::Cluster(
+            Target::Cluster { client, .. } => Conn::Cluster(
                 client
                     .get_async_connection()
                     .await
@@ -136,7 +155,11 @@ impl Db {
                     .set_connection_timeout(Some(Duration::from_secs(5)));
                 Conn::Single(ConnectionManager::new_with_config(client.clone(), cfg).await?)
             }
-            Target::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Target::Cluster { info, .. } => Conn::Cluster(
+                cluster_client(info, timeout)?
+                    .get_async_connection()
+                    .await?,
+            ),
         })
     }
 }
@@ -173,14 +196,31 @@ fn target(config: &Config) -> Result<Target> {
     })?;
     let info = with_auth(info);
     if cluster {
-        let client = redis::cluster::ClusterClientBuilder::new(vec![info])
-            .response_timeout(RESPONSE_TIMEOUT)
-            .build()
+        let client = cluster_client(&info, RESPONSE_TIMEOUT)
             .map_err(|e| error::fail(format!("Redis Cluster {url}: {e}"), "check [redis] url"))?;
-        Ok(Target::Cluster(Box::new(client)))
+        Ok(Target::Cluster {
+            client: Box::new(client),
+            info: Box::new(info),
+        })
     } else {
         Ok(Target::Single(redis::Client::open(info)?))
     }
+}
+
+/// A cluster client seeded from `info` whose replies may take `timeout`, following the cluster
+/// through slot moves (the module's doc).
+fn cluster_client(
+    info: &redis::ConnectionInfo,
+    timeout: Duration,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    redis::cluster::ClusterClientBuilder::new(vec![info.clone()])
+        .response_timeout(timeout)
+        .overall_response_timeout(Some(timeout + CLUSTER_SETTLE))
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(10)
+        .max_retry_wait(CLUSTER_MAX_WAIT_MS)
+        .retry_wait_formula(10, 2)
+        .build()
 }
 
 fn connect_err(config: &Config, e: redis::RedisError) -> anyhow::Error {

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use redis::ServerErrorKind;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserError {
     pub message: String,
@@ -109,6 +111,21 @@ pub fn from_redis(err: redis::RedisError) -> anyhow::Error {
         };
         return of_kind(kind, message, hint);
     }
+    if let redis::ErrorKind::Server(
+        ServerErrorKind::TryAgain
+        | ServerErrorKind::ClusterDown
+        | ServerErrorKind::Ask
+        | ServerErrorKind::Moved,
+    ) = err.kind()
+    {
+        // The cluster client retried this for a minute (`store::conn`): something is stuck.
+        return of_kind(
+            ErrorKind::Unavailable,
+            format!("the Redis Cluster kept turning the call away: {text}"),
+            "a slot migration or failover may be stuck: `redis-cli --cluster check HOST:PORT` \
+             shows it, `redis-cli --cluster fix HOST:PORT` finishes it",
+        );
+    }
     if text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("NOPERM") {
         return fail(
             format!("Redis refused our credentials: {text}"),
@@ -144,6 +161,26 @@ pub fn one_line(err: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_that_keeps_redirecting_is_unavailable_with_a_hint() {
+        for kind in [
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::Ask,
+            ServerErrorKind::Moved,
+        ] {
+            let e = from_redis(redis::RedisError::from((
+                redis::ErrorKind::Server(kind),
+                "cluster",
+            )));
+            let u = user_error(&e).expect("a user error");
+            assert_eq!(u.kind, ErrorKind::Unavailable, "{kind:?}");
+            assert!(u.message.contains("Redis Cluster"), "{}", u.message);
+            assert!(u.hint.as_deref().unwrap_or("").contains("--cluster check"));
+            assert!(is_unavailable(&e));
+        }
+    }
 
     #[test]
     fn user_error_survives_context() {

@@ -3,7 +3,9 @@
 //! A key is `tt:{<town>}:<kind>[:<id>]`. The braces are a Redis Cluster hash tag: every key of a
 //! town hashes to one slot, so a multi-key Lua script runs on a single server and on a cluster
 //! alike. The applier's Lua builds the same names from the prefix (`key(...)` in
-//! `applier/lua/prelude.lua`); keep the two in step.
+//! `applier/lua/prelude.lua`); keep the two in step. Every key a script touches is also declared
+//! in its call's KEYS, computed here in Rust (`applier/declare.rs`), so the cluster can move the
+//! town's slot without a script failing half-way (`store::script`).
 
 /// The consumer group every mailbox stream is read through.
 pub const GROUP: &str = "tt";
@@ -24,7 +26,8 @@ impl Keys {
         }
     }
 
-    /// `tt:{town}:`, handed to the Lua scripts so they can name keys themselves.
+    /// `tt:{town}:`, handed to the Lua scripts so they can name keys themselves (the names
+    /// they use must still be among the keys the call declares: `store::script`).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -68,6 +71,11 @@ impl Keys {
     pub fn shadow(&self, name: &str) -> String {
         self.key(&["shadow", name])
     }
+    /// Stream of the agent's handlings that called a capability, each with its import calls
+    /// and their answers (`store::journal`).
+    pub fn journal(&self, name: &str) -> String {
+        self.key(&["journal", name])
+    }
     /// String `<host>/<instance>:<token>` with a TTL: which host process serves an exclusive
     /// agent.
     pub fn lease(&self, name: &str) -> String {
@@ -81,6 +89,10 @@ impl Keys {
     /// Counter of an exclusive agent's leases: the fencing token.
     pub fn lease_seq(&self, name: &str) -> String {
         self.key(&["lease-seq", name])
+    }
+    /// Counter of the ids of `kind` (`task`: t1, t2…; `msg`: m1, m2…).
+    pub fn seq(&self, kind: &str) -> String {
+        self.key(&["seq", kind])
     }
     /// Hash: task fields.
     pub fn task(&self, id: &str) -> String {
@@ -106,7 +118,6 @@ impl Keys {
     pub fn api_keys(&self) -> String {
         self.key(&["apikeys"])
     }
-    /// Hash of host name -> JSON heartbeat.
     /// String, ten minutes: the result of the command unit with idempotency key `k`
     /// (`Unit::idem`).
     pub fn idem(&self, k: &str) -> String {
@@ -134,6 +145,7 @@ impl Keys {
     pub fn usage(&self, day: &str) -> String {
         self.key(&["usage", day])
     }
+    /// Hash of host name -> JSON heartbeat.
     pub fn hosts(&self) -> String {
         self.key(&["hosts"])
     }

@@ -8,13 +8,19 @@
 //! A lease is the string `<host>/<instance>:<token>` under the agent's lease key, with a TTL.
 //! Taking one increments the agent's counter, so every holder has a new token; the applier
 //! refuses a unit fenced with a token that is no longer the holder's (`Unit::fence`).
+//!
+//! The scripts name their keys only by position in KEYS and run behind the key guard
+//! (`store::script`), so a cluster moving the town's slot refuses a claim or renewal whole, to
+//! be retried on the right master, rather than half-running it.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::store::conn::Db;
 use crate::store::error;
+use crate::store::script::{self, OnFull};
 
 /// Takes or renews an exclusive agent's lease. KEYS: lease, lease-seq, the claim of the
 /// holder's host name. ARGV: holder
@@ -25,44 +31,58 @@ use crate::store::error;
 /// under the same host name is taken over while the caller holds that name's claim: the other
 /// process is gone.
 const LEASE_LUA: &str = r#"
-local v = redis.call('GET', KEYS[1])
+local v = call('GET', KEYS[1])
 if v then
   local holder = string.match(v, '^(.*):%d+$')
   if holder == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    call('PEXPIRE', KEYS[1], ARGV[2])
     return v
   end
   -- Another process under our host name: only one holds the name's claim, and it is us, so
   -- that one is gone (a restart after a crash). Its lease is ours, with a new token.
   local name, instance = string.match(ARGV[1], '^([^/]*)/(.*)$')
   if not (name and string.match(holder or '', '^([^/]*)/') == name
-      and redis.call('GET', KEYS[3]) == instance) then
+      and call('GET', KEYS[3]) == instance) then
     return false
   end
 end
 local prev = ARGV[3]
 if prev ~= '' and string.match(prev, '^(.*):%d+$') == ARGV[1]
-    and string.match(prev, ':(%d+)$') == redis.call('GET', KEYS[2]) then
-  redis.call('SET', KEYS[1], prev, 'PX', ARGV[2])
+    and string.match(prev, ':(%d+)$') == call('GET', KEYS[2]) then
+  call('SET', KEYS[1], prev, 'PX', ARGV[2])
   return prev
 end
-local holder = ARGV[1] .. ':' .. redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], holder, 'PX', ARGV[2])
+local holder = ARGV[1] .. ':' .. call('INCR', KEYS[2])
+call('SET', KEYS[1], holder, 'PX', ARGV[2])
 return holder
 "#;
 
 /// Deletes a lease only if `ARGV[1]` still holds it. KEYS: lease.
 const RELEASE_LUA: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1";
+    "if call('GET', KEYS[1]) == ARGV[1] then call('DEL', KEYS[1]) end return 1";
 
 /// Claims a host name. KEYS: claim. ARGV: instance, ttl ms, previous instance that is known to
 /// be gone (or ""). Returns "" when claimed (or renewed), else the live holder's instance.
 const CLAIM_LUA: &str = r#"
-local v = redis.call('GET', KEYS[1])
+local v = call('GET', KEYS[1])
 if v and v ~= ARGV[1] and v ~= ARGV[3] then return v end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ''
 "#;
+
+/// The lease scripts by name, for the checks of `store::script`.
+#[cfg(test)]
+pub(crate) const LUA: &[(&str, &str)] = &[
+    ("lease", LEASE_LUA),
+    ("lease-release", RELEASE_LUA),
+    ("lease-claim", CLAIM_LUA),
+];
+
+// Leases and claims are a few bytes and must go on when Redis is full: a host that cannot renew
+// them stops serving its exclusive agents.
+static LEASE: LazyLock<redis::Script> = LazyLock::new(|| script::new(OnFull::Run, LEASE_LUA));
+static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| script::new(OnFull::Run, RELEASE_LUA));
+static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| script::new(OnFull::Run, CLAIM_LUA));
 
 /// A fresh instance id: 64 random bits, in hex.
 pub fn new_instance() -> String {
@@ -92,7 +112,7 @@ impl Db {
         ttl: Duration,
     ) -> Result<Option<String>> {
         let mut conn = self.conn.clone();
-        let other: String = redis::Script::new(CLAIM_LUA)
+        let other: String = CLAIM
             .key(self.keys.host_claim(host))
             .arg(instance)
             .arg(ttl.as_millis() as u64)
@@ -107,7 +127,7 @@ impl Db {
     /// same name starts at once).
     pub async fn release_host(&self, host: &str, instance: &str) -> Result<()> {
         let mut conn = self.conn.clone();
-        redis::Script::new(RELEASE_LUA)
+        RELEASE
             .key(self.keys.host_claim(host))
             .arg(instance)
             .invoke_async::<i64>(&mut conn)
@@ -127,7 +147,7 @@ impl Db {
         previous: Option<&str>,
     ) -> Result<Option<String>> {
         let mut conn = self.conn.clone();
-        redis::Script::new(LEASE_LUA)
+        LEASE
             .key(self.keys.lease(agent))
             .key(self.keys.lease_seq(agent))
             .key(
@@ -145,7 +165,7 @@ impl Db {
     /// Gives up a lease this host holds (so a peer can take over at once).
     pub async fn release_lease(&self, agent: &str, holder: &str) -> Result<()> {
         let mut conn = self.conn.clone();
-        redis::Script::new(RELEASE_LUA)
+        RELEASE
             .key(self.keys.lease(agent))
             .arg(holder)
             .invoke_async::<i64>(&mut conn)

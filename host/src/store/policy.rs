@@ -35,6 +35,9 @@ pub struct RetentionSection {
     pub dead_letter_secs: u64,
     /// Most shadow records per agent (`tt shadow report`).
     pub shadow_records: u64,
+    /// Most journal entries per agent (handlings with each import call's request and answer,
+    /// and the actions returned: `tt journal`, `tt replay`); 0 turns the journal off.
+    pub journal: u64,
     /// Finished (completed, failed, cancelled) tasks are removed after this; their counts by
     /// state stay in `tt status`.
     pub finished_task_secs: u64,
@@ -55,6 +58,7 @@ impl Default for RetentionSection {
             dead_letters: 10_000,
             dead_letter_secs: 30 * 86_400,
             shadow_records: 10_000,
+            journal: 1_000,
             finished_task_secs: 7 * 86_400,
             dead_host_secs: 86_400,
             maxmemory_mb: 1024,

@@ -10,6 +10,11 @@
 //! - finished tasks older than `finished_task_secs` are removed, their counts by state kept
 //!   (`tt status`);
 //! - hosts silent for `dead_host_secs` are dropped from the heartbeat hash.
+//!
+//! The script declares every key it touches (`store::script`). Which finished tasks are old
+//! enough is only known from what is stored, so the sweep reads that first and names those
+//! tasks' keys in the call; the script checks each again before removing it, so a sweep that
+//! read a task another host's sweep removed meanwhile simply skips it.
 
 use std::sync::LazyLock;
 
@@ -21,9 +26,14 @@ use crate::store::conn::Db;
 use crate::store::error;
 use crate::store::model::now_ms;
 use crate::store::policy::RetentionSection;
+use crate::store::script::{self, OnFull};
 
+// It frees memory, so it must run when Redis is full.
 static SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("sweep.lua")));
+    LazyLock::new(|| script::new(OnFull::Run, include_str!("sweep.lua")));
+
+/// The most finished tasks one sweep removes.
+const ARCHIVE_BATCH: usize = 500;
 
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -53,21 +63,49 @@ impl Memory {
 impl Db {
     /// Trims the mailboxes of `agents` and the town-wide history to `policy`.
     pub async fn sweep(&self, agents: &[String], policy: &RetentionSection) -> Result<Swept> {
+        let now = now_ms();
+        let finished_task_ms = policy.finished_task_secs.saturating_mul(1000);
+        let mut conn = self.conn.clone();
+        let finished: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.finished())
+            .arg("-inf")
+            .arg(now.saturating_sub(finished_task_ms))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(ARCHIVE_BATCH)
+            .query_async(&mut conn)
+            .await
+            .map_err(error::from_redis)?;
+        let k = &self.keys;
+        let mut keys = vec![
+            k.events(),
+            k.dlq(),
+            k.finished(),
+            k.tasks(),
+            k.archived(),
+            k.hosts(),
+        ];
+        for a in agents {
+            keys.extend([k.urgent(a), k.inbox(a), k.shadow(a)]);
+        }
+        keys.extend(finished.iter().map(|id| k.task(id)));
+        keys.sort();
+        keys.dedup();
         let args = json!({
             "agents": agents,
+            "finished": finished,
             "mailbox_history": policy.mailbox_history,
             "events": policy.events,
             "dead_letters": policy.dead_letters,
             "dead_letter_ms": policy.dead_letter_secs.saturating_mul(1000),
             "shadow_records": policy.shadow_records,
-            "finished_task_ms": policy.finished_task_secs.saturating_mul(1000),
+            "finished_task_ms": finished_task_ms,
             "dead_host_ms": policy.dead_host_secs.saturating_mul(1000),
         });
-        let mut conn = self.conn.clone();
         let raw: String = SCRIPT
-            .key(self.keys.events())
+            .key(keys)
             .arg(self.keys.prefix())
-            .arg(now_ms())
+            .arg(now)
             .arg(args.to_string())
             .invoke_async(&mut conn)
             .await

@@ -11,6 +11,7 @@
 //! its wait through `State::outside_guest`, which keeps the time out of the guest's deadline.
 
 pub mod exec;
+pub mod http;
 pub mod llm;
 
 use std::any::{Any, TypeId};
@@ -30,6 +31,14 @@ pub trait Capability: Sync {
     fn name(&self) -> &'static str;
     /// The config line that grants it, for hints: `[agents.AGENT.exec] allow = ["program"]`.
     fn grant_example(&self, agent: &str) -> String;
+    /// Whether a component's import (`tinytown:agent/exec@0.2.0`, `wasi:http/types@0.2.6`)
+    /// is this capability's: such an import needs the grant.
+    fn imports(&self, import: &str) -> bool {
+        import
+            .strip_prefix("tinytown:agent/")
+            .and_then(|rest| rest.split('@').next())
+            == Some(self.name())
+    }
     /// Parses and checks a grant table without acting on it (no files, no programs looked up).
     fn check(&self, agent: &str, table: &toml::Value) -> Result<()>;
     /// Resolves a grant for serving `agent` (programs found, directories made).
@@ -45,10 +54,15 @@ pub trait Capability: Sync {
 }
 
 /// The registry: every capability this host has.
-pub static CAPABILITIES: &[&dyn Capability] = &[&exec::Exec, &llm::Llm];
+pub static CAPABILITIES: &[&dyn Capability] = &[&exec::Exec, &http::Http, &llm::Llm];
 
 pub fn by_name(name: &str) -> Option<&'static dyn Capability> {
     CAPABILITIES.iter().copied().find(|c| c.name() == name)
+}
+
+/// The capability a component's import belongs to, if any.
+pub fn of_import(import: &str) -> Option<&'static dyn Capability> {
+    CAPABILITIES.iter().copied().find(|c| c.imports(import))
 }
 
 /// The names of all capabilities, comma-separated.

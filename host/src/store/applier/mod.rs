@@ -9,21 +9,30 @@
 //!
 //! The script is assembled once from `lua/`: a prelude of shared checks, the task-move table
 //! generated from [`TaskState::moves`] (so Rust and Lua cannot disagree on legality), one file
-//! per concern, and the unit loop.
+//! per concern, and the unit loop. It runs behind the key guard of `store::script`: every key
+//! it may touch is declared in the call, computed from the ops by [`declare`], so a Redis
+//! Cluster moving the town's slot refuses a call whole (and the client retries it on the right
+//! master) instead of failing it half-applied.
 
+mod declare;
 mod op;
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use op::Op;
 
+use declare::{Facts, Needs};
+
 use crate::store::conn::Db;
 use crate::store::error;
 use crate::store::limits::MAX_MESSAGE_BYTES;
 use crate::store::model::{now_ms, Stream, TaskState};
+use crate::store::script::{self, OnFull};
+use crate::store::streams;
 
 /// The parts of the script, in order (name, text).
 pub(crate) const LUA_PARTS: &[(&str, &str)] = &[
@@ -37,7 +46,12 @@ pub(crate) const LUA_PARTS: &[(&str, &str)] = &[
     ("units", include_str!("lua/units.lua")),
 ];
 
-static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&script_text()));
+static SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| script::new(OnFull::Refuse, &script_text()));
+
+/// How often a call is tried again when what its keys were computed from changed meanwhile
+/// (another host created a task, say) before giving up.
+const STALE_TRIES: usize = 50;
 
 fn script_text() -> String {
     let mut text = String::new();
@@ -170,6 +184,21 @@ impl Applied {
     }
 }
 
+/// The script's answer: a result per unit, or which fact changed before it wrote anything.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Reply {
+    Applied(Vec<Applied>),
+    Stale { stale: String },
+}
+
+/// `<ms>-<seq>` or `<ms>`, as XRANGE takes it.
+fn stream_id(id: &str) -> bool {
+    let mut parts = id.splitn(2, '-');
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    parts.next().is_some_and(digits) && parts.next().is_none_or(digits)
+}
+
 fn split_ids(s: &str) -> Vec<String> {
     s.split(',')
         .filter(|x| !x.is_empty())
@@ -181,18 +210,95 @@ impl Db {
     /// Runs the applier on `units`; returns one result per unit.
     pub async fn apply(&self, units: &[Unit]) -> Result<Vec<Applied>> {
         let json = serde_json::to_string(units)?;
+        let needs = Needs::of(units);
+        let mut changed = String::new();
+        for attempt in 0..STALE_TRIES {
+            if attempt > 0 {
+                // Others are writing the same facts: let them finish.
+                tokio::time::sleep(Duration::from_millis(attempt.min(20) as u64)).await;
+            }
+            let facts = self.facts(&needs).await?;
+            let keys: Vec<String> = declare::keys(&self.keys, units, &facts)
+                .into_iter()
+                .collect();
+            let mut conn = self.conn.clone();
+            let raw: String = SCRIPT
+                .key(keys)
+                .arg(self.keys.prefix())
+                .arg(now_ms())
+                .arg(&json)
+                .arg(MAX_MESSAGE_BYTES)
+                .arg(&self.rules_json)
+                .arg(serde_json::to_string(&facts)?)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(error::from_redis)?;
+            match serde_json::from_str::<Reply>(&raw)
+                .with_context(|| format!("decoding the applier's reply {raw:?}"))?
+            {
+                Reply::Applied(r) => return Ok(r),
+                Reply::Stale { stale } => changed = stale,
+            }
+        }
+        Err(error::of_kind(
+            error::ErrorKind::Conflict,
+            format!(
+                "{changed} kept changing while this change was being applied \
+                 ({STALE_TRIES} tries); nothing was applied"
+            ),
+            "try again; if it keeps happening, many hosts are creating tasks at once",
+        ))
+    }
+
+    /// What the key list of a call with `needs` depends on, read now.
+    async fn facts(&self, needs: &Needs) -> Result<Facts> {
+        let mut facts = Facts::default();
+        if needs.nothing() {
+            return Ok(facts);
+        }
+        // Dead letter ids that are not stream ids name no entry; the op refuses them itself.
+        let dlq: Vec<&String> = needs.dlq.iter().filter(|id| stream_id(id)).collect();
+        let mut p = redis::pipe();
+        if needs.creates > 0 {
+            p.cmd("GET").arg(self.keys.seq("task"));
+        }
+        for t in &needs.tasks {
+            p.cmd("HGET").arg(self.keys.task(t)).arg("owner");
+        }
+        if needs.agents {
+            p.cmd("SMEMBERS").arg(self.keys.agents());
+        }
+        for id in &dlq {
+            p.cmd("XRANGE").arg(self.keys.dlq()).arg(*id).arg(*id);
+        }
         let mut conn = self.conn.clone();
-        let raw: String = SCRIPT
-            .key(self.keys.events())
-            .arg(self.keys.prefix())
-            .arg(now_ms())
-            .arg(json)
-            .arg(MAX_MESSAGE_BYTES)
-            .arg(&self.rules_json)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(error::from_redis)?;
-        serde_json::from_str(&raw).with_context(|| format!("decoding the applier's reply {raw:?}"))
+        let v: Vec<redis::Value> = p.query_async(&mut conn).await.map_err(error::from_redis)?;
+        let mut v = v.into_iter();
+        let mut next = || v.next().unwrap_or(redis::Value::Nil);
+        if needs.creates > 0 {
+            facts.seq = Some(streams::int(&next()).unwrap_or(0).max(0) as u64);
+        }
+        for t in &needs.tasks {
+            let owner = streams::text(&next()).unwrap_or_default();
+            facts.owners.insert(t.clone(), owner);
+        }
+        if needs.agents {
+            let members = next();
+            let mut agents: Vec<String> = streams::array(&members)
+                .iter()
+                .filter_map(streams::text)
+                .collect();
+            agents.sort();
+            facts.agents = Some(agents);
+        }
+        for id in dlq {
+            let entry = streams::entries(&next()).into_iter().next();
+            let agent = entry
+                .and_then(|e| e.text_map().remove("agent"))
+                .unwrap_or_default();
+            facts.dlq.insert(id.clone(), agent);
+        }
+        Ok(facts)
     }
 
     /// Applies one unit made of `ops` by agent `by`, with an agent's authority; a refused op
@@ -236,6 +342,24 @@ mod tests {
         assert!(!text.contains("--@MOVES@"));
         assert!(text.contains("['in-review'] = {['completed'] = true, ['rejected'] = true"));
         assert!(text.contains("local TERMINAL = {['completed'] = true"));
+    }
+
+    #[test]
+    fn only_stream_ids_are_read_as_dead_letters() {
+        for ok in ["1-0", "1700000000000-12", "5"] {
+            assert!(stream_id(ok), "{ok}");
+        }
+        for bad in ["", "-", "1-", "a-1", "1-0-0", "../x", "1 0"] {
+            assert!(!stream_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stale_reply_is_told_apart_from_results() {
+        let stale: Reply = serde_json::from_str(r#"{"stale":"the task counter"}"#).unwrap();
+        assert!(matches!(stale, Reply::Stale { stale } if stale == "the task counter"));
+        let applied: Reply = serde_json::from_str(r#"[{"s":"ok"}]"#).unwrap();
+        assert!(matches!(applied, Reply::Applied(r) if r.len() == 1));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::runtime::bindings::tinytown::agent::exec as wit;
 use crate::runtime::bindings::v0_1::tinytown::agent::exec as wit_0_1;
 use crate::runtime::instance::State;
 use crate::runtime::record::Call;
+use crate::runtime::replay::Answer;
 
 impl State {
     /// Runs `cmd` (in `dir` when given) under the agent's grant, outside the guest's time
@@ -20,6 +21,20 @@ impl State {
     ) -> Result<wit::Output, String> {
         let started = Instant::now();
         let request = (dir.clone(), cmd.clone());
+        match self.replayed("exec", function, &request) {
+            Some(Answer::Recorded(v)) => {
+                return serde_json::from_value(v)
+                    .unwrap_or_else(|e| Err(format!("replay: the recorded answer does not read: {e}")))
+            }
+            Some(Answer::Refused) => {
+                return Err(format!(
+                    "replay: the original never ran `{}` like this, and a replay runs no program \
+                     (tt replay --allow-exec runs them)",
+                    cmd.program
+                ))
+            }
+            Some(Answer::Live) | None => {}
+        }
         let agent = self.agent().to_string();
         // A grant from tinytown.toml carries its sandbox; one built in code as a bare
         // `ExecGrant` runs in the default sandbox.

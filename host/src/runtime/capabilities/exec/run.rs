@@ -276,3 +276,70 @@ pub fn resolve(base: &Path, program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(workdir: &Path) -> ExecGrant {
+        ExecGrant {
+            allow: vec![],
+            env: vec![],
+            workdir: workdir.to_path_buf(),
+            town_dir: workdir.to_path_buf(),
+            timeout: Duration::from_secs(1),
+            output_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn run_in_stays_inside_the_work_area() {
+        let root = tempfile::tempdir().unwrap();
+        let work = root.path().join("work");
+        std::fs::create_dir_all(work.join("task-1/src")).unwrap();
+        std::fs::create_dir_all(root.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("outside"), work.join("escape")).unwrap();
+        let g = grant(&work);
+        let canon = work.canonicalize().unwrap();
+        assert_eq!(g.work_dir("w", None).unwrap(), work);
+        assert_eq!(
+            g.work_dir("w", Some("task-1/src")).unwrap(),
+            canon.join("task-1/src")
+        );
+        let abs = canon.join("task-1");
+        assert_eq!(g.work_dir("w", Some(abs.to_str().unwrap())).unwrap(), abs);
+        for outside in ["..", "task-1/../../outside", "escape", "/etc"] {
+            let e = g.work_dir("w", Some(outside)).unwrap_err();
+            assert!(
+                e.contains("outside the work area of agent `w`"),
+                "{outside}: {e}"
+            );
+        }
+        let e = g.work_dir("w", Some("nope")).unwrap_err();
+        assert!(
+            e.contains("directory `nope`") && e.contains("existing directory"),
+            "{e}"
+        );
+        std::fs::write(work.join("file"), "x").unwrap();
+        let e = g.work_dir("w", Some("file")).unwrap_err();
+        assert!(e.contains("is not a directory"), "{e}");
+    }
+
+    #[test]
+    fn a_program_runs_in_the_directory_it_names() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("sub")).unwrap();
+        let mut g = grant(root.path());
+        g.allow = vec![resolve(root.path(), "pwd").unwrap()];
+        let cmd = wit::Command {
+            program: "pwd".into(),
+            args: vec![],
+            stdin: None,
+            timeout_ms: None,
+        };
+        let sandbox = Sandbox::default_for(&g);
+        let out = crate::runtime::block_on(g.run_in(&sandbox, "w", Some("sub"), cmd)).unwrap();
+        let here = root.path().join("sub").canonicalize().unwrap();
+        assert_eq!(out.stdout.trim(), here.to_str().unwrap(), "{}", out.stderr);
+    }
+}

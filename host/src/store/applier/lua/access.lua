@@ -6,11 +6,11 @@
 
 function OPS.key_add(op)
   local id = s(op.id)
-  if redis.call('HEXISTS', key('apikeys'), id) == 1 then
+  if call('HEXISTS', key('apikeys'), id) == 1 then
     fail('EXISTS', 'API key ' .. id .. ' already exists')
   end
   later(function()
-    redis.call('HSET', key('apikeys'), id, cjson.encode({name = s(op.name), scope = s(op.scope),
+    call('HSET', key('apikeys'), id, cjson.encode({name = s(op.name), scope = s(op.scope),
       hash = s(op.hash), created = NOW}))
     event({type = 'key-added', key = id, body = s(op.name) .. ' (' .. s(op.scope) .. ')', by = s(op.by)})
   end)
@@ -18,11 +18,11 @@ end
 
 function OPS.key_revoke(op)
   local id = s(op.id)
-  if redis.call('HEXISTS', key('apikeys'), id) == 0 then
+  if call('HEXISTS', key('apikeys'), id) == 0 then
     fail('NOKEY', 'API key ' .. id .. ' not found')
   end
   later(function()
-    redis.call('HDEL', key('apikeys'), id)
+    call('HDEL', key('apikeys'), id)
     event({type = 'key-revoked', key = id, by = s(op.by)})
   end)
 end

@@ -9,13 +9,13 @@ function OPS.spawn(op)
   V.agents[name] = {role = s(op.role), state = 'idle'}
   later(function()
     local k = key('agent', name)
-    redis.call('HSET', k, 'role', s(op.role) or 'worker', 'state', 'idle', 'created', NOW)
+    call('HSET', k, 'role', s(op.role) or 'worker', 'state', 'idle', 'created', NOW)
     local optional = {plugin = s(op.plugin), digest = s(op.digest), nickname = s(op.nickname)}
-    for f, v in pairs(optional) do redis.call('HSET', k, f, v) end
-    redis.call('SADD', key('agents'), name)
+    for f, v in pairs(optional) do call('HSET', k, f, v) end
+    call('SADD', key('agents'), name)
     for _, kind in ipairs({'inbox', 'urgent'}) do
-      local ok = pcall(redis.call, 'XGROUP', 'CREATE', key(kind, name), GROUP, '0', 'MKSTREAM')
-      if not ok then redis.call('XGROUP', 'SETID', key(kind, name), GROUP, '0') end
+      local r = pcall_call('XGROUP', 'CREATE', key(kind, name), GROUP, '0', 'MKSTREAM')
+      if type(r) == 'table' and r.err then call('XGROUP', 'SETID', key(kind, name), GROUP, '0') end
     end
     event({type = 'agent', agent = name, to = 'idle', role = s(op.role), by = s(op.by)})
   end)
@@ -32,7 +32,7 @@ function OPS.agent_state(op)
   end
   a.state = s(op.state)
   later(function()
-    redis.call('HSET', key('agent', name), 'state', s(op.state))
+    call('HSET', key('agent', name), 'state', s(op.state))
     event({type = 'agent', agent = name, from = cur, to = s(op.state), by = s(op.by)})
   end)
 end
@@ -43,10 +43,10 @@ function OPS.agent_plugin(op)
   need_agent(name)
   later(function()
     local k = key('agent', name)
-    local old_plugin, old_digest = unpack(redis.call('HMGET', k, 'plugin', 'digest'))
-    redis.call('HSET', k, 'plugin', s(op.plugin), 'digest', s(op.digest), 'swapped', NOW)
+    local old_plugin, old_digest = unpack(call('HMGET', k, 'plugin', 'digest'))
+    call('HSET', k, 'plugin', s(op.plugin), 'digest', s(op.digest), 'swapped', NOW)
     if old_plugin and old_digest ~= s(op.digest) then
-      redis.call('HSET', k, 'previous', old_plugin, 'previous_digest', old_digest or '')
+      call('HSET', k, 'previous', old_plugin, 'previous_digest', old_digest or '')
     end
     event({type = 'swap', agent = name, digest = s(op.digest), plugin = s(op.plugin),
       by = s(op.by)})
@@ -66,7 +66,7 @@ function OPS.prune(op)
     for _, kind in ipairs({'urgent', 'inbox'}) do
       local stream = key(kind, name)
       local unread = {}
-      local groups = redis.pcall('XINFO', 'GROUPS', stream)
+      local groups = pcall_call('XINFO', 'GROUPS', stream)
       if type(groups) == 'table' and groups[1] then
         local g = groups[1]
         local last = '0-0'
@@ -74,16 +74,16 @@ function OPS.prune(op)
         -- Every pending entry, a page at a time.
         local from = '-'
         repeat
-          local page = redis.call('XPENDING', stream, GROUP, from, '+', 10000)
+          local page = call('XPENDING', stream, GROUP, from, '+', 10000)
           for _, p in ipairs(page) do unread[#unread + 1] = p[1] end
           if #page > 0 then from = '(' .. page[#page][1] end
         until #page < 10000
-        for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+')) do
+        for _, e in ipairs(call('XRANGE', stream, '(' .. last, '+')) do
           unread[#unread + 1] = e[1]
         end
       end
       for _, entry in ipairs(unread) do
-        local e = redis.call('XRANGE', stream, entry, entry)[1]
+        local e = call('XRANGE', stream, entry, entry)[1]
         if e then
           local args = {'XADD', key('dlq'), '*', 'agent', name, 'stream', kind, 'entry', entry,
             'reason', 'agent pruned before handling it', 'attempts', 0, 'ts', NOW}
@@ -93,14 +93,14 @@ function OPS.prune(op)
             args[#args + 1] = 'orig.' .. e[2][i]
             args[#args + 1] = e[2][i + 1]
           end
-          redis.call(unpack(args))
+          call(unpack(args))
         end
       end
-      redis.call('DEL', stream)
+      call('DEL', stream)
     end
-    redis.call('DEL', key('agent', name), key('state', name),
+    call('DEL', key('agent', name), key('state', name),
       key('owned', name), key('attempts', name), key('shadow', name))
-    redis.call('SREM', key('agents'), name)
+    call('SREM', key('agents'), name)
     event({type = 'agent', agent = name, to = 'pruned', by = s(op.by)})
   end)
 end
@@ -112,8 +112,8 @@ function OPS.set_state(op)
   check_size('state key', k, MAX_KEY)
   check_size('state value', v)
   later(function()
-    if v then redis.call('HSET', key('state', who), k, v)
-    else redis.call('HDEL', key('state', who), k) end
+    if v then call('HSET', key('state', who), k, v)
+    else call('HDEL', key('state', who), k) end
   end)
 end
 

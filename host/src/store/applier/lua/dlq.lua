@@ -1,7 +1,7 @@
 -- Dead letters: writing one, retrying and dropping them.
 
 local function dlq_entry(id)
-  local e = redis.call('XRANGE', key('dlq'), id, id)[1]
+  local e = call('XRANGE', key('dlq'), id, id)[1]
   if not e then fail('NODLQ', 'dead letter ' .. id .. ' not found') end
   local f = {}
   for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
@@ -25,8 +25,8 @@ function OPS.dlq_retry(op)
         args[#args + 1] = v
       end
     end
-    redis.call(unpack(args))
-    redis.call('XDEL', key('dlq'), id)
+    call(unpack(args))
+    call('XDEL', key('dlq'), id)
     event({type = 'dlq-retry', agent = f.agent, msg = f['orig.id'], by = s(op.by)})
   end)
 end
@@ -35,7 +35,7 @@ function OPS.dlq_drop(op)
   local id = s(op.entry)
   local f = dlq_entry(id)
   later(function()
-    redis.call('XDEL', key('dlq'), id)
+    call('XDEL', key('dlq'), id)
     event({type = 'dlq-drop', agent = f.agent, msg = f['orig.id'], by = s(op.by)})
   end)
 end
@@ -46,14 +46,14 @@ local function dead_letter(unit, reason)
     'entry', a.entry, 'reason', reason, 'attempts', unit.attempts or 1, 'ts', NOW,
     'digest', s(unit.digest) or ''}
   -- The message as it was, read back from its stream (only this rare path pays for it).
-  local e = redis.call('XRANGE', a.stream, a.entry, a.entry)[1]
+  local e = call('XRANGE', a.stream, a.entry, a.entry)[1]
   if e then
     for i = 1, #e[2], 2 do
       args[#args + 1] = 'orig.' .. e[2][i]
       args[#args + 1] = e[2][i + 1]
     end
   end
-  redis.call(unpack(args))
+  call(unpack(args))
   event({type = 'dead-letter', agent = a.agent, msg = s(a.member), body = preview(reason),
     digest = s(unit.digest)})
 end

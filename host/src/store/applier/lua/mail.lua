@@ -32,7 +32,7 @@ function OPS.clear_conductor(op)
     local n = 0
     for kind, id in pairs(upto) do
       local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
-      n = n + redis.call('XTRIM', key(kind, 'conductor'), 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+      n = n + call('XTRIM', key(kind, 'conductor'), 'MINID', ms .. '-' .. (tonumber(seq) + 1))
     end
     V.cleared = n
     event({type = 'inbox-cleared', agent = 'conductor', body = n .. ' messages', by = s(op.by)})

@@ -9,8 +9,14 @@
 -- ARGV[1] key prefix `tt:{town}:`   ARGV[2] now (ms)   ARGV[3] JSON list of units
 -- ARGV[4] max message bytes   ARGV[5] JSON town rules (Rust: `store::policy::Rules`):
 -- {review = "required"|"optional", events = n, shadow_records = n}
--- KEYS[1] the town's event stream (names the slot for Redis Cluster; every other key shares
--- its hash tag, so they live on the same node).
+-- ARGV[6] JSON facts the key list was computed from (Rust: `declare::Facts`):
+-- {seq = n, owners = {task = owner}, agents = [...], dlq = {entry = agent}}
+-- KEYS: every key the units may touch, computed by Rust from the ops and the facts
+-- (`applier/declare.rs`); the key guard (`store/lua/guard.lua`) refuses any other. The facts
+-- are what the key list depends on beyond the ops (the task counter for new task ids, the
+-- owners of the tasks named, the agents a backlog notice goes to, the agents of dead letters
+-- retried). They are checked before any unit runs: when one changed since Rust read it, the
+-- script writes nothing and returns {stale = "what"}, and Rust reads again and retries.
 --
 -- A unit is what one command or one handled message does:
 --   { ops = [...], by = "agent", human = true, digest = "sha256",
@@ -35,6 +41,7 @@ local NOW = tonumber(ARGV[2])
 local UNITS = cjson.decode(ARGV[3])
 local MAX_BYTES = tonumber(ARGV[4])
 local RULES = cjson.decode(ARGV[5])
+local FACTS = cjson.decode(ARGV[6])
 local EVENTS_KEPT = RULES.events
 -- Whether the unit being applied is the humans' (events record it).
 local HUMAN = false
@@ -100,7 +107,7 @@ local function event(fields)
       args[#args + 1] = tostring(v)
     end
   end
-  redis.call(unpack(args))
+  call(unpack(args))
 end
 
 local function preview(text)
@@ -111,7 +118,7 @@ end
 
 -- A hash as a table, or false when it does not exist.
 local function load_hash(k)
-  local h = redis.call('HGETALL', k)
+  local h = call('HGETALL', k)
   if #h == 0 then return false end
   local t = {}
   for i = 1, #h, 2 do t[h[i]] = h[i + 1] end
@@ -189,22 +196,22 @@ local function move(id, to, by, fields)
       args[#args + 1] = k
       args[#args + 1] = v
     end
-    redis.call(unpack(args))
+    call(unpack(args))
     if TERMINAL[to] then
-      if owner and owner ~= '' then redis.call('SREM', key('owned', owner), id) end
+      if owner and owner ~= '' then call('SREM', key('owned', owner), id) end
       -- The retention sweep removes finished tasks after [retention] finished_task_secs.
-      redis.call('ZADD', key('finished'), NOW, id)
+      call('ZADD', key('finished'), NOW, id)
     end
     event({type = 'task', task = id, from = from, to = to, by = by})
   end)
 end
 
 local function new_task_id()
-  if V.seq == nil then V.seq = tonumber(redis.call('GET', key('seq', 'task')) or '0') end
+  if V.seq == nil then V.seq = tonumber(call('GET', key('seq', 'task')) or '0') end
   V.seq = V.seq + 1
   local id = 't' .. V.seq
   local seq = V.seq
-  later(function() redis.call('SET', key('seq', 'task'), seq) end)
+  later(function() call('SET', key('seq', 'task'), seq) end)
   return id
 end
 
@@ -220,8 +227,8 @@ local function send(m)
   check_size('message kind', s(m.kind), MAX_ID)
   local stream = key(m.urgent and 'urgent' or 'inbox', to)
   later(function()
-    local id = 'm' .. redis.call('INCR', key('seq', 'msg'))
-    redis.call('XADD', stream, '*', 'id', id, 'from', s(m.from) or '?', 'to', to,
+    local id = 'm' .. call('INCR', key('seq', 'msg'))
+    call('XADD', stream, '*', 'id', id, 'from', s(m.from) or '?', 'to', to,
       'kind', s(m.kind) or 'task', 'body', body, 'prio', m.urgent and 'urgent' or 'normal',
       'task', s(m.task) or '', 'corr', s(m.corr) or '', 'ts', NOW)
     V.ids[#V.ids + 1] = id
@@ -235,9 +242,9 @@ local function create_task(desc, tags, by)
   local id = new_task_id()
   V.tasks[id] = {state = 'pending', desc = desc}
   later(function()
-    redis.call('HSET', key('task', id), 'desc', desc, 'state', 'pending', 'tags', tags or '',
+    call('HSET', key('task', id), 'desc', desc, 'state', 'pending', 'tags', tags or '',
       'created', NOW, 'updated', NOW, 'rejections', 0, 'by', by or '')
-    redis.call('ZADD', key('tasks'), tonumber(string.sub(id, 2)), id)
+    call('ZADD', key('tasks'), tonumber(string.sub(id, 2)), id)
     event({type = 'task', task = id, to = 'pending', by = by, body = preview(desc)})
   end)
   V.task_ids[#V.task_ids + 1] = id
@@ -251,9 +258,9 @@ local function hand_to(id, who, by)
   move(id, 'assigned', by, {owner = who})
   t.owner = who
   later(function()
-    if old and old ~= '' and old ~= who then redis.call('SREM', key('owned', old), id) end
-    redis.call('SADD', key('owned', who), id)
-    redis.call('ZREM', key('backlog'), id)
+    if old and old ~= '' and old ~= who then call('SREM', key('owned', old), id) end
+    call('SADD', key('owned', who), id)
+    call('ZREM', key('backlog'), id)
   end)
   send({from = by, to = who, kind = 'task-assign', body = t.desc or '', task = id})
 end

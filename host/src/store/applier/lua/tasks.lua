@@ -20,9 +20,9 @@ end
 function OPS.backlog_add(op)
   local desc = s(op.desc) or ''
   local id = create_task(desc, s(op.tags), s(op.by))
-  later(function() redis.call('ZADD', key('backlog'), tonumber(string.sub(id, 2)), id) end)
+  later(function() call('ZADD', key('backlog'), tonumber(string.sub(id, 2)), id) end)
   -- Conductor policies learn about new work without polling.
-  for _, name in ipairs(redis.call('SMEMBERS', key('agents'))) do
+  for _, name in ipairs(call('SMEMBERS', key('agents'))) do
     local a = agent(name)
     if a and a.role == 'conductor' and a.state ~= 'stopped' then
       send({from = s(op.by) or 'conductor', to = name, kind = 'info',
@@ -38,7 +38,7 @@ function OPS.backlog_claim(op)
   if canonical(s(op.agent)) == 'conductor' then
     fail('RESERVED', 'tasks go to agents, not to the conductor mailbox')
   end
-  if not redis.call('ZSCORE', key('backlog'), id) or V.tasks[id].claimed then
+  if not call('ZSCORE', key('backlog'), id) or V.tasks[id].claimed then
     fail('NOTBACKLOG', 'task ' .. id .. ' is not in the backlog (already claimed or removed)')
   end
   V.tasks[id].claimed = true
@@ -48,11 +48,11 @@ end
 function OPS.backlog_remove(op)
   local id = s(op.task)
   need_task(id)
-  if not redis.call('ZSCORE', key('backlog'), id) then
+  if not call('ZSCORE', key('backlog'), id) then
     fail('NOTBACKLOG', 'task ' .. id .. ' is not in the backlog')
   end
   move(id, 'cancelled', s(op.by), {result = 'removed from the backlog'})
-  later(function() redis.call('ZREM', key('backlog'), id) end)
+  later(function() call('ZREM', key('backlog'), id) end)
 end
 
 -- complete / fail / cancel / running, checked against the legal moves.
@@ -78,7 +78,7 @@ function OPS.transition(op)
   end
   check_size('result', s(op.text))
   move(id, to, by, fields)
-  if to == 'cancelled' then later(function() redis.call('ZREM', key('backlog'), id) end) end
+  if to == 'cancelled' then later(function() call('ZREM', key('backlog'), id) end) end
 end
 
 -- The host marks a task running when its owner starts on it; anything else is left alone.
@@ -124,7 +124,7 @@ function OPS.verdict(op)
   else
     move(id, 'rejected', s(op.by), {result = text})
     move(id, 'assigned', s(op.by), {})
-    later(function() redis.call('HINCRBY', key('task', id), 'rejections', 1) end)
+    later(function() call('HINCRBY', key('task', id), 'rejections', 1) end)
     send({from = s(op.by), to = owner, kind = 'verdict:reject', body = text, task = id})
   end
 end

@@ -2,10 +2,10 @@
 
 local function acknowledge(unit)
   local a = unit.ack
-  redis.call('XACK', a.stream, GROUP, a.entry)
+  call('XACK', a.stream, GROUP, a.entry)
   -- Retry counters and the last failure exist only once a delivery has failed.
   if (tonumber(unit.attempts) or 1) > 1 or unit.retried then
-    redis.call('HDEL', key('attempts', a.agent), a.member, a.member .. '!why',
+    call('HDEL', key('attempts', a.agent), a.member, a.member .. '!why',
       a.member .. '!starts')
   end
 end
@@ -14,9 +14,38 @@ end
 -- its delivery until the unit that handles it is applied, which acknowledges it in the same
 -- step. A stream or group that is gone (the agent was pruned) has nothing pending.
 local function pending(a)
-  local p = redis.pcall('XPENDING', a.stream, GROUP, a.entry, a.entry, 1)
+  local p = pcall_call('XPENDING', a.stream, GROUP, a.entry, a.entry, 1)
   return type(p) == 'table' and not p.err and #p > 0
 end
+
+-- Which fact of ARGV[6] no longer holds, or nil when all do.
+local function stale()
+  if present(FACTS.seq) and tonumber(call('GET', key('seq', 'task')) or '0') ~= FACTS.seq then
+    return 'the task counter'
+  end
+  for id, owner in pairs(FACTS.owners or {}) do
+    if (call('HGET', key('task', id), 'owner') or '') ~= owner then
+      return 'the owner of task ' .. id
+    end
+  end
+  if present(FACTS.agents) then
+    local now = call('SMEMBERS', key('agents'))
+    local known = {}
+    for _, a in ipairs(FACTS.agents) do known[a] = true end
+    if #now ~= #FACTS.agents then return 'the agents' end
+    for _, a in ipairs(now) do if not known[a] then return 'the agents' end end
+  end
+  for id, agent in pairs(FACTS.dlq or {}) do
+    local e = call('XRANGE', key('dlq'), id, id)[1]
+    local f = {}
+    if e then for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end end
+    if (f.agent or '') ~= agent then return 'dead letter ' .. id end
+  end
+  return nil
+end
+
+local changed = stale()
+if changed then return cjson.encode({stale = changed}) end
 
 local results = {}
 for _, unit in ipairs(UNITS) do
@@ -27,12 +56,12 @@ for _, unit in ipairs(UNITS) do
   if present(unit.fence) then
     -- An exclusive agent's effects count only from the current lease holder: a host that
     -- paused past its lease cannot apply stale work over its successor's.
-    fenced = redis.call('GET', key('lease', unit.fence.agent)) ~= unit.fence.holder
+    fenced = call('GET', key('lease', unit.fence.agent)) ~= unit.fence.holder
   end
   -- A command's unit carries an idempotency key: sent twice (a retry after a lost reply), it
   -- applies once and the second gets the first's result.
   local idem = present(unit.idem) and key('idem', s(unit.idem)) or nil
-  local before = idem and redis.call('GET', idem)
+  local before = idem and call('GET', idem)
   if before then
     r = cjson.decode(before)
   elseif fenced then
@@ -55,6 +84,8 @@ for _, unit in ipairs(UNITS) do
       end
     end)
     if not ok then
+      -- The key guard's refusal is a bug in the caller's key list, never the unit's fault.
+      if type(err) == 'table' and err.err then return err end
       local msg
       if type(err) == 'table' and err.tt then msg = err.tt else msg = 'INTERNAL ' .. tostring(err) end
       if unit.dlq and unit.ack then
@@ -78,7 +109,7 @@ for _, unit in ipairs(UNITS) do
       r.ids = table.concat(V.ids, ',')
       r.tasks = table.concat(V.task_ids, ',')
       r.cleared = V.cleared
-      if idem then redis.call('SET', idem, cjson.encode(r), 'EX', 600) end
+      if idem then call('SET', idem, cjson.encode(r), 'EX', 600) end
     end
   end
   results[#results + 1] = r
