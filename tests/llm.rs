@@ -958,6 +958,19 @@ fn a_python_worker_drafts_and_the_llm_reviewer_approves() {
     assert_eq!(agents, ["rev", "w"], "{u}");
     assert_eq!(u["total"]["input_tokens"], 60);
     no_key("the events", &serde_json::to_string(&t.events()).unwrap());
+    // The journal has the call, without the key; a replay of the same policy decides the
+    // same from the recorded answer and calls no model.
+    let journal = t.ok(&["journal", "rev", "--json"]);
+    assert!(
+        journal.contains("\"llm\"") && journal.contains("does what the task asks"),
+        "{journal}"
+    );
+    no_key("the journal", &journal);
+    let reviewer = common::plugin("reviewer-llm");
+    let r = t.json(&["replay", "rev", "--plugin", &reviewer, "--json"]);
+    assert!(r["handlings"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["same"], r["handlings"], "{r}");
+    assert_eq!(s.count(), 2, "the replay called no model");
 }
 
 #[test]

@@ -1,10 +1,11 @@
-#!lua
 -- Model budgets (Rust: `store/budget.rs`): reserve the worst case of a call before it is sent,
 -- settle its real usage after, or release the hold when it failed. Each op is one call of this
 -- script, so the check and the write are one atomic step: hosts racing for the same budget can
 -- never together pass a limit.
 --
--- Every key is declared in KEYS (they share the town's `{town}` hash tag, one cluster slot):
+-- Built by `store::script` (the `#!lua` shebang and the key guard go before this text), so every
+-- command goes through `call`. Every key is declared in KEYS and named by position, like the
+-- lease scripts (they share the town's `{town}` hash tag, one cluster slot):
 --   KEYS[1] the town's event stream   KEYS[2] the agent's day hash (`budget-day:<agent>:<day>`)
 --   KEYS[3] the day's usage hash (`usage:<day>`)
 --   KEYS[4] the agent's task hash (`budget-task:<task>:<agent>`), only for a call with a task
@@ -28,7 +29,7 @@ end
 
 -- Spent and live holds of one budget hash, and the names of expired holds.
 local function load(k)
-  local h = redis.call('HGETALL', k)
+  local h = call('HGETALL', k)
   local b = {tokens = 0, cost = 0, held_tokens = 0, held_cost = 0, expired = {}}
   for i = 1, #h, 2 do
     local f, v = h[i], h[i + 1]
@@ -66,10 +67,10 @@ local function over(b, scope, L)
 end
 
 local function hold(k, b)
-  for _, f in ipairs(b.expired) do redis.call('HDEL', k, f) end
-  redis.call('HSET', k, 'h:' .. A.id,
+  for _, f in ipairs(b.expired) do call('HDEL', k, f) end
+  call('HSET', k, 'h:' .. A.id,
     string.format('%d %d %d', tonumber(A.tokens), tonumber(A.cost), tonumber(A.expires)))
-  redis.call('EXPIRE', k, A.ttl)
+  call('EXPIRE', k, A.ttl)
 end
 
 local op = ARGV[1]
@@ -82,7 +83,7 @@ if op == 'reserve' then
   if not budget and task then budget, detail = over(task, 'task', A.limits) end
   if budget then
     -- Refused: the one write is the event saying so.
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', A.events, '*', 'ts', NOW,
+    call('XADD', KEYS[1], 'MAXLEN', '~', A.events, '*', 'ts', NOW,
       'type', 'budget-exhausted', 'agent', A.agent, 'task', A.task or '', 'model', A.model,
       'budget', budget, 'body', detail)
     return {'refused', budget, detail}
@@ -93,10 +94,10 @@ if op == 'reserve' then
 end
 
 local function spend(k)
-  redis.call('HDEL', k, 'h:' .. A.id)
-  redis.call('HINCRBY', k, 'tokens', tonumber(A.input) + tonumber(A.output))
-  redis.call('HINCRBY', k, 'cost', tonumber(A.cost))
-  redis.call('EXPIRE', k, A.ttl)
+  call('HDEL', k, 'h:' .. A.id)
+  call('HINCRBY', k, 'tokens', tonumber(A.input) + tonumber(A.output))
+  call('HINCRBY', k, 'cost', tonumber(A.cost))
+  call('EXPIRE', k, A.ttl)
 end
 
 if op == 'settle' then
@@ -105,17 +106,17 @@ if op == 'settle' then
   local function field(metric)
     return cjson.encode({A.agent, A.task or '', A.model, metric})
   end
-  redis.call('HINCRBY', KEYS[3], field('in'), tonumber(A.input))
-  redis.call('HINCRBY', KEYS[3], field('out'), tonumber(A.output))
-  redis.call('HINCRBY', KEYS[3], field('cost'), tonumber(A.cost))
-  redis.call('HINCRBY', KEYS[3], field('calls'), 1)
-  redis.call('EXPIRE', KEYS[3], A.ttl)
+  call('HINCRBY', KEYS[3], field('in'), tonumber(A.input))
+  call('HINCRBY', KEYS[3], field('out'), tonumber(A.output))
+  call('HINCRBY', KEYS[3], field('cost'), tonumber(A.cost))
+  call('HINCRBY', KEYS[3], field('calls'), 1)
+  call('EXPIRE', KEYS[3], A.ttl)
   return {'ok'}
 end
 
 if op == 'release' then
-  redis.call('HDEL', KEYS[2], 'h:' .. A.id)
-  if task_key then redis.call('HDEL', task_key, 'h:' .. A.id) end
+  call('HDEL', KEYS[2], 'h:' .. A.id)
+  if task_key then call('HDEL', task_key, 'h:' .. A.id) end
   return {'ok'}
 end
 

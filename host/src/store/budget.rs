@@ -15,6 +15,7 @@
 //! last write (the README's retention table).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -22,11 +23,17 @@ use serde::Serialize;
 use crate::store::conn::{Conn, Db};
 use crate::store::error;
 use crate::store::keys::Keys;
+use crate::store::script::{self, OnFull};
 
 /// How long day, task and usage keys live after their last write.
 pub const RETENTION_DAYS: u64 = 40;
 
-const SCRIPT: &str = include_str!("budget.lua");
+/// The script's body; [`script::new`] adds the shebang and the key guard.
+pub(crate) const SCRIPT: &str = include_str!("budget.lua");
+
+/// Runs when Redis is full: each op writes a few bytes, and losing a settlement (or refusing
+/// every call of the town) because Redis is near `maxmemory` would be worse.
+static BUDGET: LazyLock<redis::Script> = LazyLock::new(|| script::new(OnFull::Run, SCRIPT));
 
 /// An agent's limits (from its `[agents.NAME.llm]`); `None` is unlimited. Costs in micro-units.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -91,7 +98,6 @@ pub struct Budgets {
     conn: Conn,
     keys: Keys,
     events_kept: u64,
-    script: redis::Script,
 }
 
 impl Budgets {
@@ -101,7 +107,6 @@ impl Budgets {
             conn,
             keys,
             events_kept,
-            script: redis::Script::new(SCRIPT),
         }
     }
 
@@ -169,7 +174,7 @@ impl Budgets {
         now: u64,
         args: &serde_json::Value,
     ) -> Result<Vec<String>> {
-        let mut inv = self.script.prepare_invoke();
+        let mut inv = BUDGET.prepare_invoke();
         inv.key(self.keys.events())
             .key(self.keys.budget_day(&r.agent, &r.day))
             .key(self.keys.usage(&r.day));
@@ -301,9 +306,10 @@ mod tests {
     }
 
     #[test]
-    fn the_script_declares_itself_and_its_keys() {
-        assert!(SCRIPT.starts_with("#!lua\n"));
-        assert!(!SCRIPT.contains("key("), "every key comes from KEYS");
+    fn the_script_is_guarded_and_names_keys_only_from_keys() {
+        let text = script::text(OnFull::Run, SCRIPT);
+        assert!(text.starts_with("#!lua"));
+        assert!(!SCRIPT.contains("key(") && !SCRIPT.contains("redis.call"));
     }
 
     #[test]

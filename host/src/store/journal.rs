@@ -64,7 +64,8 @@ impl Db {
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(n)
+            // Redis takes a signed 64-bit count: `usize::MAX` ("all") is refused as is.
+            .arg(n.min(i64::MAX as usize))
             .query_async(&mut c)
             .await?;
         let mut out = Vec::new();

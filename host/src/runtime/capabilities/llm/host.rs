@@ -1,6 +1,8 @@
 //! The WIT `llm` interface (0.2.0), answered on the instance's state: the generated records
 //! are converted to [`super::types`], the call goes through the agent's [`LlmGrant`] with the
-//! town's budgets, outside the guest's time budget, and is recorded with the handling.
+//! town's budgets, outside the guest's time budget, and is recorded with the handling. In a
+//! replay the recorded answer is given back, and a prompt the original never sent calls no
+//! model: it is refused (a divergence the replay reports).
 
 use std::time::Instant;
 
@@ -9,11 +11,23 @@ use super::types as t;
 use crate::runtime::bindings::tinytown::agent::llm as wit;
 use crate::runtime::instance::State;
 use crate::runtime::record::Call;
+use crate::runtime::replay::Answer;
 
 impl wit::Host for State {
     async fn chat(&mut self, req: wit::Request) -> Result<wit::Response, wit::Error> {
         let started = Instant::now();
         let req = request(req);
+        match self.replayed("llm", "chat", &req) {
+            Some(Answer::Recorded(v)) => return recorded(&v),
+            Some(Answer::Refused) | Some(Answer::Live) => {
+                return Err(error(t::LlmError::new(
+                    t::ErrorCode::ProviderUnavailable,
+                    "replay: the original never sent this request, and a replay calls no model",
+                    false,
+                )))
+            }
+            None => {}
+        }
         let Some(grant) = self.grants.get::<LlmGrant>() else {
             let e = t::LlmError::new(
                 t::ErrorCode::ModelNotGranted,
@@ -56,6 +70,9 @@ impl wit::Host for State {
 
     async fn models(&mut self) -> Vec<String> {
         let started = Instant::now();
+        if let Some(Answer::Recorded(v)) = self.replayed("llm", "models", &()) {
+            return serde_json::from_value(v).unwrap_or_default();
+        }
         let models = self
             .grants
             .get::<LlmGrant>()
@@ -64,6 +81,27 @@ impl wit::Host for State {
         self.record(Call::new("llm", "models", (), &models, started.elapsed()));
         models
     }
+}
+
+/// The answer a recorded call gave: its `response` (a response, or `{"error": ...}`).
+fn recorded(v: &serde_json::Value) -> Result<wit::Response, wit::Error> {
+    let r = &v["response"];
+    if let Some(e) = r.get("error") {
+        return Err(error(
+            serde_json::from_value(e.clone()).unwrap_or_else(|e| unreadable(&e)),
+        ));
+    }
+    serde_json::from_value::<t::ChatResponse>(r.clone())
+        .map(response)
+        .map_err(|e| error(unreadable(&e)))
+}
+
+fn unreadable(e: &serde_json::Error) -> t::LlmError {
+    t::LlmError::new(
+        t::ErrorCode::ProviderUnavailable,
+        format!("replay: the recorded answer does not read: {e}"),
+        false,
+    )
 }
 
 fn request(r: wit::Request) -> t::ChatRequest {
