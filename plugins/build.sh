@@ -27,7 +27,7 @@ esac
 export CARGO_TARGET_DIR="$target_dir"
 
 # (guest/ is the library they share, tinytown-guest: no component of its own.)
-rust_plugins=(worker reviewer reviewer-llm conductor noop relay chaos)
+rust_plugins=(worker reviewer reviewer-llm conductor noop relay chaos approver repo-worker repo-reviewer merger)
 
 # Components produced by this run, reported together at the end.
 produced=()
@@ -37,7 +37,7 @@ mkdir -p "$dist"
 
 out="$target_dir/$target_triple/release"
 for name in "${rust_plugins[@]}"; do
-    src="$out/tt_${name//-/_}.wasm" # cargo makes `-` in a crate name `_`
+    src="$out/tt_${name//-/_}.wasm"  # cargo writes a crate name with `_` for `-`
     dst="$dist/$name.wasm"
     if [[ ! -f "$src" ]]; then
         echo "build.sh: cargo did not produce $src" >&2

@@ -287,3 +287,90 @@ fn one_handling_cannot_flood_the_town_or_oversize_a_field() {
     assert_eq!(kinds(&town, "other").len(), 101);
     assert_eq!(refusals(&town).len(), 5);
 }
+
+/// A repository town (`[repo]`): chaos agents w, other, reviewer rev and merger `merger`.
+fn repo_town() -> TestTown {
+    let town = TestTown::new();
+    let mut text = "[town]\nname = \"test\"\n\n[host]\nlease_ms = 2000\nheartbeat_ms = 200\n\n\
+        [repo]\ntarget = \"main\"\ncheck = \"true\"\n\n"
+        .to_string();
+    for (name, role) in [
+        ("w", "worker"),
+        ("other", "worker"),
+        ("rev", "reviewer"),
+        ("merger", "merger"),
+    ] {
+        text.push_str(&format!(
+            "[agents.{name}]\nrole = \"{role}\"\nplugin = \"{}\"\n\n",
+            plugin("chaos")
+        ));
+    }
+    town.write_config(&text);
+    for name in ["w", "other", "rev", "merger"] {
+        town.ok(&["spawn", name]);
+    }
+    town
+}
+
+#[test]
+fn in_a_repository_town_approval_queues_the_task_and_only_the_merger_completes_it() {
+    let town = repo_town();
+    let t = assigned_to_w(&town);
+    attempt(
+        &town,
+        &[
+            ("w", &format!("complete {t}")),
+            ("w", &format!("review {t} rev")),
+        ],
+    );
+    refused_with(
+        &town,
+        &format!("task {t} completes when its change is merged"),
+    );
+    assert_eq!(state(&town, &t), "in-review");
+
+    attempt(&town, &[("rev", &format!("approve {t}"))]);
+    assert_eq!(
+        state(&town, &t),
+        "approved",
+        "approval is not done: the merge is"
+    );
+    assert_eq!(kinds(&town, "merger").last().unwrap(), "verdict:approve");
+    assert!(!kinds(&town, "w").contains(&"verdict:approve".to_string()));
+
+    attempt(
+        &town,
+        &[
+            ("rev", &format!("approve {t}")),
+            ("rev", &format!("reject {t}")),
+            ("w", &format!("complete {t}")),
+            ("rev", &format!("complete {t}")),
+            ("merger", &format!("approve {t}")),
+            ("other", &format!("fail {t}")),
+        ],
+    );
+    assert_eq!(state(&town, &t), "approved", "nothing moved it");
+    refused_with(
+        &town,
+        &format!("task {t} is approved and waits in the merge queue"),
+    );
+    refused_with(&town, "only merger, the merger, may complete it");
+    refused_with(
+        &town,
+        &format!("only the owner of task {t} or the merger may fail it"),
+    );
+    assert_eq!(refusals(&town).len(), 7);
+
+    // The merger sends it back to its owner (a conflict), who takes it up again; then the
+    // merger completes it once merged.
+    attempt(&town, &[("merger", &format!("reject {t}"))]);
+    assert_eq!(state(&town, &t), "running");
+    assert_eq!(kinds(&town, "w").last().unwrap(), "verdict:reject");
+    assert_eq!(town.task(&t)["rejections"], 1);
+    attempt(&town, &[("w", &format!("review {t} rev"))]);
+    attempt(&town, &[("rev", &format!("approve {t}"))]);
+    assert_eq!(state(&town, &t), "approved");
+    attempt(&town, &[("merger", &format!("complete {t}"))]);
+    assert_eq!(state(&town, &t), "completed");
+    assert_eq!(refusals(&town).len(), 7);
+}

@@ -454,6 +454,7 @@ fn every_op_declares_the_keys_it_touches() {
             name: s("a"),
             plugin: s("q.wasm"),
             digest: s("d2"),
+            judged: Some(s("replayed")),
         },
     );
     apply(

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod cluster;
 pub mod fleet;
+pub mod repo;
 
 /// No single `tt` invocation in these tests may take longer than this.
 pub const TIMEOUT: Duration = Duration::from_secs(30);

@@ -17,6 +17,7 @@
 
 mod exec;
 mod latency;
+mod replay;
 mod scaling;
 mod scratch;
 mod soak;
@@ -58,13 +59,14 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// The suites `tt bench SUITE` runs alone.
-pub const SUITES: [&str; 3] = ["exec", "soak", "serve"];
+pub const SUITES: [&str; 4] = ["exec", "soak", "serve", "replay"];
 
 pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     match suite {
         None => {}
         Some("exec") => return exec::suite(&opts).await,
         Some("soak") => return soak::soak(&opts).await,
+        Some("replay") => return replay::suite(&opts).await,
         Some(other) => {
             return Err(crate::store::error::fail(
                 format!("there is no bench suite `{other}`"),

@@ -27,6 +27,15 @@ pub(super) struct Scratch {
 
 impl Scratch {
     pub(super) async fn new(opts: &BenchOptions, agents: &[Spec<'_>]) -> Result<Scratch> {
+        Scratch::with(opts, agents, |_| {}).await
+    }
+
+    /// [`Scratch::new`], with the config changed by `tweak` before the town opens.
+    pub(super) async fn with(
+        opts: &BenchOptions,
+        agents: &[Spec<'_>],
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<Scratch> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ttb{}-{n}", std::process::id()));
@@ -52,6 +61,7 @@ impl Scratch {
                 },
             );
         }
+        tweak(&mut config);
         config.save()?;
         let town = Arc::new(Town::open(&dir).await?);
         // From here on, dropping the scratch town stops its Redis, whatever fails next.

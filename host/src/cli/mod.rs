@@ -156,7 +156,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Events(args) => events::run(&town, args).await,
         Command::Usage(args) => usage::run(&town, args).await,
         Command::Journal(args) => journal::run(&town, args).await,
-        Command::Replay(args) => replay::run(town, args).await,
+        Command::Replay(args) => replay::run(&town, args).await,
         Command::Swap(c) => swap::run(&town, c).await,
         Command::Dlq(args) => dlq::run(&town, args).await,
     }

@@ -1,13 +1,11 @@
 //! `tt replay AGENT --plugin FILE`: which of the agent's past decisions a candidate policy
 //! would have changed, without touching the town.
 
-use std::sync::Arc;
-
 use anyhow::Result;
 use clap::Args;
 
 use super::print::Json;
-use crate::host::replay::{replay, Report, ReplayOptions};
+use crate::host::replay::{replay, ReplayOptions, Report};
 use crate::store::error;
 use crate::town::Town;
 
@@ -88,7 +86,7 @@ fn parse_since(text: &str) -> Result<u64> {
     }
 }
 
-pub async fn run(town: Town, args: ReplayArgs) -> Result<()> {
+pub async fn run(town: &Town, args: ReplayArgs) -> Result<()> {
     let max = args.max_diff.as_deref().map(parse_share).transpose()?;
     let opts = ReplayOptions {
         last: args.last,
@@ -97,8 +95,7 @@ pub async fn run(town: Town, args: ReplayArgs) -> Result<()> {
         live: args.live,
         allow_exec: args.allow_exec,
     };
-    let town = Arc::new(town);
-    let report = replay(&town, &args.agent, &args.plugin, &opts).await?;
+    let report = replay(town, &args.agent, &args.plugin, &opts).await?;
     if args.json.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -127,7 +124,10 @@ pub fn print_report(r: &Report) {
         println!(
             "  {}{}: {}",
             c.msg,
-            c.task.as_deref().map(|t| format!(" (task {t})")).unwrap_or_default(),
+            c.task
+                .as_deref()
+                .map(|t| format!(" (task {t})"))
+                .unwrap_or_default(),
             c.difference
         );
         println!("    original:  {}", clip(&c.original.to_string()));

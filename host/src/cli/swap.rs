@@ -25,6 +25,12 @@ pub enum SwapCommand {
         /// Go back to the plugin before the last swap.
         #[arg(long)]
         rollback: bool,
+        /// Gate the swap: first replay the candidate on the agent's last N handlings...
+        #[arg(long, value_name = "N", conflicts_with = "rollback")]
+        replay: Option<usize>,
+        /// ...and refuse when more than this share of them differ: `5%` or `0.05`.
+        #[arg(long, value_name = "P", requires = "replay", default_value = "0")]
+        max_diff: String,
     },
     /// Compare a shadow plugin's decisions with the live one's.
     Shadow {
@@ -55,6 +61,8 @@ pub async fn run(town: &Town, command: SwapCommand) -> Result<()> {
             plugin,
             shadow,
             rollback,
+            replay,
+            max_diff,
         } => {
             validate_name(&agent)?;
             let started = std::time::Instant::now();
@@ -63,7 +71,16 @@ pub async fn run(town: &Town, command: SwapCommand) -> Result<()> {
                 println!("{agent} rolled back to {path} ({})", digest.short());
             } else {
                 let plugin = plugin.expect("clap requires PLUGIN without --rollback");
-                let digest = crate::host::swap::swap(town, &agent, &plugin, shadow).await?;
+                let judged = match replay {
+                    Some(n) => Some(gate(town, &agent, &plugin, n, &max_diff).await?),
+                    None => None,
+                };
+                let digest =
+                    crate::host::swap::swap_judged(town, &agent, &plugin, shadow, judged.clone())
+                        .await?;
+                if let Some(j) = judged {
+                    println!("judged on: {j}");
+                }
                 let what = if shadow { "shadows" } else { "now runs" };
                 println!(
                     "{agent} {what} {} ({}), validated in {} ms; hosts switch between two messages",
@@ -119,4 +136,34 @@ async fn shadow(town: &Town, command: ShadowCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A gated swap's replay: the summary to keep with the swap, or a refusal with the report.
+async fn gate(
+    town: &Town,
+    agent: &str,
+    plugin: &std::path::Path,
+    last: usize,
+    max_diff: &str,
+) -> Result<String> {
+    let max = super::replay::parse_share(max_diff)?;
+    let opts = crate::host::replay::ReplayOptions {
+        last: last.max(1),
+        ..Default::default()
+    };
+    let report = crate::host::replay::replay(town, agent, &plugin.to_string_lossy(), &opts).await?;
+    if report.diff_share() > max {
+        super::replay::print_report(&report);
+        return Err(crate::store::error::fail(
+            format!(
+                "swap refused: {} ({:.1}% differ, more than --max-diff {:.1}%); {agent} keeps \
+                 its plugin",
+                report.summary(),
+                report.diff_share() * 100.0,
+                max * 100.0
+            ),
+            "look at the cases above (tt replay for the details), or raise --max-diff",
+        ));
+    }
+    Ok(report.summary())
 }

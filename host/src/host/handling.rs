@@ -35,6 +35,8 @@ pub(super) struct HandleCtx {
     pub(super) grants: Grants,
     pub(super) init_config: Vec<(String, String)>,
     pub(super) fence: Option<Fence>,
+    /// Journal entries of this batch's handlings, written together when units are applied.
+    pub(super) journal: std::sync::Mutex<Vec<journal::Entry>>,
 }
 
 impl HandleCtx {
@@ -77,6 +79,18 @@ impl HandleCtx {
     /// one by one, so a unit Redis refuses does not hold back the others: it stays pending
     /// with its reason recorded, and its deliveries count toward `max_deliveries`.
     async fn apply(&self, units: &mut Vec<Unit>) -> Result<()> {
+        let entries = std::mem::take(&mut *self.journal.lock().unwrap_or_else(|p| p.into_inner()));
+        if !entries.is_empty() {
+            let keep = self.town.config.retention.journal;
+            if let Err(e) = self
+                .town
+                .db
+                .journal_append_all(&self.agent, &entries, keep)
+                .await
+            {
+                tracing::warn!(agent = %self.agent, "could not journal {} handlings: {e:#}", entries.len());
+            }
+        }
         if units.is_empty() {
             return Ok(());
         }
@@ -306,9 +320,10 @@ impl HandleCtx {
                 ms: started.elapsed().as_secs_f64() * 1000.0,
                 at_ms: crate::store::model::now_ms(),
             };
-            if let Err(e) = self.town.db.journal_append(&self.agent, &entry, keep).await {
-                tracing::warn!(agent = %self.agent, "could not journal {}: {e:#}", msg.id);
-            }
+            self.journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(entry);
         }
         r
     }

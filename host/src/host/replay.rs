@@ -81,7 +81,11 @@ impl Report {
 
     /// One line: what the replay found.
     pub fn summary(&self) -> String {
-        let kinds: Vec<String> = self.totals.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let kinds: Vec<String> = self
+            .totals
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
         format!(
             "{} handlings of {} replayed on {}: {} the same, {} different{}{}",
             self.handlings,
@@ -105,7 +109,7 @@ impl Report {
 
 /// Replays `plugin` (a path or `builtin:NAME`) on `agent`'s journal.
 pub async fn replay(
-    town: &Arc<Town>,
+    town: &Town,
     agent: &str,
     plugin: &str,
     opts: &ReplayOptions,
@@ -113,7 +117,9 @@ pub async fn replay(
     town.need_agent(agent).await?;
     let mut entries = town.db.journal_read(agent, usize::MAX).await?;
     entries.retain(|(_, e)| {
-        opts.task.as_ref().is_none_or(|t| e.task.as_ref() == Some(t))
+        opts.task
+            .as_ref()
+            .is_none_or(|t| e.task.as_ref() == Some(t))
             && opts.since_ms.is_none_or(|s| e.at_ms >= s)
     });
     if opts.last > 0 && entries.len() > opts.last {
@@ -132,11 +138,16 @@ pub async fn replay(
             prepared.source.clone(),
             prepared.grants.clone(),
         );
-        tokio::task::spawn_blocking(move || runtime.load_source(&agent, &source, &grants))
-            .await??
+        tokio::task::spawn_blocking(move || runtime.load_source(&agent, &source, &grants)).await??
     };
     let lookup: Arc<dyn Lookup> = if opts.live {
-        Arc::new(TownLookup { town: town.clone() })
+        let town = Town {
+            config: town.config.clone(),
+            db: town.db.clone(),
+        };
+        Arc::new(TownLookup {
+            town: Arc::new(town),
+        })
     } else {
         Arc::new(NoTown)
     };
@@ -165,7 +176,10 @@ pub async fn replay(
             )
         })?;
         let calls = serde_json::from_value(entry.calls.clone()).unwrap_or_default();
-        if instance.as_ref().is_none_or(|i: &crate::runtime::Instance| i.is_dead()) {
+        if instance
+            .as_ref()
+            .is_none_or(|i: &crate::runtime::Instance| i.is_dead())
+        {
             instance = Some(
                 runtime
                     .instantiate(
@@ -239,7 +253,10 @@ fn difference(entry: &Entry, original: &Value, candidate: &Value, ok: bool) -> O
         let mut out = BTreeMap::new();
         for a in v.as_array().into_iter().flatten() {
             for (kind, word) in [("Approve", "approve"), ("Reject", "reject")] {
-                if let Some(task) = a.get(kind).and_then(|o| o.get("task_id")).and_then(Value::as_str)
+                if let Some(task) = a
+                    .get(kind)
+                    .and_then(|o| o.get("task_id"))
+                    .and_then(Value::as_str)
                 {
                     out.insert(task.to_string(), word);
                 }
@@ -255,7 +272,11 @@ fn difference(entry: &Entry, original: &Value, candidate: &Value, ok: bool) -> O
             _ => {}
         }
     }
-    if let Some(now) = after.keys().find(|t| !before.contains_key(*t)).map(|t| after[t]) {
+    if let Some(now) = after
+        .keys()
+        .find(|t| !before.contains_key(*t))
+        .map(|t| after[t])
+    {
         return Some(format!("no verdict -> {now}"));
     }
     let kinds = |v: &Value| -> Vec<String> {

@@ -440,6 +440,7 @@ impl Runner {
             limits: self.limits,
             grants: self.grants.clone(),
             init_config: self.init_config.clone(),
+            journal: Default::default(),
             fence: self.lease.as_ref().map(|(holder, _)| Fence {
                 agent: self.name.clone(),
                 holder: holder.clone(),

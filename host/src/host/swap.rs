@@ -88,6 +88,17 @@ fn recorded(town: &Town, path: &Path) -> Result<(PathBuf, String)> {
 
 /// Validates `path`, then makes it `agent`'s live plugin (or its shadow).
 pub async fn swap(town: &Town, agent: &str, path: &Path, shadow: bool) -> Result<Digest> {
+    swap_judged(town, agent, path, shadow, None).await
+}
+
+/// [`swap`], recording what the swap was judged on (a gated swap's replay summary) with it.
+pub async fn swap_judged(
+    town: &Town,
+    agent: &str,
+    path: &Path,
+    shadow: bool,
+    judged: Option<String>,
+) -> Result<Digest> {
     town.need_agent(agent).await?;
     let text = path.to_string_lossy().into_owned();
     // A built-in is recorded by its name, a file by its path.
@@ -115,6 +126,7 @@ pub async fn swap(town: &Town, agent: &str, path: &Path, shadow: bool) -> Result
             name,
             plugin: shown,
             digest,
+            judged,
         }
     };
     town.db.apply_human(CONDUCTOR, vec![op]).await?;

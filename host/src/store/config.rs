@@ -20,6 +20,7 @@ use crate::store::limits::{LimitOverrides, Limits};
 use crate::store::llm::LlmSection;
 use crate::store::model::validate_name;
 use crate::store::policy::{RetentionSection, TasksSection};
+use crate::store::repo::RepoSection;
 
 pub const FILE_NAME: &str = "tinytown.toml";
 /// The town's private directory (embedded Redis, compiled-plugin cache, logs).
@@ -39,6 +40,9 @@ pub struct Config {
     pub tasks: TasksSection,
     #[serde(default)]
     pub retention: RetentionSection,
+    /// A repository town: tasks are branches of this git repository, done when merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoSection>,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSection>,
     #[serde(default, skip_serializing_if = "ServeSection::is_default")]
@@ -286,6 +290,7 @@ impl Config {
             limits: Limits::default(),
             tasks: TasksSection::default(),
             retention: RetentionSection::default(),
+            repo: None,
             agents: BTreeMap::new(),
             serve: ServeSection::default(),
             llm: LlmSection::default(),
@@ -340,6 +345,9 @@ impl Config {
         }
         config.retention.check()?;
         config.host.check()?;
+        if let Some(r) = &config.repo {
+            r.check()?;
+        }
         config.limits.check("[limits]")?;
         for (name, a) in &config.agents {
             if let Some(o) = &a.limits {
@@ -380,11 +388,17 @@ impl Config {
     }
 
     /// The agent's `config` table, as its plugin's `init` gets it.
+    /// In a repository town it also has the `[repo]` settings (`RepoSection::init_config`).
     pub fn init_config(&self, agent: &str) -> Vec<(String, String)> {
-        self.agents
+        let mut init: Vec<(String, String)> = self
+            .agents
             .get(agent)
             .map(|a| a.config.clone().into_iter().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(r) = &self.repo {
+            init.extend(r.init_config());
+        }
+        init
     }
 
     /// Resolves a path from the config file (relative to the town dir).
@@ -434,59 +448,5 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minimal_file_parses_with_defaults() {
-        let c = Config::parse("[town]\nname = \"demo\"\n").unwrap();
-        assert_eq!(c.town.name, "demo");
-        assert_eq!(c.limits, Limits::default());
-        assert!(c.agents.is_empty());
-    }
-
-    #[test]
-    fn errors_name_line_and_field() {
-        let e = Config::parse("[town]\nname = \"demo\"\n[limits]\ncall_timeout = 5\n").unwrap_err();
-        assert!(e.contains("line 4") && e.contains("call_timeout"), "{e}");
-        let e = Config::parse("[town]\nname = 5\n").unwrap_err();
-        assert!(e.contains("line 2"), "{e}");
-        let e = Config::parse("[town]\nname = \"../x\"\n").unwrap_err();
-        assert!(e.contains("[town] name"), "{e}");
-        let e =
-            Config::parse("[town]\nname=\"a\"\n[redis]\nappendfsync=\"sometimes\"\n").unwrap_err();
-        assert!(e.contains("appendfsync"), "{e}");
-    }
-
-    #[test]
-    fn a_misspelt_agent_field_names_its_line_and_grants_are_kept() {
-        let e = Config::parse("[town]\nname = \"t\"\n\n[agents.w]\nrole = \"w\"\nplugn = \"x\"\n")
-            .unwrap_err();
-        assert!(e.contains("line 6") && e.contains("plugn"), "{e}");
-        let c = Config::parse("[town]\nname = \"t\"\n[agents.w.exec]\nallow = [\"sh\"]\n").unwrap();
-        assert!(c.agents["w"].grants["exec"].is_table());
-    }
-
-    #[test]
-    fn a_bad_agent_name_cannot_break_the_error_line() {
-        let e = Config::parse("[town]\nname = \"t\"\n[agents.\"a\\nb\\u001b\"]\nrole = \"w\"\n")
-            .unwrap_err();
-        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");
-    }
-
-    #[test]
-    fn agent_limits_override_field_by_field() {
-        let c = Config::parse(
-            "[town]\nname=\"a\"\n[limits]\nmemory_mb=32\n[agents.w.limits]\ncall_timeout_ms=50\n",
-        )
-        .unwrap();
-        let l = c.limits_for("w");
-        assert_eq!((l.call_timeout_ms, l.memory_mb), (50, 32));
-        let e = Config::parse("[town]\nname=\"a\"\n[agents.w.limits]\nmemroy_mb=1\n").unwrap_err();
-        assert!(e.contains("memroy_mb") && e.contains("line 4"), "{e}");
-        let e =
-            Config::parse("[town]\nname=\"a\"\n[agents.w]\nlimits = { memory_mb = \"lots\" }\n")
-                .unwrap_err();
-        assert!(e.contains("line 4") && e.contains("memory_mb"), "{e}");
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -89,6 +89,8 @@ pub struct Db {
     target: Target,
     /// The town's rules as the applier script takes them (`store::policy::Rules`, JSON).
     pub(crate) rules_json: String,
+    /// The merge queue's agent in a repository town (`Rules::merger`): approvals go to it.
+    pub(crate) merger: Option<String>,
 }
 
 impl Db {
@@ -141,7 +143,8 @@ impl Db {
             conn,
             keys: Keys::new(&config.town.name),
             target,
-            rules_json: serde_json::to_string(&Rules::new(&config.tasks, &config.retention))?,
+            rules_json: serde_json::to_string(&Rules::of(config))?,
+            merger: config.repo.as_ref().map(|r| r.merger.clone()),
         })
     }
 

@@ -8,8 +8,9 @@
 //! are the message plus those answers.
 //!
 //! Bounded: each stream keeps its newest `[retention] journal` entries (`XADD ... MAXLEN`);
-//! `journal = 0` turns the journal off.
-//! An entry is written when the handling ends, before its unit is applied; a handling retried
+//! `journal = 0` turns the journal off. A batch's entries go in one pipelined round trip,
+//! just before its units are applied.
+//! An entry is written when the handling's unit is applied (just before); a handling retried
 //! after a failure writes another entry (the attempt tells them apart).
 
 use anyhow::Result;
@@ -56,6 +57,33 @@ impl Db {
         Ok(())
     }
 
+    /// Appends `entries` to `agent`'s journal in one round trip, keeping about `keep`.
+    pub async fn journal_append_all(
+        &self,
+        agent: &str,
+        entries: &[Entry],
+        keep: u64,
+    ) -> Result<()> {
+        let key = self.keys.journal(agent);
+        let mut p = redis::pipe();
+        for e in entries {
+            p.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(keep)
+                .arg("*")
+                .arg("entry")
+                .arg(serde_json::to_string(e)?)
+                .ignore();
+        }
+        // Exact trimming once per batch: `~` alone trims only whole nodes of ~100 entries.
+        p.cmd("XTRIM").arg(&key).arg("MAXLEN").arg(keep).ignore();
+        let mut c = self.conn.clone();
+        let _: () = p.query_async(&mut c).await?;
+        Ok(())
+    }
+
     /// The newest `n` entries of `agent`'s journal, oldest first, with their stream ids.
     pub async fn journal_read(&self, agent: &str, n: usize) -> Result<Vec<(String, Entry)>> {
         let mut c = self.conn.clone();
@@ -64,7 +92,6 @@ impl Db {
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            // Redis takes a signed 64-bit count: `usize::MAX` ("all") is refused as is.
             .arg(n.min(i64::MAX as usize))
             .query_async(&mut c)
             .await?;

@@ -3,8 +3,8 @@
 //! (`tests/layers.rs` checks).
 //!
 //! - [`config`] reads `tinytown.toml` and decides where Redis is ([`llm`]: its model providers,
-//!   aliases and grants); [`limits`] holds every default
-//!   limit of a handling, [`policy`] the town's rules and retention.
+//!   aliases and grants); [`limits`] holds every default limit of a handling, [`policy`] the
+//!   town's rules and retention, [`repo`] a repository town's `[repo]`.
 //! - [`model`] is the town's records and their checks; [`keys`] names every Redis key;
 //!   [`streams`] reads stream replies.
 //! - [`conn`] connects (single server or cluster); [`embedded`] runs the private `redis-server`.
@@ -27,6 +27,7 @@ pub mod limits;
 pub mod llm;
 pub mod model;
 pub mod policy;
+pub mod repo;
 pub mod script;
 pub mod streams;
 pub mod sweep;

@@ -104,6 +104,10 @@ pub struct Rules {
     pub review: Review,
     pub events: u64,
     pub shadow_records: u64,
+    /// In a repository town (`[repo]`), the agent that runs the merge queue: an approval then
+    /// moves a task to `approved` and goes to it, and only it completes an approved task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merger: Option<String>,
 }
 
 impl Rules {
@@ -112,6 +116,15 @@ impl Rules {
             review: tasks.review,
             events: retention.events,
             shadow_records: retention.shadow_records,
+            merger: None,
+        }
+    }
+
+    /// The rules of the town `config` describes.
+    pub fn of(config: &crate::store::config::Config) -> Rules {
+        Rules {
+            merger: config.repo.as_ref().map(|r| r.merger.clone()),
+            ..Rules::new(&config.tasks, &config.retention)
         }
     }
 }

@@ -111,9 +111,16 @@ pub fn default_town_name(dir: &Path) -> String {
     }
 }
 
-/// Adds `.tt/` to `dir/.gitignore` (creating it) unless a line already ignores `.tt`.
+/// Adds `.tt/` to `dir/.gitignore` (creating it) unless a line already ignores `.tt`. In the
+/// root of a git repository (a repository town) it goes to `.git/info/exclude` instead, so the
+/// repository's own files stay unchanged and the town's state is never committed.
 pub fn add_to_gitignore(dir: &Path) -> Result<()> {
-    let path = dir.join(".gitignore");
+    let path = if dir.join(".git").is_dir() {
+        std::fs::create_dir_all(dir.join(".git/info"))?;
+        dir.join(".git/info/exclude")
+    } else {
+        dir.join(".gitignore")
+    };
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     if text
         .lines()
@@ -144,6 +151,17 @@ mod tests {
             default_town_name(&Path::new("/x").join("a".repeat(80))).len(),
             64
         );
+    }
+
+    #[test]
+    fn a_git_repository_excludes_the_state_dir_without_changing_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".git")).unwrap();
+        add_to_gitignore(dir.path()).unwrap();
+        add_to_gitignore(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(".git/info/exclude")).unwrap();
+        assert_eq!(text, ".tt/\n");
+        assert!(!dir.path().join(".gitignore").exists());
     }
 
     #[test]

@@ -137,6 +137,19 @@ pub(crate) fn keys(k: &Keys, units: &[Unit], facts: &Facts) -> BTreeSet<String> 
     out
 }
 
+/// In a repository town a verdict may also go to the merge queue's agent `merger`.
+pub(crate) fn merge_queue_keys(k: &Keys, units: &[Unit], merger: &str, out: &mut BTreeSet<String>) {
+    if units
+        .iter()
+        .flat_map(|u| &u.ops)
+        .any(|op| matches!(op, Op::Verdict { .. }))
+    {
+        out.insert(k.agent(merger));
+        out.insert(k.inbox(merger));
+        out.insert(k.seq("msg"));
+    }
+}
+
 /// The keys of one op by agent `by`.
 fn op_keys(
     k: &Keys,

@@ -218,9 +218,11 @@ impl Db {
                 tokio::time::sleep(Duration::from_millis(attempt.min(20) as u64)).await;
             }
             let facts = self.facts(&needs).await?;
-            let keys: Vec<String> = declare::keys(&self.keys, units, &facts)
-                .into_iter()
-                .collect();
+            let mut keys = declare::keys(&self.keys, units, &facts);
+            if let Some(m) = &self.merger {
+                declare::merge_queue_keys(&self.keys, units, m, &mut keys);
+            }
+            let keys: Vec<String> = keys.into_iter().collect();
             let mut conn = self.conn.clone();
             let raw: String = SCRIPT
                 .key(keys)
@@ -340,7 +342,10 @@ mod tests {
     fn the_script_has_the_generated_move_table() {
         let text = script_text();
         assert!(!text.contains("--@MOVES@"));
-        assert!(text.contains("['in-review'] = {['completed'] = true, ['rejected'] = true"));
+        assert!(text.contains(
+            "['in-review'] = {['approved'] = true, ['completed'] = true, ['rejected'] = true"
+        ));
+        assert!(text.contains("['approved'] = {['completed'] = true, ['rejected'] = true"));
         assert!(text.contains("local TERMINAL = {['completed'] = true"));
     }
 

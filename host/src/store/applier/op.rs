@@ -33,6 +33,8 @@ pub enum Op {
         name: String,
         plugin: String,
         digest: String,
+        /// What the swap was judged on (a gated swap's replay summary), kept with the record.
+        judged: Option<String>,
     },
     /// Removes an agent in one of `states`; its unhandled mail goes to the dead letters.
     Prune {
@@ -229,6 +231,7 @@ mod tests {
                 name: s("a"),
                 plugin: s("p"),
                 digest: s("d"),
+                judged: Some(s("j")),
             },
             Op::Prune {
                 name: s("a"),

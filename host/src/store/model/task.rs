@@ -14,6 +14,8 @@ super::str_enum! {
         Assigned = "assigned",
         Running = "running",
         InReview = "in-review",
+        /// Passed review in a repository town: waiting in the merge queue (`[repo]`).
+        Approved = "approved",
         Rejected = "rejected",
         Completed = "completed",
         Failed = "failed",
@@ -37,7 +39,8 @@ impl TaskState {
             Pending => &[Assigned, Cancelled],
             Assigned => &[Running, InReview, Completed, Failed, Cancelled],
             Running => &[InReview, Completed, Failed, Cancelled],
-            InReview => &[Completed, Rejected, Failed, Cancelled],
+            InReview => &[Approved, Completed, Rejected, Failed, Cancelled],
+            Approved => &[Completed, Rejected, Failed, Cancelled],
             Rejected => &[Assigned, Failed, Cancelled],
             Completed | Failed | Cancelled => &[],
         }

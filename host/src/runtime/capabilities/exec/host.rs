@@ -23,8 +23,9 @@ impl State {
         let request = (dir.clone(), cmd.clone());
         match self.replayed("exec", function, &request) {
             Some(Answer::Recorded(v)) => {
-                return serde_json::from_value(v)
-                    .unwrap_or_else(|e| Err(format!("replay: the recorded answer does not read: {e}")))
+                return serde_json::from_value(v).unwrap_or_else(|e| {
+                    Err(format!("replay: the recorded answer does not read: {e}"))
+                })
             }
             Some(Answer::Refused) => {
                 return Err(format!(

@@ -48,8 +48,13 @@ function OPS.agent_plugin(op)
     if old_plugin and old_digest ~= s(op.digest) then
       call('HSET', k, 'previous', old_plugin, 'previous_digest', old_digest or '')
     end
+    if present(op.judged) then
+      call('HSET', k, 'judged', s(op.judged))
+    else
+      call('HDEL', k, 'judged')
+    end
     event({type = 'swap', agent = name, digest = s(op.digest), plugin = s(op.plugin),
-      by = s(op.by)})
+      by = s(op.by), judged = present(op.judged) and s(op.judged) or nil})
   end)
 end
 

@@ -64,11 +64,19 @@ function OPS.transition(op)
   local t = need_task(id)
   local by = s(op.by)
   local owner = by == t.owner
-  if to == 'completed' then
+  if to == 'completed' and RULES.merger then
+    -- A repository town: done means merged, and only the merge queue knows that.
+    authorise(op, t.state == 'approved' and by == RULES.merger, 'task ' .. id ..
+      ' completes when its change is merged: only ' .. RULES.merger ..
+      ', the merger, may complete it, once it is approved ([repo])')
+  elseif to == 'completed' then
     authorise(op, RULES.review ~= 'required',
       'task ' .. id .. ' must pass review: request-review it ([tasks] review = "required")')
     authorise(op, owner, 'only the owner of task ' .. id .. ' (' .. (t.owner or 'none') ..
       ') may complete it')
+  elseif to == 'failed' and t.state == 'approved' then
+    authorise(op, owner or by == RULES.merger, 'only the owner of task ' .. id ..
+      ' or the merger may fail it')
   elseif to == 'cancelled' then
     authorise(op, owner or role_of(by) == 'conductor',
       'only the owner of task ' .. id .. ' or a conductor may cancel it')
@@ -112,13 +120,22 @@ function OPS.verdict(op)
   local owner = t.owner or 'conductor'
   local by = s(op.by)
   local verb = op.approve and 'approve' or 'reject'
-  if present(t.reviewer) and t.reviewer ~= '' then
+  if t.state == 'approved' then
+    -- In the merge queue: the merger sends it back (a conflict, a failing merged check); it
+    -- completes an approved task with `complete`, never with a second approval.
+    authorise(op, by == RULES.merger and not op.approve, 'task ' .. id ..
+      ' is approved and waits in the merge queue: only ' .. (RULES.merger or 'the merger') ..
+      ' may send it back (reject) or complete it')
+  elseif present(t.reviewer) and t.reviewer ~= '' then
     authorise(op, by == t.reviewer, 'only ' .. t.reviewer .. ', the reviewer task ' .. id ..
       ' was sent to, may ' .. verb .. ' it')
   else
     authorise(op, role_of(by) == 'reviewer', 'only a reviewer may ' .. verb .. ' task ' .. id)
   end
-  if op.approve then
+  if op.approve and RULES.merger then
+    move(id, 'approved', by, {result = text})
+    send({from = by, to = RULES.merger, kind = 'verdict:approve', body = text, task = id})
+  elseif op.approve then
     move(id, 'completed', s(op.by), {result = text})
     send({from = s(op.by), to = owner, kind = 'verdict:approve', body = text, task = id})
   else

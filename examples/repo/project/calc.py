@@ -1,0 +1,5 @@
+"""Arithmetic for the example repository town."""
+
+
+def add(a, b):
+    return a + b
