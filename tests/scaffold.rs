@@ -522,6 +522,37 @@ fn c_plugin_builds_and_runs() {
     scaffold_builds_and_runs("c");
 }
 
+/// `--llm`: the Rust reviewer and the Python worker that ask a model build on their own, are
+/// components of world agent-llm (they import `llm`, not `exec`) and instantiate.
+#[test]
+fn the_llm_variants_build_and_import_llm() {
+    let tmp = tempdir();
+    let runtime = Runtime::new(None, false).expect("runtime");
+    for (lang, role, config) in [
+        ("rust", "reviewer", vec![("model", "m")]),
+        ("python", "worker", vec![("model", "m"), ("reviewer", "r")]),
+    ] {
+        let name = format!("llm-{lang}-{role}");
+        let project = tinytown::scaffold::new_plugin_with(tmp.path(), &name, lang, role, true)
+            .expect("new_plugin_with");
+        let (wasm, _) = build(&project);
+        let grants = Grants::probe();
+        let plugin = runtime
+            .load("probe", &wasm, &grants)
+            .unwrap_or_else(|e| panic!("load {}: {e:?}", wasm.display()));
+        let imports = &plugin.imports;
+        assert!(
+            imports.iter().any(|i| i.starts_with("tinytown:agent/llm")),
+            "{lang}: {imports:?}"
+        );
+        assert!(
+            !imports.iter().any(|i| i.starts_with("tinytown:agent/exec")),
+            "{lang}: {imports:?}"
+        );
+        instantiate(&runtime, &plugin, &grants, &config, Arc::new(NoTown));
+    }
+}
+
 // ---- what is generated, and what is refused ----
 
 #[test]

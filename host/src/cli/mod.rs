@@ -3,7 +3,7 @@
 //! text or, with `--json`, as JSON.
 //!
 //! One file per command group, each with its clap types, its `run` and its printing:
-//! [`agents`], [`mail`], [`tasks`], [`backlog`], [`dlq`], [`events`], [`status`], [`swap`],
+//! [`agents`], [`mail`], [`tasks`], [`backlog`], [`dlq`], [`events`], [`status`], [`usage`], [`swap`],
 //! [`plugin`], [`host`], [`init`], [`bench`], [`doctor`], [`serve`] (`tt serve`, `tt mcp`, `tt auth`); [`print`] has what several of them print. This
 //! file holds the global options and dispatches.
 
@@ -24,6 +24,7 @@ pub mod serve;
 pub mod status;
 pub mod swap;
 pub mod tasks;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// The town's event history.
     Events(events::EventsArgs),
+    /// Model calls: tokens and cost by agent, task and model.
+    Usage(usage::UsageArgs),
     /// What an agent's recent handlings were asked, asked the world and decided.
     Journal(journal::JournalArgs),
     /// Run a candidate policy on an agent's past handlings; which decisions would change.
@@ -151,6 +154,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backlog(args) => backlog::run(&town, args).await,
         Command::Status(args) => status::run(&town, args).await,
         Command::Events(args) => events::run(&town, args).await,
+        Command::Usage(args) => usage::run(&town, args).await,
         Command::Journal(args) => journal::run(&town, args).await,
         Command::Replay(args) => replay::run(&town, args).await,
         Command::Swap(c) => swap::run(&town, c).await,

@@ -56,6 +56,10 @@ pub enum PluginCommand {
         lang: String,
         #[arg(long, default_value = "worker")]
         role: String,
+        /// The variant that asks a model through the host (`--lang rust --role reviewer`
+        /// or `--lang python --role worker`); the agent needs an `[agents.NAME.llm]` grant.
+        #[arg(long)]
+        llm: bool,
     },
 }
 
@@ -146,8 +150,19 @@ pub fn run(town: &Option<PathBuf>, args: PluginArgs) -> Result<()> {
                 println!("build it with: (cd {} && bash build.sh)", dir.display());
             }
         }
-        PluginCommand::New { name, lang, role } => {
-            let dir = crate::scaffold::new_plugin(&std::env::current_dir()?, &name, &lang, &role)?;
+        PluginCommand::New {
+            name,
+            lang,
+            role,
+            llm,
+        } => {
+            let dir = crate::scaffold::new_plugin_with(
+                &std::env::current_dir()?,
+                &name,
+                &lang,
+                &role,
+                llm,
+            )?;
             println!(
                 "created {}; build it with: (cd {} && bash build.sh)",
                 dir.display(),

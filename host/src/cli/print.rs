@@ -73,6 +73,18 @@ pub fn format_event(e: &Event) -> String {
         ),
         "log" => format!("{} [{}] {}", f("agent"), f("level"), f("body")),
         "escalated" => format!("{} ESCALATED: {}", f("agent"), f("body")),
+        "budget-exhausted" => format!(
+            "{} BUDGET {} exhausted (model {}{}): {}",
+            f("agent"),
+            f("budget"),
+            f("model"),
+            if f("task").is_empty() {
+                String::new()
+            } else {
+                format!(", task {}", f("task"))
+            },
+            f("body")
+        ),
         "audit" => format!(
             "audit {} {} from {} -> {}",
             f("who"),

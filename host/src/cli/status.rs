@@ -5,6 +5,7 @@ use clap::Args;
 
 use super::print::{format_event, format_ms, print_json, Json};
 use crate::runtime::Grants;
+use crate::store::budget::Budgets;
 use crate::store::error::one_line;
 use crate::town::Town;
 
@@ -20,8 +21,22 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
     let StatusArgs { deep, json } = args;
     let mut status = town.status(if deep { 20 } else { 5 }).await?;
     mark_unservable(town, &mut status).await?;
+    let today = Budgets::of(&town.db, town.config.retention.events)
+        .usage(1, None, None)
+        .await?;
+    let llm_today = super::usage::total(&today);
     if json.json {
-        return print_json(&status);
+        #[derive(serde::Serialize)]
+        struct WithSpend<'a> {
+            #[serde(flatten)]
+            status: &'a crate::town::Status,
+            /// Model calls today (UTC): calls, tokens and cost over all agents.
+            llm_today: super::usage::Row,
+        }
+        return print_json(&WithSpend {
+            status: &status,
+            llm_today,
+        });
     }
     println!("town {} (redis: {})", status.town, status.redis);
     println!(
@@ -31,6 +46,12 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
         status.backlog,
         status.dead_letters
     );
+    if llm_today.calls > 0 {
+        println!(
+            "model spend today: {} calls, {} tokens in, {} out, cost {:.6} (`tt usage`)",
+            llm_today.calls, llm_today.input_tokens, llm_today.output_tokens, llm_today.cost
+        );
+    }
     let m = status.memory;
     if m.max > 0 {
         println!(

@@ -46,6 +46,14 @@ impl TownLookup {
 }
 
 impl Lookup for TownLookup {
+    fn budgets(&self) -> Option<crate::store::budget::Budgets> {
+        let t = &self.town;
+        Some(crate::store::budget::Budgets::of(
+            &t.db,
+            t.config.retention.events,
+        ))
+    }
+
     fn task<'a>(&'a self, id: &'a str) -> Answer<'a, Option<wit::TaskInfo>> {
         Box::pin(async move {
             if validate_task_id(id).is_err() {

@@ -20,6 +20,11 @@ pub trait Lookup: Send + Sync {
     fn agents<'a>(&'a self, role: Option<&'a str>) -> Answer<'a, Vec<wit::AgentInfo>>;
     fn backlog(&self) -> Answer<'_, Vec<wit::TaskInfo>>;
     fn state<'a>(&'a self, agent: &'a str, key: &'a str) -> Answer<'a, Option<String>>;
+    /// The town's model budgets (`llm` calls reserve and settle there); `None`: no town, no
+    /// budgets enforced.
+    fn budgets(&self) -> Option<crate::store::budget::Budgets> {
+        None
+    }
 }
 
 /// A lookup that knows nothing (for `tt plugin check` and tests without a town).

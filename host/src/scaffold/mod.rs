@@ -11,6 +11,8 @@
 //!   project's `guest/` as a path dependency, so the project builds on its own.
 //! - The Python, JavaScript and C reviewers: `plugins/reviewer-{py,js,c}`, unchanged.
 //! - The other roles in those languages have no example twin; they live in `templates/`.
+//! - `--llm`: the roles that ask a model, `plugins/reviewer-llm` (Rust) and
+//!   `plugins/worker-llm-py` (Python), copied as they are.
 //!
 //! The build scripts go the other way: `templates/{python,js,c}/build.sh` is the one source,
 //! and each `plugins/reviewer-*/build.sh` is it rendered for the repository's folders (a test
@@ -41,6 +43,19 @@ pub const ROLES: [&str; 3] = ["worker", "reviewer", "conductor"];
 /// holds `build.sh`, the role's source, `wit/agent.wit` and a README; `bash build.sh` in it
 /// writes `NAME.wasm` there.
 pub fn new_plugin(dir: &Path, name: &str, lang: &str, role: &str) -> Result<PathBuf> {
+    new_plugin_with(dir, name, lang, role, false)
+}
+
+/// [`new_plugin`], or with `llm` the variant of the role that asks a model through the host's
+/// `llm` capability (world agent-llm): a reviewer in Rust (`plugins/reviewer-llm`) or a worker
+/// in Python (`plugins/worker-llm-py`). Other combinations are refused as usage errors.
+pub fn new_plugin_with(
+    dir: &Path,
+    name: &str,
+    lang: &str,
+    role: &str,
+    llm: bool,
+) -> Result<PathBuf> {
     // The rules of agent names (it names a folder and a file), said about a plugin.
     crate::store::model::validate_name(name).map_err(|e| match error::user_error(&e) {
         Some(u) => error::usage(
@@ -61,6 +76,12 @@ pub fn new_plugin(dir: &Path, name: &str, lang: &str, role: &str) -> Result<Path
             "use --role worker, reviewer or conductor",
         ));
     }
+    if llm && !project::LLM_VARIANTS.contains(&(lang, role)) {
+        return Err(error::usage(
+            format!("there is no --llm variant of a {lang} {role}"),
+            "use --llm with --lang rust --role reviewer, or --lang python --role worker",
+        ));
+    }
     let root = dir.join(name);
     if root.symlink_metadata().is_ok() {
         return Err(error::fail(
@@ -68,7 +89,7 @@ pub fn new_plugin(dir: &Path, name: &str, lang: &str, role: &str) -> Result<Path
             "pick another plugin name, or remove that folder first",
         ));
     }
-    let files = project::project_files(name, lang, role);
+    let files = project::project_files_for(name, lang, role, llm);
     match fs::create_dir(&root) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

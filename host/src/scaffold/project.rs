@@ -19,6 +19,9 @@ const RUST_BUILD: &str = include_str!("templates/rust/build.sh");
 const RUST_WORKER: &str = include_str!("../../../plugins/worker/src/lib.rs");
 const RUST_REVIEWER: &str = include_str!("../../../plugins/reviewer/src/lib.rs");
 const RUST_CONDUCTOR: &str = include_str!("../../../plugins/conductor/src/lib.rs");
+/// The reviewer that asks a model (`--llm`), and the line its Cargo.toml adds.
+const RUST_REVIEWER_LLM: &str = include_str!("../../../plugins/reviewer-llm/src/lib.rs");
+const RUST_LLM_DEPENDENCY: &str = "# Reads the model's JSON answer.\nserde_json = \"1\"\n";
 /// How the example plugins name the WIT (the repository's `wit/`), and how a project does.
 const EXAMPLE_WIT_PATH: &str = r#"path: "../../wit""#;
 const PROJECT_WIT_PATH: &str = r#"path: "wit""#;
@@ -31,6 +34,8 @@ const PY_BUILD: &str = include_str!("templates/python/build.sh");
 const PY_WORKER: &str = include_str!("templates/python/worker.py");
 const PY_REVIEWER: &str = include_str!("../../../plugins/reviewer-py/app.py");
 const PY_CONDUCTOR: &str = include_str!("templates/python/conductor.py");
+/// The worker that drafts with a model (`--llm`).
+const PY_WORKER_LLM: &str = include_str!("../../../plugins/worker-llm-py/app.py");
 
 const JS_BUILD: &str = include_str!("templates/js/build.sh");
 const JS_WORKER: &str = include_str!("templates/js/worker.js");
@@ -138,8 +143,26 @@ fn rust_source(example: &str) -> String {
 /// The project's files: (path relative to the project folder, contents). `lang` and `role`
 /// must be valid.
 pub(super) fn project_files(name: &str, lang: &str, role: &str) -> Vec<(String, String)> {
-    // worker and reviewer run programs (world agent-exec); the conductor only asks questions.
-    let world = if role == "conductor" {
+    project_files_for(name, lang, role, false)
+}
+
+/// The variants that ask a model (`tt plugin new --llm`): (language, role). Each is an example
+/// plugin of the repository, copied as it is.
+pub(super) const LLM_VARIANTS: [(&str, &str); 2] = [("rust", "reviewer"), ("python", "worker")];
+
+/// [`project_files`], or with `llm` the variant of [`LLM_VARIANTS`] that asks a model (world
+/// agent-llm); `(lang, role)` must be one of them then.
+pub(super) fn project_files_for(
+    name: &str,
+    lang: &str,
+    role: &str,
+    llm: bool,
+) -> Vec<(String, String)> {
+    // worker and reviewer run programs (world agent-exec); the conductor only asks questions;
+    // the --llm variants ask a model instead.
+    let world = if llm {
+        "agent-llm"
+    } else if role == "conductor" {
         "agent"
     } else {
         "agent-exec"
@@ -174,8 +197,20 @@ pub(super) fn project_files(name: &str, lang: &str, role: &str) -> Vec<(String, 
     let mut files: Vec<(String, String)> = Vec::new();
     let (language, source, toolchain) = match lang {
         "rust" => {
-            let src = pick(RUST_WORKER, RUST_REVIEWER, RUST_CONDUCTOR);
-            files.push(("Cargo.toml".into(), render(RUST_CARGO_TOML, &vars)));
+            let src = if llm {
+                RUST_REVIEWER_LLM
+            } else {
+                pick(RUST_WORKER, RUST_REVIEWER, RUST_CONDUCTOR)
+            };
+            let mut cargo = render(RUST_CARGO_TOML, &vars);
+            if llm {
+                cargo = cargo.replacen(
+                    "tinytown-guest = { path = \"guest\" }\n",
+                    &format!("tinytown-guest = {{ path = \"guest\" }}\n{RUST_LLM_DEPENDENCY}"),
+                    1,
+                );
+            }
+            files.push(("Cargo.toml".into(), cargo));
             files.push(("src/lib.rs".into(), rust_source(src)));
             files.push(("build.sh".into(), render(RUST_BUILD, &vars)));
             files.push(("guest/Cargo.toml".into(), RUST_GUEST_CARGO_TOML.to_string()));
@@ -189,10 +224,12 @@ pub(super) fn project_files(name: &str, lang: &str, role: &str) -> Vec<(String, 
             )
         }
         "python" => {
-            files.push((
-                "app.py".into(),
-                role_source(PY_WORKER, PY_REVIEWER, PY_CONDUCTOR),
-            ));
+            let app = if llm {
+                PY_WORKER_LLM.to_string()
+            } else {
+                role_source(PY_WORKER, PY_REVIEWER, PY_CONDUCTOR)
+            };
+            files.push(("app.py".into(), app));
             let build = build_script(lang, name, world, "app.py", Layout::Project);
             files.push(("build.sh".into(), build));
             (
@@ -252,7 +289,11 @@ pub(super) fn project_files(name: &str, lang: &str, role: &str) -> Vec<(String, 
         }
     };
 
-    let (summary, config) = readme_role_text(lang, role);
+    let (summary, config) = if llm {
+        readme_llm_text(role)
+    } else {
+        readme_role_text(lang, role)
+    };
     let mut readme_vars = vars.clone();
     readme_vars.extend([
         ("language", language),
@@ -334,6 +375,35 @@ fn readme_role_text(lang: &str, role: &str) -> (&'static str, &'static str) {
             "It reads no config keys and needs no grant: it only asks the town questions \
              (`host.list-agents`, `host.backlog`) and returns `assign` actions.",
         ),
+    }
+}
+
+/// What the README says of an `--llm` variant.
+fn readme_llm_text(role: &str) -> (&'static str, &'static str) {
+    if role == "reviewer" {
+        (
+            "on a `review-request` it asks a model, through the host's `llm` capability, for a \
+             structured verdict (`{\"verdict\": \"approve\"|\"reject\", \"reason\": ...}`) on \
+             the work against the task's description. It fails closed: any model error, an \
+             exhausted budget or an answer that is not exactly an approving verdict rejects, \
+             with the reason, and what a human must fix is escalated.",
+            "It reads these keys of the agent's `config` table in tinytown.toml: `model` \
+             (required: a model alias), `max-tokens`, `notify` and `instructions` (optional); \
+             the agent needs an llm grant (`[agents.AGENT.llm] models = [\"ALIAS\"]`) of an \
+             alias of `[llm.models]`. `guest/` is the crate `tinytown-guest` that reads the \
+             config table and implements `Guest`.",
+        )
+    } else {
+        (
+            "on a `task-assign` it asks a model, through the host's `llm` capability, to do the \
+             task and asks a reviewer to review the draft; on a rejection it drafts again with \
+             the feedback. A model error that may pass is retried by the host; one that will \
+             not fails the task and escalates.",
+            "It reads these keys of the agent's `config` table in tinytown.toml: `model` \
+             (required: a model alias), `reviewer` (required), `max-tokens` and \
+             `instructions` (optional); the agent needs an llm grant (`[agents.AGENT.llm] \
+             models = [\"ALIAS\"]`).",
+        )
     }
 }
 

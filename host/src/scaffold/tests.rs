@@ -7,23 +7,33 @@ use super::*;
 use crate::scaffold::ROLES;
 
 /// The example plugins whose build.sh is a template rendered for the repository:
-/// (language, folder, source file, its build.sh as it is).
-const EXAMPLE_BUILDS: [(&str, &str, &str, &str); 3] = [
+/// (language, folder, world, source file, its build.sh as it is).
+const EXAMPLE_BUILDS: [(&str, &str, &str, &str, &str); 4] = [
     (
         "python",
         "reviewer-py",
+        "agent-exec",
         "app.py",
         include_str!("../../../plugins/reviewer-py/build.sh"),
     ),
     (
+        "python",
+        "worker-llm-py",
+        "agent-llm",
+        "app.py",
+        include_str!("../../../plugins/worker-llm-py/build.sh"),
+    ),
+    (
         "js",
         "reviewer-js",
+        "agent-exec",
         "reviewer.js",
         include_str!("../../../plugins/reviewer-js/build.sh"),
     ),
     (
         "c",
         "reviewer-c",
+        "agent-exec",
         "reviewer.c",
         include_str!("../../../plugins/reviewer-c/build.sh"),
     ),
@@ -41,8 +51,8 @@ fn file<'a>(files: &'a [(String, String)], rel: &str) -> &'a str {
 fn the_example_plugins_build_sh_are_the_templates() {
     let bless = std::env::var_os("TT_SCAFFOLD_BLESS").is_some_and(|v| v == "1");
     let mut stale = Vec::new();
-    for (lang, folder, source, text) in EXAMPLE_BUILDS {
-        let want = build_script(lang, folder, "agent-exec", source, Layout::Repository);
+    for (lang, folder, world, source, text) in EXAMPLE_BUILDS {
+        let want = build_script(lang, folder, world, source, Layout::Repository);
         assert!(
             !want.contains("{{"),
             "{folder}: a placeholder is left:\n{want}"
@@ -134,4 +144,38 @@ fn a_project_build_sh_is_about_the_project() {
             assert!(!build.contains("PLUGINS"), "{lang} {role}: {build}");
         }
     }
+}
+
+#[test]
+fn the_llm_variants_are_the_example_plugins() {
+    let files = project_files_for("p", "rust", "reviewer", true);
+    assert_eq!(
+        file(&files, "src/lib.rs"),
+        RUST_REVIEWER_LLM.replace(EXAMPLE_WIT_PATH, PROJECT_WIT_PATH)
+    );
+    assert!(file(&files, "src/lib.rs").contains(r#"world: "agent-llm""#));
+    // The example's own dependencies, and nothing the project lacks.
+    let cargo = file(&files, "Cargo.toml");
+    assert!(cargo.contains("serde_json = \"1\""), "{cargo}");
+    assert!(file(&files, "README.md").contains("[agents.AGENT.llm]"));
+    let files = project_files_for("p", "python", "worker", true);
+    assert_eq!(file(&files, "app.py"), PY_WORKER_LLM);
+    let build = file(&files, "build.sh");
+    assert!(
+        build.contains("-w agent-llm") && !build.contains("{{"),
+        "{build}"
+    );
+}
+
+#[test]
+fn an_llm_variant_that_does_not_exist_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = crate::scaffold::new_plugin_with(tmp.path(), "p", "js", "reviewer", true).unwrap_err();
+    let u = crate::store::error::user_error(&e).unwrap();
+    assert!(
+        u.usage && u.message.contains("no --llm variant of a js reviewer"),
+        "{}",
+        u.message
+    );
+    assert!(!tmp.path().join("p").exists());
 }

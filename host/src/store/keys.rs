@@ -131,6 +131,20 @@ impl Keys {
     pub fn archived(&self) -> String {
         self.key(&["archived"])
     }
+    /// Hash, 40 days (`store::budget`): an agent's model spend on one UTC day (`tokens`,
+    /// `cost` in micro-units) and its holds (`h:<reservation>` -> `tokens cost expires-ms`).
+    pub fn budget_day(&self, agent: &str, day: &str) -> String {
+        self.key(&["budget-day", agent, day])
+    }
+    /// Hash, 40 days after its last call: an agent's spend and holds on one task.
+    pub fn budget_task(&self, task: &str, agent: &str) -> String {
+        self.key(&["budget-task", task, agent])
+    }
+    /// Hash, 40 days: one UTC day's usage; field `["agent","task","model","metric"]` (JSON)
+    /// -> count, metric one of `in`, `out`, `cost`, `calls`.
+    pub fn usage(&self, day: &str) -> String {
+        self.key(&["usage", day])
+    }
     /// Hash of host name -> JSON heartbeat.
     pub fn hosts(&self) -> String {
         self.key(&["hosts"])

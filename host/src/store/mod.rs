@@ -2,17 +2,19 @@
 //! that runs a role. It may not depend on `town`, `runtime`, `host` or `cli`, nor on wasmtime
 //! (`tests/layers.rs` checks).
 //!
-//! - [`config`] reads `tinytown.toml` and decides where Redis is; [`limits`] holds every default
-//!   limit of a handling, [`policy`] the town's rules and retention, [`repo`] a repository town's `[repo]`.
+//! - [`config`] reads `tinytown.toml` and decides where Redis is ([`llm`]: its model providers,
+//!   aliases and grants); [`limits`] holds every default limit of a handling, [`policy`] the
+//!   town's rules and retention, [`repo`] a repository town's `[repo]`.
 //! - [`model`] is the town's records and their checks; [`keys`] names every Redis key;
 //!   [`streams`] reads stream replies.
 //! - [`conn`] connects (single server or cluster); [`embedded`] runs the private `redis-server`.
 //! - [`applier`] is the one write path (typed ops, one atomic Lua call per batch of units);
-//!   [`lease`] fences exclusive agents; [`sweep`] keeps the town within its retention policy.
+//!   [`lease`] fences exclusive agents; [`budget`] reserves and settles model spend; [`sweep`] keeps the town within its retention policy.
 //! - [`builtin`] is the table of the roles shipped inside `tt` (their bytes and digests).
 //! - [`error`] is how a failure reaches a person: a message that names the thing, and a hint.
 
 pub mod applier;
+pub mod budget;
 pub mod builtin;
 pub mod config;
 pub mod conn;
@@ -22,6 +24,7 @@ pub mod journal;
 pub mod keys;
 pub mod lease;
 pub mod limits;
+pub mod llm;
 pub mod model;
 pub mod policy;
 pub mod repo;

@@ -11,7 +11,8 @@
 //!   time it runs in any test, on a single server as on a cluster.
 //!
 //! The callers compute their key lists before the call: the applier from its typed ops
-//! (`applier/declare.rs`), the sweep from a read before it, the lease scripts from the agent.
+//! (`applier/declare.rs`), the sweep from a read before it, the lease scripts from the agent,
+//! the budget script from the reservation.
 
 const GUARD: &str = include_str!("lua/guard.lua");
 
@@ -54,6 +55,7 @@ mod tests {
         for (n, t) in crate::store::lease::LUA {
             out.push((n, t.to_string()));
         }
+        out.push(("budget", crate::store::budget::SCRIPT.to_string()));
         out
     }
 
@@ -61,8 +63,9 @@ mod tests {
     fn no_script_calls_redis_past_the_guard() {
         for (name, text) in all_lua() {
             for bad in ["redis.call", "redis.pcall", "KEYS["] {
-                // Lease scripts name their keys by position; the others by `key(...)`, checked.
-                if bad == "KEYS[" && name.starts_with("lease") {
+                // Lease and budget scripts name their keys by position; the others by
+                // `key(...)`, checked.
+                if bad == "KEYS[" && (name.starts_with("lease") || name == "budget") {
                     continue;
                 }
                 assert!(

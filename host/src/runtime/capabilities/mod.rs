@@ -12,6 +12,7 @@
 
 pub mod exec;
 pub mod http;
+pub mod llm;
 
 use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
@@ -53,7 +54,7 @@ pub trait Capability: Sync {
 }
 
 /// The registry: every capability this host has.
-pub static CAPABILITIES: &[&dyn Capability] = &[&exec::Exec, &http::Http];
+pub static CAPABILITIES: &[&dyn Capability] = &[&exec::Exec, &http::Http, &llm::Llm];
 
 pub fn by_name(name: &str) -> Option<&'static dyn Capability> {
     CAPABILITIES.iter().copied().find(|c| c.name() == name)

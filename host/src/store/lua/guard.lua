@@ -15,7 +15,7 @@ for _, k in ipairs(KEYS) do DECLARED[k] = true end
 -- subcommand (2), or every argument ('all'). A command not listed here is refused, so a new
 -- one is added here, with its key position, before a script can use it.
 local KEY_AT = {
-  GET = 1, SET = 1, INCR = 1, PEXPIRE = 1,
+  GET = 1, SET = 1, INCR = 1, PEXPIRE = 1, EXPIRE = 1,
   HGET = 1, HSET = 1, HMGET = 1, HGETALL = 1, HDEL = 1, HEXISTS = 1, HINCRBY = 1,
   SADD = 1, SREM = 1, SMEMBERS = 1,
   ZADD = 1, ZREM = 1, ZSCORE = 1, ZRANGEBYSCORE = 1,
