@@ -17,6 +17,7 @@
 
 mod exec;
 mod latency;
+mod llm;
 mod replay;
 mod scaling;
 mod scratch;
@@ -59,7 +60,7 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// The suites `tt bench SUITE` runs alone.
-pub const SUITES: [&str; 4] = ["exec", "soak", "serve", "replay"];
+pub const SUITES: [&str; 5] = ["exec", "soak", "serve", "replay", "llm"];
 
 pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     match suite {
@@ -67,6 +68,7 @@ pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
         Some("exec") => return exec::suite(&opts).await,
         Some("soak") => return soak::soak(&opts).await,
         Some("replay") => return replay::suite(&opts).await,
+        Some("llm") => return llm::suite(&opts).await,
         Some(other) => {
             return Err(crate::store::error::fail(
                 format!("there is no bench suite `{other}`"),
