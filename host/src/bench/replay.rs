@@ -24,23 +24,9 @@ pub(super) async fn suite(opts: &BenchOptions) -> Result<()> {
 }
 
 async fn host_figure(opts: &BenchOptions, journal: u64) -> Result<f64> {
-    let names: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
-    let specs: Vec<Spec> = names
-        .iter()
-        .map(|n| (n.as_str(), "noop", &[][..]))
-        .collect();
-    let s = Scratch::with(opts, &specs, |c| c.retention.journal = journal).await?;
-    let per_agent = (opts.messages / 10).max(200);
-    s.fill(&names, per_agent, "x").await?;
-    let t = Instant::now();
-    let (stop, handle) = start_host(&s.town);
-    while !s.drained(&names).await? {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let el = t.elapsed();
-    let _ = stop.send(true);
-    handle.await??;
-    Ok((per_agent * 10) as f64 / el.as_secs_f64())
+    let (total, el) =
+        super::throughput::host_figure(opts, 10, |c| c.retention.journal = journal).await?;
+    Ok(total as f64 / el.as_secs_f64())
 }
 
 async fn journal_cost(opts: &BenchOptions) -> Result<()> {

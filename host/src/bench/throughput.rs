@@ -115,16 +115,22 @@ pub(super) async fn library_throughput(opts: &BenchOptions) -> Result<()> {
 }
 
 /// Messages per second through `tt host` with a no-op Rust role.
-pub(super) async fn host_throughput(opts: &BenchOptions, agents: usize) -> Result<()> {
+/// The host figure: `agents` no-op agents, their mail sent first, then a host started and
+/// timed until it has handled all of it. Returns (messages, time). `tweak` changes the town's
+/// config (the journal bench turns the journal off).
+pub(super) async fn host_figure(
+    opts: &BenchOptions,
+    agents: usize,
+    tweak: impl FnOnce(&mut crate::store::config::Config),
+) -> Result<(usize, Duration)> {
     let names: Vec<String> = (0..agents).map(|i| format!("n{i}")).collect();
     let specs: Vec<Spec> = names
         .iter()
         .map(|n| (n.as_str(), "noop", &[][..]))
         .collect();
-    let s = Scratch::new(opts, &specs).await?;
+    let s = Scratch::with(opts, &specs, tweak).await?;
     let per_agent = (opts.messages / agents).max(200);
     s.fill(&names, per_agent, "x").await?;
-    let total = per_agent * agents;
     let t = Instant::now();
     let (stop, handle) = start_host(&s.town);
     while !s.drained(&names).await? {
@@ -133,6 +139,11 @@ pub(super) async fn host_throughput(opts: &BenchOptions, agents: usize) -> Resul
     let el = t.elapsed();
     let _ = stop.send(true);
     handle.await??;
+    Ok((per_agent * agents, el))
+}
+
+pub(super) async fn host_throughput(opts: &BenchOptions, agents: usize) -> Result<()> {
+    let (total, el) = host_figure(opts, agents, |_| {}).await?;
     let target = if agents == 10 {
         "   (target >= 20,000 with 10 agents)"
     } else {
