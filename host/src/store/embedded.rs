@@ -21,12 +21,16 @@ const MAX_SOCKET_PATH: usize = 100;
 
 pub struct Embedded {
     pub dir: PathBuf,
+    /// How long a server that accepts connections may take to become ready (loading a large
+    /// AOF) before `ensure` gives up on it.
+    patience: Duration,
 }
 
 impl Embedded {
     pub fn new(config: &Config) -> Embedded {
         Embedded {
             dir: config.state_dir(),
+            patience: Duration::from_secs(120),
         }
     }
 
@@ -54,18 +58,39 @@ impl Embedded {
         ping(&self.socket()) != Ping::Down
     }
 
-    /// Waits until a server that is loading its AOF is ready; false if it never got there.
-    fn ready(&self, socket: &Path) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(120);
+    /// Waits while a server is loading its AOF or slow to answer; returns how it ended:
+    /// `Ready`, `Down` (nothing listens, or it went away), or still `Loading`/`Busy` after
+    /// `patience`.
+    fn settle(&self, socket: &Path) -> Ping {
+        let deadline = Instant::now() + self.patience;
         loop {
             match ping(socket) {
-                Ping::Ready => return true,
-                Ping::Down => return false,
-                Ping::Loading if Instant::now() < deadline => {
+                Ping::Loading | Ping::Busy if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10))
                 }
-                Ping::Loading => return false,
+                other => return other,
             }
+        }
+    }
+
+    /// `None` when no server listens on the socket; else the socket once the server is
+    /// ready, or an error if it is alive but never becomes ready. A live server is never
+    /// replaced: a second one over the same data would split the town.
+    fn running(&self, socket: &Path) -> Option<Result<PathBuf>> {
+        match self.settle(socket) {
+            Ping::Down => None,
+            Ping::Ready => Some(Ok(socket.to_path_buf())),
+            Ping::Loading | Ping::Busy => Some(Err(error::fail(
+                format!(
+                    "redis-server on {} accepts connections but was not ready within {} s",
+                    socket.display(),
+                    self.patience.as_secs()
+                ),
+                format!(
+                    "see {}; `tt shutdown` stops it",
+                    self.dir.join("redis.log").display()
+                ),
+            ))),
         }
     }
 
@@ -74,15 +99,15 @@ impl Embedded {
     /// writes (each refused with an error) and never drops data.
     pub fn ensure(&self, appendfsync: &str, maxmemory_mb: u64) -> Result<PathBuf> {
         let socket = self.socket();
-        if ping(&socket) != Ping::Down && self.ready(&socket) {
-            return Ok(socket);
+        if let Some(up) = self.running(&socket) {
+            return up;
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
         let _lock = Lock::take(&self.dir.join("redis.lock"))?;
-        if ping(&socket) != Ping::Down && self.ready(&socket) {
-            return Ok(socket);
+        if let Some(up) = self.running(&socket) {
+            return up;
         }
         let server = find_redis_server()?;
         let data = self.dir.join("data");
@@ -124,8 +149,8 @@ impl Embedded {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if ping(&socket) != Ping::Down && self.ready(&socket) {
-                return Ok(socket);
+            if let Some(up) = self.running(&socket) {
+                return up;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -205,6 +230,10 @@ enum Ping {
     Down,
     /// Up, but still loading its AOF: do not start another, do not use it yet.
     Loading,
+    /// Something accepted the connection but did not answer in time (a server starting, or
+    /// one starved of CPU on a loaded machine). It is alive: starting a second server over
+    /// the same socket and data would split the town, so wait for it like `Loading`.
+    Busy,
     Ready,
 }
 
@@ -220,6 +249,14 @@ fn ping(socket: &Path) -> Ping {
     match s.read(&mut buf) {
         Ok(n) if buf[..n].starts_with(b"-LOADING") => Ping::Loading,
         Ok(n) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH") => Ping::Ready,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ping::Busy
+        }
         _ => Ping::Down,
     }
 }
@@ -247,5 +284,52 @@ impl Drop for Lock {
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A socket that accepts connections and never answers: a server starting, or starved.
+    fn silent_server(socket: &Path) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(socket).unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming().take(64) {
+                held.push(s);
+            }
+        })
+    }
+
+    #[test]
+    fn a_silent_server_is_busy_not_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        assert_eq!(ping(&socket), Ping::Down);
+        let _server = silent_server(&socket);
+        assert_eq!(ping(&socket), Ping::Busy);
+    }
+
+    #[test]
+    fn ensure_never_starts_a_second_server_beside_a_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = Embedded {
+            dir: dir.path().join(".tt"),
+            patience: Duration::from_millis(700),
+        };
+        std::fs::create_dir_all(&embedded.dir).unwrap();
+        let _server = silent_server(&embedded.socket());
+        let err = embedded.ensure("everysec", 64).unwrap_err().to_string();
+        assert!(
+            err.contains("accepts connections but was not ready"),
+            "{err}"
+        );
+        assert!(
+            !embedded.pidfile().exists(),
+            "a second redis-server was started"
+        );
+        assert!(embedded.socket().exists(), "the live socket was removed");
     }
 }
