@@ -6,6 +6,7 @@
 mod common;
 #[path = "common/llm_server.rs"]
 mod llm_server;
+mod townhall;
 
 use std::time::{Duration, Instant};
 
@@ -649,10 +650,40 @@ async fn settled_usage_is_counted_by_agent_task_and_model_and_failures_release()
         text.contains("rev") && text.contains("t-1") && text.contains("fast"),
         "{text}"
     );
-    let e = t.refused(&["usage", "--days", "0"], 2, &["--days 0"]);
-    assert!(e.hint.contains("1 to 40"), "{e:?}");
+    let e = t.refused(&["usage", "--days", "0"], 2, &["usage over 0 days"]);
+    assert!(
+        e.hint.contains("1 to 40") && e.hint.contains("--days N"),
+        "{e:?}"
+    );
     let st = t.json(&["status", "--json"]);
     assert_eq!(st["llm_today"]["input_tokens"], 40, "{st}");
+    // tt serve shows the same: GET /v1/usage, and today's spend in /metrics.
+    let server = townhall::Server::start(&t, &[]);
+    let token = townhall::key(&t, "spend", "read");
+    let u = server.get("/v1/usage?task=t-1", &token);
+    assert_eq!(u.status, 200, "{}", u.text);
+    assert_eq!(u.body["rows"].as_array().unwrap().len(), 1, "{}", u.text);
+    assert_eq!(u.body["total"]["input_tokens"], 30, "{}", u.text);
+    assert_eq!(
+        u.body["total"]["cost_micro"],
+        30 * 2 + 20 * 10,
+        "{}",
+        u.text
+    );
+    townhall::assert_problem(
+        &server.get("/v1/usage?days=0", &token),
+        422,
+        &["usage over 0 days"],
+    );
+    let m = server.get("/metrics", &token).text;
+    for line in [
+        "tt_llm_calls_today{agent=\"rev\",model=\"fast\"} 2",
+        "tt_llm_tokens_today{agent=\"rev\",model=\"fast\",direction=\"input\"} 40",
+        "tt_llm_tokens_today{agent=\"rev\",model=\"fast\",direction=\"output\"} 25",
+        "tt_llm_cost_today{agent=\"rev\",model=\"fast\"} 0.00033",
+    ] {
+        assert!(m.contains(line), "no {line:?} in\n{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,6 @@ use clap::Args;
 
 use super::print::{format_event, format_ms, print_json, Json};
 use crate::runtime::Grants;
-use crate::store::budget::Budgets;
 use crate::store::error::one_line;
 use crate::town::Town;
 
@@ -21,17 +20,14 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
     let StatusArgs { deep, json } = args;
     let mut status = town.status(if deep { 20 } else { 5 }).await?;
     mark_unservable(town, &mut status).await?;
-    let today = Budgets::of(&town.db, town.config.retention.events)
-        .usage(1, None, None)
-        .await?;
-    let llm_today = super::usage::total(&today);
+    let llm_today = town.usage(1, None, None).await?.total;
     if json.json {
         #[derive(serde::Serialize)]
         struct WithSpend<'a> {
             #[serde(flatten)]
             status: &'a crate::town::Status,
             /// Model calls today (UTC): calls, tokens and cost over all agents.
-            llm_today: super::usage::Row,
+            llm_today: crate::town::UsageLine,
         }
         return print_json(&WithSpend {
             status: &status,

@@ -1,13 +1,11 @@
 //! `tt usage`: what the town's agents spent on model calls (tokens and cost), by agent, task
-//! and model, over the days the town keeps (`store::budget`).
+//! and model, over the days the town keeps (`town::usage`).
 
 use anyhow::Result;
 use clap::Args;
-use serde::Serialize;
 
 use super::print::{print_json, Json};
-use crate::store::budget::{self, Budgets, UsageRow, RETENTION_DAYS};
-use crate::store::error;
+use crate::store::budget::RETENTION_DAYS;
 use crate::town::Town;
 
 #[derive(Args, Debug)]
@@ -25,53 +23,6 @@ pub struct UsageArgs {
     pub json: Json,
 }
 
-/// What `tt usage --json` prints. Costs are in the prices' currency; `cost_micro` exactly.
-#[derive(Debug, Serialize)]
-pub struct Usage {
-    pub days: u64,
-    pub rows: Vec<Row>,
-    pub total: Row,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Row {
-    pub agent: String,
-    pub task: String,
-    pub model: String,
-    pub calls: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost: f64,
-    pub cost_micro: u64,
-}
-
-impl From<&UsageRow> for Row {
-    fn from(r: &UsageRow) -> Row {
-        Row {
-            agent: r.agent.clone(),
-            task: r.task.clone(),
-            model: r.model.clone(),
-            calls: r.calls,
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
-            cost: budget::amount(r.cost),
-            cost_micro: r.cost,
-        }
-    }
-}
-
-/// The sum of `rows`, with empty names.
-pub fn total(rows: &[UsageRow]) -> Row {
-    let mut t = UsageRow::default();
-    for r in rows {
-        t.calls += r.calls;
-        t.input_tokens += r.input_tokens;
-        t.output_tokens += r.output_tokens;
-        t.cost += r.cost;
-    }
-    Row::from(&t)
-}
-
 pub async fn run(town: &Town, args: UsageArgs) -> Result<()> {
     let UsageArgs {
         agent,
@@ -79,20 +30,7 @@ pub async fn run(town: &Town, args: UsageArgs) -> Result<()> {
         days,
         json,
     } = args;
-    if days == 0 || days > RETENTION_DAYS {
-        return Err(error::usage(
-            format!("--days {days}: the town keeps usage for {RETENTION_DAYS} days"),
-            format!("use 1 to {RETENTION_DAYS} (1 is today)"),
-        ));
-    }
-    let rows = Budgets::of(&town.db, town.config.retention.events)
-        .usage(days, agent.as_deref(), task.as_deref())
-        .await?;
-    let usage = Usage {
-        days,
-        total: total(&rows),
-        rows: rows.iter().map(Row::from).collect(),
-    };
+    let usage = town.usage(days, agent.as_deref(), task.as_deref()).await?;
     if json.json {
         return print_json(&usage);
     }

@@ -305,3 +305,22 @@ pub async fn events(State(app): State<App>, Query(q): Query<CountQuery>) -> Answ
     let n = q.n.unwrap_or(100).min(10_000);
     ok(app.town.events(n, q.agent.as_deref()).await?)
 }
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Only this agent's calls.
+    pub agent: Option<String>,
+    /// Only calls made while handling this task.
+    pub task: Option<String>,
+    /// How many UTC days back, today included (1 to 40; default 40).
+    pub days: Option<u64>,
+}
+
+pub async fn usage(State(app): State<App>, Query(q): Query<UsageQuery>) -> Answer {
+    let days = q.days.unwrap_or(crate::store::budget::RETENTION_DAYS);
+    ok(app
+        .town
+        .usage(days, q.agent.as_deref(), q.task.as_deref())
+        .await?)
+}

@@ -195,6 +195,61 @@ pub async fn render(town: &Town, metrics: &Metrics) -> anyhow::Result<String> {
             }
         }
     }
+    let usage = town.usage(1, None, None).await?;
+    let mut spend: BTreeMap<(&str, &str), (u64, u64, u64, f64)> = BTreeMap::new();
+    for r in &usage.rows {
+        let s = spend.entry((&r.agent, &r.model)).or_default();
+        s.0 += r.calls;
+        s.1 += r.input_tokens;
+        s.2 += r.output_tokens;
+        s.3 += r.cost;
+    }
+    head(
+        &mut out,
+        "tt_llm_calls_today",
+        "gauge",
+        "Model calls today (UTC day) per agent and model alias.",
+    );
+    for ((agent, model), s) in &spend {
+        let _ = writeln!(
+            out,
+            "tt_llm_calls_today{{agent=\"{}\",model=\"{}\"}} {}",
+            label(agent),
+            label(model),
+            s.0
+        );
+    }
+    head(
+        &mut out,
+        "tt_llm_tokens_today",
+        "gauge",
+        "Model tokens spent today (UTC day) per agent, model alias and direction.",
+    );
+    for ((agent, model), s) in &spend {
+        for (direction, n) in [("input", s.1), ("output", s.2)] {
+            let _ = writeln!(
+                out,
+                "tt_llm_tokens_today{{agent=\"{}\",model=\"{}\",direction=\"{direction}\"}} {n}",
+                label(agent),
+                label(model)
+            );
+        }
+    }
+    head(
+        &mut out,
+        "tt_llm_cost_today",
+        "gauge",
+        "Model cost today (UTC day) per agent and model alias, in the prices' currency.",
+    );
+    for ((agent, model), s) in &spend {
+        let _ = writeln!(
+            out,
+            "tt_llm_cost_today{{agent=\"{}\",model=\"{}\"}} {}",
+            label(agent),
+            label(model),
+            s.3
+        );
+    }
     let c = metrics
         .inner
         .lock()

@@ -325,6 +325,14 @@ pub fn table() -> Vec<Route> {
         ),
         route(
             M::GET,
+            "/v1/usage",
+            READ,
+            "Model calls: tokens and cost by agent, task and model",
+            api::usage,
+        )
+        .query::<api::UsageQuery>(),
+        route(
+            M::GET,
             "/v1/events/recent",
             READ,
             "The newest events, oldest first",

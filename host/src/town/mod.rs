@@ -7,8 +7,8 @@
 //!
 //! One file per concern: [`agents`](self::agents) (spawn, lifecycle, prune), [`mail`] (send,
 //! inbox, mailbox depths), [`tasks`] (tasks and the backlog), [`dlq`], [`status`] (status,
-//! events, idleness), [`init`] (creating a town's files) and [`auth`] (API keys and the audit
-//! trail of `tt serve` and `tt mcp`).
+//! events, idleness), [`usage`] (model spend), [`init`] (creating a town's files) and [`auth`]
+//! (API keys and the audit trail of `tt serve` and `tt mcp`).
 
 mod agents;
 pub mod auth;
@@ -17,6 +17,7 @@ pub mod init;
 mod mail;
 mod status;
 mod tasks;
+mod usage;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,6 +35,7 @@ use crate::store::streams::{self, Entry};
 
 pub use agents::Lifecycle;
 pub use status::{event_mentions, validate_stream_id, Follower};
+pub use usage::{Usage, UsageLine};
 
 pub struct Town {
     pub config: Config,
