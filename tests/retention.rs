@@ -9,11 +9,17 @@ use std::time::Duration;
 
 use common::{host_until_idle, plugin, TestTown};
 
+/// A town under `retention` (a sweep every 100 ms unless it sets `sweep_ms`).
 fn town(retention: &str) -> TestTown {
     let town = TestTown::new();
+    let sweep = if retention.contains("sweep_ms") {
+        ""
+    } else {
+        "sweep_ms = 100\n"
+    };
     town.write_config(&format!(
         "[town]\nname = \"test\"\n\n[host]\nlease_ms = 30000\nheartbeat_ms = 200\n\n\
-         [retention]\nsweep_ms = 100\n{retention}\n\
+         [retention]\n{sweep}{retention}\n\
          [agents.c]\nrole = \"chaos\"\nplugin = \"{}\"\n\n[agents.people]\nrole = \"mailbox\"\n",
         plugin("chaos")
     ));
@@ -61,7 +67,11 @@ fn sweep(town: &TestTown, agents: &[&str]) {
 
 #[test]
 fn mailboxes_keep_their_recent_history_and_never_lose_what_is_not_applied() {
-    let town = town("mailbox_history = 10\n");
+    // A host sweeps when it starts and then every sweep_ms; a mailbox is trimmed once it
+    // holds more than twice its history. With one sweep per run, the first run's finds
+    // nothing applied and the second's finds all 60 applied: exactly the history stays.
+    // (A sweep in between could leave 11 to 20, which the next sweep keeps.)
+    let town = town("sweep_ms = 3600000\nmailbox_history = 10\n");
     send(&town, "c", "count", 60);
     serve(&town);
     assert_eq!(
