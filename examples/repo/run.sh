@@ -41,7 +41,7 @@ name = "repo"
 
 [repo]
 target = "main"
-check = "$py -m unittest -q"
+check = "$py -B -m unittest -q"
 
 [agents.alice]
 role = "worker"

@@ -7,14 +7,16 @@ use std::process::Command;
 
 use super::{plugin, TestTown};
 
-/// The check every test town runs: the unit tests, slowed down in the merger's scratch
+/// The check every test town runs: the unit tests (`-B`: no bytecode cache, whose staleness
+/// check an edit of the same size in the same second would fool, running the old code), slowed
+/// down in the merger's scratch
 /// worktree while `.tt/worktrees/slow-merge` exists (it touches `.tt/worktrees/merging`
 /// first, so a test knows when to kill the host).
 const CHECK: &str = r#"#!/bin/sh
 case "$PWD" in
   */_merge) if [ -e ../slow-merge ]; then touch ../merging; sleep 15; fi ;;
 esac
-exec python3 -m unittest -q 2>&1
+exec python3 -B -m unittest -q 2>&1
 "#;
 
 /// `git args` in `dir`; panics unless it succeeds; its trimmed stdout.

@@ -9,7 +9,9 @@
 //! resolve, then runs the CLI again with the feedback.
 //!
 //! A CLI that cannot start, fails or times out, or makes no change, fails the task with the
-//! reason; the worktree is kept for inspection. Git and the CLI run through `exec.run-in`, so
+//! reason; the worktree is kept for inspection. A cancelled task's worktree and branch are
+//! removed when the worker hears of it (the applier tells a task's owner when someone else
+//! cancels it). Git and the CLI run through `exec.run-in`, so
 //! the agent's exec grant must allow both, with its workdir the worktrees directory and the
 //! repository's `.git` writable (`repo-common/git.rs` says why).
 //!
@@ -102,18 +104,32 @@ fn ensure_worktree(repo: &Repo, task: &str) -> Result<String, String> {
     }
     repo.git_ok(&["worktree", "prune"])?;
     let branch = repo.branch(task);
-    if repo.git_test(&[
-        "rev-parse",
-        "-q",
-        "--verify",
-        &format!("refs/heads/{branch}"),
-    ])? {
-        repo.git_ok(&["worktree", "add", &wt, &branch])?;
-    } else {
-        repo.git_ok(&["worktree", "add", "-b", &branch, &wt, &repo.target])?;
+    // `git worktree add` reads every other worktree's records, and fails on one that another
+    // worker's `add` is still writing ("failed to read .../commondir"): git has no lock for
+    // that. Such a failure is over as soon as the other `add` is, so try again a few times.
+    let mut last = String::new();
+    for _ in 0..WORKTREE_ADD_TRIES {
+        let exists = repo.git_test(&[
+            "rev-parse",
+            "-q",
+            "--verify",
+            &format!("refs/heads/{branch}"),
+        ])?;
+        let added = if exists {
+            repo.git_ok(&["worktree", "add", &wt, &branch])
+        } else {
+            repo.git_ok(&["worktree", "add", "-b", &branch, &wt, &repo.target])
+        };
+        match added {
+            Ok(_) => return Ok(wt),
+            Err(e) => last = e,
+        }
     }
-    Ok(wt)
+    Err(last)
 }
+
+/// How many times [`ensure_worktree`] runs `git worktree add` before it gives up.
+const WORKTREE_ADD_TRIES: usize = 5;
 
 /// Brings the target into the branch after a rejection. Conflicts are left as markers for
 /// the CLI; returns the conflicting files. An unfinished merge (a redelivery) is kept.
@@ -136,10 +152,29 @@ fn work(
     description: &str,
     feedback: Option<&str>,
 ) -> Vec<Action> {
-    match try_work(cfg, task, description, feedback, msg.attempt > 1) {
+    let result = try_work(cfg, task, description, feedback, msg.attempt > 1);
+    // Cancelled while the CLI ran: neither a review request nor a failure may follow.
+    if let Some(done) = if_cancelled(cfg, task) {
+        return done;
+    }
+    match result {
         Ok(actions) => actions,
         Err(e) => fail(task, e),
     }
+}
+
+/// When `task` is cancelled (its owner is told with an `info`; an assignment or a rejection
+/// may still have been on its way), removes its worktree and branch and says so: there is
+/// nothing more to do for it.
+fn if_cancelled(cfg: &Config, task: &str) -> Option<Vec<Action>> {
+    if !host::get_task(task).is_some_and(|t| t.state == "cancelled") {
+        return None;
+    }
+    cfg.repo.remove_task(task);
+    Some(vec![log(
+        LogLevel::Info,
+        format!("task {task} is cancelled; removed its worktree and branch"),
+    )])
 }
 
 fn try_work(
@@ -215,6 +250,9 @@ fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
     };
     if matches!(msg.kind, Kind::Query) {
         return answer(msg);
+    }
+    if let Some(done) = if_cancelled(cfg, &task) {
+        return done;
     }
     match &msg.kind {
         Kind::TaskAssign => work(cfg, &msg, &task, &msg.body, None),
