@@ -1247,6 +1247,38 @@ fn a_failed_claim_leaves_the_task_in_the_backlog() {
 }
 
 #[test]
+fn a_cancelled_task_s_owner_is_told_and_nobody_else() {
+    let town = TestTown::new();
+    town.ok(&["spawn", "alice"]);
+    town.ok(&["assign", "alice", "a"]);
+    town.ok(&["backlog", "add", "unowned"]);
+    town.ok(&["task", "cancel", "t1"]);
+    town.ok(&["task", "cancel", "t2"]);
+    let inbox = town.inbox("alice");
+    let kinds: Vec<(&str, &str, &str)> = inbox["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let m = &m["message"];
+            (
+                m["kind"].as_str().unwrap(),
+                m["task"].as_str().unwrap_or(""),
+                m["body"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("task-assign", "t1", "a"),
+            ("info", "t1", "task t1 was cancelled by conductor")
+        ],
+        "{inbox}"
+    );
+}
+
+#[test]
 fn cancelling_a_backlog_task_takes_it_out_of_the_backlog() {
     let town = TestTown::new();
     town.ok(&["spawn", "alice"]);

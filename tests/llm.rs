@@ -1089,6 +1089,77 @@ fn an_exhausted_budget_rejects_escalates_and_writes_events() {
     );
 }
 
+#[test]
+fn two_tt_hosts_serving_one_agent_never_overspend_its_budget() {
+    // Every call reserves its prompt's estimate plus max-tokens (100) and uses 100; twelve
+    // tasks would use 1,200 of the day's 1,000, so some calls must be refused, whichever
+    // host makes them.
+    let s = LlmServer::start(
+        vec![],
+        Some(Reply::json(200, openai_text("a draft", 10, 90)).after_ms(300)),
+    );
+    let limit = 1_000u64;
+    let t = TestTown::new();
+    let llm = llm_toml("openai", &s.openai_url(), "", "");
+    t.write_config(&format!(
+        "[town]\nname = \"test\"\n\n[host]\nlease_ms = 2000\nheartbeat_ms = 200\n{llm}\n\
+         [agents.rev]\nrole = \"reviewer\"\nplugin = \"{rev}\"\n\n\
+         [agents.w]\nrole = \"worker\"\nplugin = \"{w}\"\n\
+         config = {{ model = \"fast\", reviewer = \"rev\", max-tokens = \"100\" }}\n\
+         [agents.w.llm]\nmodels = [\"fast\"]\ntokens_per_day = {limit}\n",
+        rev = common::plugin("noop"),
+        w = common::plugin("worker-llm-py"),
+    ));
+    t.ok(&["spawn", "w", "--role", "worker"]);
+    t.ok(&["spawn", "rev", "--role", "reviewer"]);
+    for i in 0..12 {
+        t.ok(&["assign", "w", &format!("Draft note {i}.")]);
+    }
+    std::thread::scope(|scope| {
+        for name in ["h1", "h2"] {
+            let t = &t;
+            scope.spawn(move || {
+                let args = ["host", "--until-idle", "--name", name];
+                let out = common::run_timeout(t.command(&args), Duration::from_secs(180));
+                common::expect_code(&args, &out, 0);
+            });
+        }
+    });
+    let usage = t.json(&["usage", "--json"]);
+    let total = &usage["total"];
+    let spent = total["input_tokens"].as_u64().unwrap() + total["output_tokens"].as_u64().unwrap();
+    let calls = total["calls"].as_u64().unwrap();
+    assert!(spent <= limit, "spent {spent} of {limit}: {usage}");
+    assert_eq!(spent, calls * 100, "{usage}");
+    assert_eq!(s.count() as u64, calls, "refused calls were never sent");
+    let refused = t
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "budget-exhausted" && e["agent"] == "w")
+        .count() as u64;
+    assert!(
+        calls >= 1 && refused >= 1,
+        "{calls} calls, {refused} refused"
+    );
+    // No task was drafted twice; the drafted ones wait for review; each of the others was
+    // refused (a refusal while other calls hold reservations is retryable, so it may be
+    // refused again on redelivery) until it failed or its assignment was dead-lettered.
+    let rows = usage["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["calls"] == 1), "{usage}");
+    let tasks = t.json(&["tasks", "--json"]);
+    let count = |state: &str| {
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == state)
+            .count() as u64
+    };
+    let dead = t.json(&["dlq", "list", "--json"]).as_array().unwrap().len() as u64;
+    assert_eq!(count("in-review"), calls, "{tasks}");
+    assert_eq!(count("failed") + dead, 12 - calls, "{tasks}");
+}
+
 /// A town of one task, for the reviewer's `get-task`.
 struct OneTask;
 

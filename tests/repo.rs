@@ -116,7 +116,13 @@ fn three_tasks_two_workers_a_rejection_and_a_conflict_end_merged_on_main() {
     eprintln!("three tasks merged in {:?}", began.elapsed());
 
     for t in [&t1, &t2, &t3] {
-        assert_eq!(state(&town, t), "completed", "{}", town.task(t));
+        assert_eq!(
+            state(&town, t),
+            "completed",
+            "{}\nalice's mail:\n{}",
+            town.task(t),
+            mail_of(&town, "alice")
+        );
         let s = states_of(&town, t);
         assert!(
             s.ends_with(&["approved".into(), "completed".into()]),
@@ -125,7 +131,12 @@ fn three_tasks_two_workers_a_rejection_and_a_conflict_end_merged_on_main() {
     }
     // The reviewer rejected t3 with the failing test's output.
     let r = rejections_by(&town, "rita", &t3);
-    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        r.len(),
+        1,
+        "{r:?}\nalice's mail:\n{}",
+        mail_of(&town, "alice")
+    );
     assert!(
         r[0].contains("failed at commit") && mail_of(&town, "alice").contains("test_shout"),
         "{r:?}"
@@ -290,6 +301,61 @@ fn a_cli_that_hangs_or_fails_fails_its_task_and_keeps_the_worktree() {
     // Kept for inspection, and main never moved.
     assert_eq!(main_history(root).len(), 1);
     assert_tidy(root, &[&hang, &fail]);
+}
+
+#[test]
+fn a_task_cancelled_while_its_cli_runs_loses_its_worktree_and_branch() {
+    let town = repo_town(60_000);
+    let root = town.path();
+    let t = assign(
+        &town,
+        "alice",
+        &format!("@@ sleep 3\n{}", append_task(
+            "Add mul to calc",
+            "calc.py", "def mul(a, b):\n    return a * b",
+            "test_calc.py", "class TestMul(unittest.TestCase):\n    def test_mul(self):\n        self.assertEqual(calc.mul(2, 3), 6)",
+        )),
+    );
+    let args = ["host", "--name", "h1"];
+    let host = Running::start(town.command(&args), &args);
+    let deadline = Instant::now() + LONG;
+    while !root.join(".tt/worktrees").join(&t).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never made the worktree"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        town.ok(&["task", "cancel", &t]).trim(),
+        format!("{t} is now cancelled")
+    );
+    // The owner is told; the CLI's change goes nowhere: no review, no failure, no dead letter.
+    assert!(mail_of(&town, "alice").contains(&format!("task {t} was cancelled by conductor")));
+    while root.join(".tt/worktrees").join(&t).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled task's worktree stayed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    host.stop();
+    host_until_idle(&town, LONG);
+    assert_eq!(state(&town, &t), "cancelled");
+    assert_eq!(
+        states_of(&town, &t).last().map(String::as_str),
+        Some("cancelled")
+    );
+    assert!(
+        !town
+            .events()
+            .iter()
+            .any(|e| e["type"] == "sent" && e["kind"] == "review-request"),
+        "a cancelled task was sent to review"
+    );
+    assert!(dead_letters(&town).is_empty(), "{:?}", dead_letters(&town));
+    assert_eq!(main_history(root).len(), 1);
+    assert_tidy(root, &[]);
 }
 
 #[test]

@@ -89,6 +89,14 @@ impl Repo {
         Ok(self.git(args)?.status == Some(0))
     }
 
+    /// Removes task `id`'s worktree and branch (each may already be gone): a merged or a
+    /// cancelled task's. A failed task's are kept for inspection.
+    pub fn remove_task(&self, id: &str) {
+        let _ = self.git(&["worktree", "remove", "--force", &self.worktree(id)]);
+        let _ = self.git(&["worktree", "prune"]);
+        let _ = self.git(&["branch", "-D", &self.branch(id)]);
+    }
+
     /// The check as a command line, for messages.
     pub fn check_line(&self) -> String {
         self.check.join(" ")

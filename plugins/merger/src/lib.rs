@@ -61,13 +61,6 @@ fn drop_scratch(repo: &Repo) {
     let _ = repo.git(&["worktree", "prune"]);
 }
 
-/// Removes a merged task's worktree and branch (each may already be gone).
-fn clean_up(repo: &Repo, task: &str) {
-    let _ = repo.git(&["worktree", "remove", "--force", &repo.worktree(task)]);
-    let _ = repo.git(&["worktree", "prune"]);
-    let _ = repo.git(&["branch", "-D", &repo.branch(task)]);
-}
-
 fn merge(cfg: &Config, task: &str, approval: &str) -> Result<Outcome, Error> {
     let repo = &cfg.repo;
     let e = |m: String| Error {
@@ -84,7 +77,7 @@ fn merge(cfg: &Config, task: &str, approval: &str) -> Result<Outcome, Error> {
         .git_test(&["merge-base", "--is-ancestor", &commit, &old])
         .map_err(e)?
     {
-        clean_up(repo, task);
+        repo.remove_task(task);
         return Ok(Outcome::Merged(old));
     }
     drop_scratch(repo);
@@ -126,7 +119,7 @@ fn merge(cfg: &Config, task: &str, approval: &str) -> Result<Outcome, Error> {
     repo.git_ok(&["update-ref", "-m", &msg, &target_ref, &merged, &old])
         .map_err(e)?;
     warn_if_checked_out(repo);
-    clean_up(repo, task);
+    repo.remove_task(task);
     Ok(Outcome::Merged(merged))
 }
 

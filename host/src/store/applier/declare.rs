@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::{Op, Unit};
 use crate::store::keys::{Keys, CONDUCTOR, SUPERVISOR};
+use crate::store::model::TaskState;
 
 /// What the key list of a call depends on beyond its ops, as read just before the call.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -247,10 +248,16 @@ fn op_keys(
             out.insert(k.backlog());
             moved(out, task);
         }
-        Op::Transition { task, .. } => {
+        Op::Transition { task, to, .. } => {
             agent(out, by);
             out.insert(k.backlog());
             moved(out, task);
+            // A cancelled task's owner is told.
+            if *to == TaskState::Cancelled {
+                for o in owners {
+                    send(out, by, o, false);
+                }
+            }
         }
         Op::MarkRunning { task } => moved(out, task),
         Op::RequestReview { task, reviewer, .. } => {

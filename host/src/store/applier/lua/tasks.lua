@@ -85,8 +85,19 @@ function OPS.transition(op)
       ') may ' .. (to == 'failed' and 'fail' or 'move') .. ' it')
   end
   check_size('result', s(op.text))
+  local owner_now = t.owner
   move(id, to, by, fields)
-  if to == 'cancelled' then later(function() call('ZREM', key('backlog'), id) end) end
+  if to == 'cancelled' then
+    later(function() call('ZREM', key('backlog'), id) end)
+    -- The owner hears of it (a repository worker removes the task's worktree), unless it
+    -- cancelled the task itself or is gone.
+    if present(owner_now) and owner_now ~= '' and owner_now ~= by and agent(owner_now) then
+      local why = s(op.text)
+      send({from = by or 'conductor', to = owner_now, kind = 'info', task = id,
+        body = 'task ' .. id .. ' was cancelled by ' .. (by or 'conductor') ..
+          (why and (': ' .. why) or '')})
+    end
+  end
 end
 
 -- The host marks a task running when its owner starts on it; anything else is left alone.
