@@ -27,7 +27,7 @@ esac
 export CARGO_TARGET_DIR="$target_dir"
 
 # (guest/ is the library they share, tinytown-guest: no component of its own.)
-rust_plugins=(worker reviewer reviewer-llm conductor noop relay chaos approver repo-worker repo-reviewer merger)
+rust_plugins=(worker reviewer reviewer-llm conductor noop relay chaos approver repo-worker repo-reviewer repo-reviewer-llm merger)
 
 # Components produced by this run, reported together at the end.
 produced=()

@@ -5,13 +5,16 @@
 //! passes the check, and that the worktrees and branches of finished tasks are gone.
 
 mod common;
+#[path = "common/llm_server.rs"]
+mod llm_server;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::repo::{append_task, assign, check_passes_at, git, main_history, repo_town};
-use common::{host_until_idle, Running, TestTown};
-use serde_json::Value;
+use common::{host_until_idle, plugin, Running, TestTown};
+use llm_server::{openai_text, LlmServer, Reply};
+use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -356,6 +359,88 @@ fn a_task_cancelled_while_its_cli_runs_loses_its_worktree_and_branch() {
     assert!(dead_letters(&town).is_empty(), "{:?}", dead_letters(&town));
     assert_eq!(main_history(root).len(), 1);
     assert_tidy(root, &[]);
+}
+
+#[test]
+fn a_reviewer_granted_a_model_asks_it_about_each_change_that_passes_the_check() {
+    let verdict = |v: &str, reason: &str| {
+        let text = json!({"verdict": v, "reason": reason}).to_string();
+        Reply::json(200, openai_text(&text, 40, 9))
+    };
+    let s = LlmServer::start(
+        vec![
+            verdict("approve", "adds mul as asked"),
+            verdict("reject", "shout must end with three exclamation marks"),
+        ],
+        Some(Reply::text(500, "no third call was expected")),
+    );
+    let town = repo_town(60_000);
+    let root = town.path();
+    // rita becomes repo-reviewer-llm, granted the model `fast` of a provider on loopback.
+    std::env::set_var("TT_TEST_REPO_LLM_KEY", "sk-repo-test");
+    let text = std::fs::read_to_string(root.join("tinytown.toml")).unwrap();
+    let reviewer = format!("plugin = \"{}\"", plugin("repo-reviewer"));
+    assert!(text.contains(&reviewer));
+    let text = text.replace(
+        &reviewer,
+        &format!(
+            "plugin = \"{}\"\nconfig = {{ model = \"fast\" }}",
+            plugin("repo-reviewer-llm")
+        ),
+    ) + &format!(
+        "\n[llm.providers.p]\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         api_key_env = \"TT_TEST_REPO_LLM_KEY\"\ntimeout_ms = 5000\nretries = 0\n\
+         [llm.models.fast]\nprovider = \"p\"\nmodel = \"m-1\"\nmax_tokens = 100\n\
+         [agents.rita.llm]\nmodels = [\"fast\"]\n",
+        s.openai_url()
+    );
+    // Without its model named, the swap is refused and rita stays as she was.
+    town.write_config(&text.replace("config = { model = \"fast\" }", ""));
+    let refused = town.fails(&["swap", "rita", &plugin("repo-reviewer-llm")], 1);
+    assert!(refused.contains("model"), "{refused}");
+    town.write_config(&text);
+    town.ok(&["swap", "rita", &plugin("repo-reviewer-llm")]);
+
+    // A change that passes the check and that the model approves is merged.
+    let t1 = assign(&town, "alice", &append_task(
+        "Add mul to calc",
+        "calc.py", "def mul(a, b):\n    return a * b",
+        "test_calc.py", "class TestMul(unittest.TestCase):\n    def test_mul(self):\n        self.assertEqual(calc.mul(2, 3), 6)",
+    ));
+    host_until_idle(&town, LONG);
+    assert_eq!(state(&town, &t1), "completed", "{}", town.task(&t1));
+    assert_eq!(s.count(), 1);
+    let asked = s.seen()[0].body.to_string();
+    assert!(
+        asked.contains("Add mul to calc") && asked.contains("+def mul(a, b):"),
+        "the model sees the task and the diff: {asked}"
+    );
+    let approval = mail_of(&town, "merger");
+    assert!(
+        approval.contains("passed at commit") && approval.contains("the model approved: adds mul"),
+        "{approval}"
+    );
+
+    // One the model rejects goes back with its reason; the stand-in CLI has nothing to change
+    // on the feedback, so the task fails, and main keeps only the approved change.
+    let t2 = assign(&town, "alice", &append_task(
+        "Add shout to text",
+        "text.py", "def shout(s):\n    return s.upper() + \"!\"",
+        "test_text.py", "class TestShout(unittest.TestCase):\n    def test_shout(self):\n        self.assertEqual(text.shout(\"hi\"), \"HI!\")",
+    ));
+    host_until_idle(&town, LONG);
+    assert_eq!(s.count(), 2);
+    let r = rejections_by(&town, "rita", &t2);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(
+        mail_of(&town, "alice")
+            .contains("the model rejected the change: shout must end with three"),
+        "{}",
+        mail_of(&town, "alice")
+    );
+    assert_eq!(state(&town, &t2), "failed", "{}", town.task(&t2));
+    assert_eq!(main_history(root).len(), 2);
+    assert_tidy(root, &[&t2]);
 }
 
 #[test]

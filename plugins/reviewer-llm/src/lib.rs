@@ -15,13 +15,13 @@
 
 wit_bindgen::generate!({ world: "agent-llm", path: "../../wit" });
 
+#[path = "../../llm-common/verdict.rs"]
+mod verdict;
+
 use tinytown::agent::host;
-use tinytown::agent::llm;
 use tinytown::agent::types::{Kind, Outgoing, Priority, TaskOutcome};
 use tinytown_guest::{ConfigError, Table};
-
-/// The shape of an answer: the response format of every request.
-const VERDICT_SCHEMA: &str = r#"{"type":"object","properties":{"verdict":{"type":"string","enum":["approve","reject"]},"reason":{"type":"string"}},"required":["verdict","reason"],"additionalProperties":false}"#;
+use verdict::Review;
 
 const SYSTEM: &str = "You review work done for a task. Judge whether the work does what the \
 task asks, correctly and completely. Answer only with JSON: {\"verdict\": \"approve\" or \
@@ -45,48 +45,6 @@ fn parse_config(config: &Table) -> Result<Config, ConfigError> {
     })
 }
 
-/// One review's outcome: approve or not, the text, and what to escalate.
-struct Review {
-    approved: bool,
-    text: String,
-    escalation: Option<String>,
-}
-
-impl Review {
-    fn reject(text: impl Into<String>) -> Review {
-        Review { approved: false, text: text.into(), escalation: None }
-    }
-    fn reject_and_escalate(text: String) -> Review {
-        let escalation = Some(format!("reviewer {}: {text}", host::self_name()));
-        Review { approved: false, text, escalation }
-    }
-}
-
-/// What the model's answer means. Only `{"verdict": "approve", ...}` approves.
-fn judge(resp: &llm::Response) -> Review {
-    if !matches!(resp.finish_reason, llm::FinishReason::Stop) || !resp.tool_calls.is_empty() {
-        return Review::reject(format!(
-            "the model's answer is not a verdict (it stopped with {:?})",
-            resp.finish_reason
-        ));
-    }
-    let v: serde_json::Value = match serde_json::from_str(resp.text.trim()) {
-        Ok(v) => v,
-        Err(e) => return Review::reject(format!("the model's answer is not a verdict (not JSON: {e})")),
-    };
-    let reason = v.get("reason").and_then(|r| r.as_str()).map(str::trim).unwrap_or("");
-    match v.get("verdict").and_then(|r| r.as_str()) {
-        Some("approve") => Review {
-            approved: true,
-            text: if reason.is_empty() { "approved by the model".into() } else { reason.into() },
-            escalation: None,
-        },
-        Some("reject") if !reason.is_empty() => Review::reject(reason),
-        Some("reject") => Review::reject("rejected by the model, without a reason"),
-        _ => Review::reject("the model's answer is not a verdict (no verdict approve or reject)"),
-    }
-}
-
 fn review(cfg: &Config, task_id: &str, body: &str) -> Review {
     if body.trim().is_empty() {
         return Review::reject("nothing to review");
@@ -99,37 +57,12 @@ fn review(cfg: &Config, task_id: &str, body: &str) -> Review {
         system.push_str("\n\n");
         system.push_str(extra);
     }
-    let msg = |role, content: String| llm::ChatMessage {
-        role,
-        content,
-        tool_calls: Vec::new(),
-        tool_call_id: None,
-    };
-    let req = llm::Request {
-        model: cfg.model.clone(),
-        messages: vec![
-            msg(llm::Role::System, system),
-            msg(
-                llm::Role::User,
-                format!("Task {task_id}:\n{}\n\nThe work submitted:\n{body}", task.description),
-            ),
-        ],
-        tools: Vec::new(),
-        response_format: Some(VERDICT_SCHEMA.to_string()),
-        params: llm::Params { max_tokens: cfg.max_tokens, temperature: Some(0.0), stop: Vec::new() },
-    };
-    match llm::chat(&req) {
-        Ok(resp) => judge(&resp),
-        Err(e) => {
-            let text = format!("the review could not be done ({:?}): {}", e.code, e.message);
-            match e.code {
-                // A transient failure: the owner can ask again later.
-                llm::ErrorCode::RateLimited | llm::ErrorCode::ProviderUnavailable => Review::reject(text),
-                // Budgets, grants and requests are for a human to fix.
-                _ => Review::reject_and_escalate(text),
-            }
-        }
-    }
+    verdict::ask(
+        &cfg.model,
+        cfg.max_tokens,
+        system,
+        format!("Task {task_id}:\n{}\n\nThe work submitted:\n{body}", task.description),
+    )
 }
 
 fn handle_with(cfg: &Config, msg: Message) -> Vec<Action> {
