@@ -3,6 +3,7 @@
 //! Real hosts, real Redis, real plugins.
 
 mod common;
+mod townhall;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,21 +75,32 @@ fn replay(town: &TestTown, agent: &str, candidate: &str, more: &[&str]) -> Value
 
 /// What a replay must not change: the keys, the events, the journal, the tasks.
 fn fingerprint(town: &TestTown) -> String {
-    let entries = |k: &str| {
-        let info = town.redis(&["XINFO", "STREAM", &town.key(k)]);
-        info.lines()
-            .skip_while(|l| !l.contains("entries-added"))
-            .nth(1)
-            .unwrap_or("")
-            .to_string()
-    };
     format!(
-        "{} {} {} {}",
+        "{} {}",
+        entries_added(town, "events"),
+        fingerprint_but_events(town)
+    )
+}
+
+/// [`fingerprint`] without the events: over REST every write request, allowed or refused, is
+/// audited as an event.
+fn fingerprint_but_events(town: &TestTown) -> String {
+    format!(
+        "{} {} {}",
         town.redis(&["DBSIZE"]),
-        entries("events"),
-        entries("journal:r"),
+        entries_added(town, "journal:r"),
         town.ok(&["tasks", "--json"])
     )
+}
+
+/// How many entries stream `k` of the town ever had.
+fn entries_added(town: &TestTown, k: &str) -> String {
+    let info = town.redis(&["XINFO", "STREAM", &town.key(k)]);
+    info.lines()
+        .skip_while(|l| !l.contains("entries-added"))
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -240,6 +252,96 @@ fn a_different_policy_shows_each_decision_it_would_change_and_changes_nothing() 
     assert!(
         events.contains("\"judged\":\"4 handlings of r replayed"),
         "{events}"
+    );
+}
+
+#[test]
+fn replay_and_the_gated_swap_over_rest() {
+    let town = reviewed(
+        &[("r", "reviewer")],
+        &["good 1", "bad 2", "good 3", "bad 4"],
+        "",
+    );
+    let s = townhall::Server::start(&town, &[]);
+    let manage = townhall::key(&town, "ops", "manage");
+    let writer = townhall::key(&town, "w", "write");
+    let approver = plugin("approver");
+    let before = fingerprint_but_events(&town);
+
+    // The report, as `tt replay --json` gives it; nothing written.
+    let r = s.post(
+        "/v1/agents/r/replay",
+        &manage,
+        serde_json::json!({"plugin": approver, "last": 10}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["handlings"], 4, "{}", r.text);
+    assert_eq!(r.body["totals"]["reject -> approve"], 2, "{}", r.text);
+    assert_eq!(fingerprint_but_events(&town), before);
+    townhall::assert_problem(
+        &s.post(
+            "/v1/agents/nobody/replay",
+            &manage,
+            serde_json::json!({"plugin": approver}),
+        ),
+        404,
+        &["nobody"],
+    );
+    townhall::assert_problem(
+        &s.post(
+            "/v1/agents/r/replay",
+            &writer,
+            serde_json::json!({"plugin": approver}),
+        ),
+        403,
+        &["manage"],
+    );
+
+    // A gated swap that differs too much: 409 with the report, and r keeps its plugin.
+    let refused = s.post(
+        "/v1/agents/r/swap",
+        &manage,
+        serde_json::json!({"plugin": approver, "replay": 10, "max_diff": 0.1}),
+    );
+    townhall::assert_problem(
+        &refused,
+        409,
+        &["swap refused", "4 handlings of r replayed"],
+    );
+    assert_eq!(refused.body["report"]["different"], 4, "{}", refused.text);
+    assert_eq!(fingerprint_but_events(&town), before);
+    townhall::assert_problem(
+        &s.post(
+            "/v1/agents/r/swap",
+            &manage,
+            serde_json::json!({"plugin": approver, "replay": 10, "max_diff": 5}),
+        ),
+        422,
+        &["max-diff 5"],
+    );
+    // Within the gate: swapped, with what it was judged on.
+    let ok = s.post(
+        "/v1/agents/r/swap",
+        &manage,
+        serde_json::json!({"plugin": approver, "replay": 10, "max_diff": 1.0}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert!(
+        ok.body["judged"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 handlings of r replayed"),
+        "{}",
+        ok.text
+    );
+    let agent = s.get("/v1/agents/r", &manage);
+    assert!(
+        agent.body["plugin"]
+            .as_str()
+            .unwrap()
+            .ends_with("approver.wasm"),
+        "{}",
+        agent.text
     );
 }
 

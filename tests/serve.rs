@@ -248,15 +248,16 @@ fn rest_does_what_the_cli_does_and_refuses_with_the_right_status() {
         "{ev}"
     );
 
-    // Prune: kill then prune removes alice; her four unread messages (the urgent one and three
-    // task assignments) go to the dead letters, and one can be retried once she is back.
+    // Prune: kill then prune removes alice; her five unread messages (the urgent one, three
+    // task assignments and the notice that t2 was cancelled) go to the dead letters, and one
+    // can be retried once she is back.
     s.post("/v1/agents/alice/kill", &m, json!({}));
     assert_eq!(
         s.post("/v1/prune", &m, json!({})).body["removed"],
         json!(["alice"])
     );
     let dlq = s.ok("/v1/dlq", &m);
-    assert_eq!(dlq.as_array().unwrap().len(), 4, "{dlq}");
+    assert_eq!(dlq.as_array().unwrap().len(), 5, "{dlq}");
     let first = dlq[0]["id"].as_str().unwrap().to_string();
     assert_problem(
         &s.post(&format!("/v1/dlq/{first}/retry"), &m, json!({})),
@@ -279,7 +280,7 @@ fn rest_does_what_the_cli_does_and_refuses_with_the_right_status() {
             .status,
         200
     );
-    assert_eq!(s.ok("/v1/dlq", &m).as_array().unwrap().len(), 2);
+    assert_eq!(s.ok("/v1/dlq", &m).as_array().unwrap().len(), 3);
 
     // Routes that do not exist, and methods a route does not take: problem details too.
     assert_problem(&s.get("/v1/nothing", &m), 404, &["/v1/nothing"]);

@@ -146,24 +146,13 @@ async fn gate(
     last: usize,
     max_diff: &str,
 ) -> Result<String> {
+    use crate::host::gate::{judge, refusal, Judgement};
     let max = super::replay::parse_share(max_diff)?;
-    let opts = crate::host::replay::ReplayOptions {
-        last: last.max(1),
-        ..Default::default()
-    };
-    let report = crate::host::replay::replay(town, agent, &plugin.to_string_lossy(), &opts).await?;
-    if report.diff_share() > max {
-        super::replay::print_report(&report);
-        return Err(crate::store::error::fail(
-            format!(
-                "swap refused: {} ({:.1}% differ, more than --max-diff {:.1}%); {agent} keeps \
-                 its plugin",
-                report.summary(),
-                report.diff_share() * 100.0,
-                max * 100.0
-            ),
-            "look at the cases above (tt replay for the details), or raise --max-diff",
-        ));
+    match judge(town, agent, &plugin.to_string_lossy(), last, max).await? {
+        Judgement::Passed(summary) => Ok(summary),
+        Judgement::Refused(report) => {
+            super::replay::print_report(&report);
+            Err(refusal(agent, &report, max))
+        }
     }
-    Ok(report.summary())
 }

@@ -19,9 +19,11 @@
 //! - [`actions`]: the WIT contract <-> the town's messages and applier ops.
 //! - [`lookup`]: the role's read-only questions, answered from Redis.
 //! - [`replay`]: a candidate policy run on an agent's journal (`tt replay`, gated swaps).
+//! - [`gate`]: the gated swap's judgement on that replay, for the CLI and the server alike.
 //! - [`swap`]: validating a candidate and switching an agent's policy (swap, rollback, shadow).
 
 mod actions;
+pub mod gate;
 mod handling;
 pub mod lookup;
 pub mod replay;

@@ -26,6 +26,9 @@ pub struct Problem {
     /// Seconds to wait before trying again (429), also sent as `Retry-After`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// What a refusal was judged on (a gated swap's replay report), an extension member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<serde_json::Value>>,
 }
 
 impl Problem {
@@ -38,6 +41,7 @@ impl Problem {
             detail: detail.into(),
             hint: Some(hint.into()),
             retry_after: None,
+            report: None,
         }
     }
 

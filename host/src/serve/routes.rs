@@ -209,6 +209,14 @@ pub fn table() -> Vec<Route> {
             swaps::shadow_stop,
         ),
         route(
+            M::POST,
+            "/v1/agents/{name}/replay",
+            MANAGE,
+            "Replay a candidate plugin on the agent's journal (writes nothing)",
+            swaps::replay,
+        )
+        .body::<swaps::ReplayBody>(),
+        route(
             M::GET,
             "/v1/swaps",
             READ,
