@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::lookup::TownLookup;
@@ -165,17 +165,18 @@ pub async fn replay(
         cases: Vec::new(),
     };
     let mut instance = None;
-    for (_, entry) in entries {
+    for (_, mut entry) in entries {
         if !report.original_digests.contains(&entry.digest) {
             report.original_digests.push(entry.digest.clone());
         }
-        let msg: wit::Message = serde_json::from_value(entry.message.clone()).map_err(|e| {
+        // Read in place: no copy of the message or the calls per handling.
+        let msg = wit::Message::deserialize(&entry.message).map_err(|e| {
             error::fail(
                 format!("journal entry of {} does not read: {e}", entry.msg),
                 "it was written by another version of tt; replay newer handlings (--last)",
             )
         })?;
-        let calls = serde_json::from_value(entry.calls.clone()).unwrap_or_default();
+        let calls = serde_json::from_value(entry.calls.take()).unwrap_or_default();
         if instance
             .as_ref()
             .is_none_or(|i: &crate::runtime::Instance| i.is_dead())
@@ -214,13 +215,18 @@ pub async fn replay(
             Ok(a) => serde_json::to_value(a).unwrap_or_default(),
             Err(f) => Value::String(format!("error: {}", f.reason)),
         };
-        let original = entry
-            .actions
-            .clone()
-            .unwrap_or_else(|| Value::String(entry.outcome.clone()));
-        match difference(&entry, &original, &candidate, got.is_ok()) {
+        let failed;
+        let original = match &entry.actions {
+            Some(a) => a,
+            None => {
+                failed = Value::String(entry.outcome.clone());
+                &failed
+            }
+        };
+        match difference(&entry, original, &candidate, got.is_ok()) {
             None => report.same += 1,
             Some(kind) => {
+                let original = original.clone();
                 report.different += 1;
                 *report.totals.entry(kind.clone()).or_default() += 1;
                 report.cases.push(Case {
