@@ -115,7 +115,31 @@ pub async fn replay(
     opts: &ReplayOptions,
 ) -> Result<Report> {
     town.need_agent(agent).await?;
-    let mut entries = town.db.journal_read(agent, usize::MAX).await?;
+    let peers = super::builtin_peers(town).await?;
+    let prepared = crate::runtime::builtin::prepare(&town.config, agent, plugin, &peers)?;
+    // The candidate loads (an engine, the compiled code from the cache) while the journal is
+    // read: both are fixed costs of every replay. Only the newest N are read when nothing
+    // else filters them.
+    let load = {
+        let cache = town.config.state_dir().join("cache");
+        let (agent, source, grants) = (
+            agent.to_string(),
+            prepared.source.clone(),
+            prepared.grants.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let runtime = Arc::new(Runtime::new(Some(cache), false)?);
+            let loaded = runtime.load_source(&agent, &source, &grants)?;
+            anyhow::Ok((runtime, loaded))
+        })
+    };
+    let unfiltered = opts.task.is_none() && opts.since_ms.is_none() && opts.last > 0;
+    let read = town
+        .db
+        .journal_read(agent, if unfiltered { opts.last } else { usize::MAX });
+    let (entries, loaded) = tokio::join!(read, load);
+    let (runtime, loaded) = loaded??;
+    let mut entries = entries?;
     entries.retain(|(_, e)| {
         opts.task
             .as_ref()
@@ -125,21 +149,6 @@ pub async fn replay(
     if opts.last > 0 && entries.len() > opts.last {
         entries.drain(..entries.len() - opts.last);
     }
-    let peers = super::builtin_peers(town).await?;
-    let prepared = crate::runtime::builtin::prepare(&town.config, agent, plugin, &peers)?;
-    let runtime = Arc::new(Runtime::new(
-        Some(town.config.state_dir().join("cache")),
-        false,
-    )?);
-    let loaded = {
-        let (runtime, agent, source, grants) = (
-            runtime.clone(),
-            agent.to_string(),
-            prepared.source.clone(),
-            prepared.grants.clone(),
-        );
-        tokio::task::spawn_blocking(move || runtime.load_source(&agent, &source, &grants)).await??
-    };
     let lookup: Arc<dyn Lookup> = if opts.live {
         let town = Town {
             config: town.config.clone(),
