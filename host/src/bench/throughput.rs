@@ -133,16 +133,27 @@ pub(super) async fn host_figure(
     agents: usize,
     tweak: impl FnOnce(&mut crate::store::config::Config),
 ) -> Result<(usize, Duration)> {
-    let f = host_figure_measured(opts, agents, tweak).await?;
+    let f = figure(opts, agents, tweak, false).await?;
     Ok((f.messages, f.elapsed))
 }
 
-/// [`host_figure`], with the CPU the host and Redis spent: on a machine shared with other
-/// work, CPU per message moves much less than messages per second do.
+/// [`host_figure`], with the CPU the host and Redis spent (on a machine shared with other
+/// work, CPU per message moves much less than messages per second do), and the role compiled
+/// into the scratch town's cache first: compiling it is a fixed cost of a fresh town (a large
+/// one in a debug build) that would blur what is compared.
 pub(super) async fn host_figure_measured(
     opts: &BenchOptions,
     agents: usize,
     tweak: impl FnOnce(&mut crate::store::config::Config),
+) -> Result<Figure> {
+    figure(opts, agents, tweak, true).await
+}
+
+async fn figure(
+    opts: &BenchOptions,
+    agents: usize,
+    tweak: impl FnOnce(&mut crate::store::config::Config),
+    warm: bool,
 ) -> Result<Figure> {
     let names: Vec<String> = (0..agents).map(|i| format!("n{i}")).collect();
     let specs: Vec<Spec> = names
@@ -152,6 +163,16 @@ pub(super) async fn host_figure_measured(
     let s = Scratch::with(opts, &specs, tweak).await?;
     let per_agent = (opts.messages / agents).max(200);
     s.fill(&names, per_agent, "x").await?;
+    if warm {
+        let cache = s.town.config.state_dir().join("cache");
+        let path = opts.plugins.join("noop.wasm");
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path)?;
+            crate::runtime::Runtime::new(Some(cache), false)?.compile(&path, &bytes)?;
+            anyhow::Ok(())
+        })
+        .await??;
+    }
     let (cpu, redis) = (cpu_secs(), redis_cpu(&s).await?);
     let t = Instant::now();
     let (stop, handle) = start_host(&s.town);
