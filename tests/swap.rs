@@ -249,3 +249,133 @@ fn shadow_mode_reports_exactly_the_decisions_that_differ() {
     );
     town.refused(&["shadow", "stop", "c"], 1, &["has no shadow"]);
 }
+
+/// Handled events of agent `c`, in order: their digests.
+fn handled_digests(town: &TestTown) -> Vec<String> {
+    town.events()
+        .into_iter()
+        .filter(|e| e["type"] == "handled" && e["agent"] == "c")
+        .map(|e| e["digest"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Waits until agent `c` has handled `n` messages.
+fn wait_handled(town: &TestTown, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = handled_digests(town);
+        if d.len() >= n {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "only {} of {n} handled", d.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_swap_switches_to_an_instance_initialised_with_the_agents_config() {
+    // c serves on noop; the relay it is swapped to forwards each message to `next`, which it
+    // reads in `init`. The host makes the relay ready while noop serves, then switches.
+    let (noop, relay) = (plugin_path("noop"), plugin_path("relay"));
+    let town = setup(&noop, "config = { next = \"sink\" }\n");
+    town.ok(&["spawn", "sink", "--role", "mailbox"]);
+    let host = town.start(&["host", "--name", "h1"]);
+    for i in 0..5 {
+        town.ok(&["send", "c", &format!("before {i}")]);
+    }
+    wait_handled(&town, 5);
+    town.ok(&["swap", "c", relay.to_str().unwrap()]);
+    let (mut sent, deadline) = (5, Instant::now() + Duration::from_secs(120));
+    // Steady traffic until a message has been handled on the relay, and a few more after it.
+    let mut after = None;
+    while after.is_none_or(|first: usize| sent < first + 5) {
+        assert!(Instant::now() < deadline, "the swap never took effect");
+        town.ok(&["send", "c", &format!("m {sent}")]);
+        sent += 1;
+        let d = wait_handled(&town, sent);
+        if after.is_none() {
+            after = d.iter().position(|x| *x == digest(&relay)).map(|_| sent);
+        }
+    }
+    let digests = wait_handled(&town, sent);
+    let stderr = host.stop();
+    assert_eq!(digests.len(), sent, "each message handled once: {stderr}");
+    // One switch, from noop to relay, and none back.
+    let first = digests.iter().position(|d| *d == digest(&relay)).unwrap();
+    assert!(first >= 5, "{digests:?}");
+    assert!(digests[..first].iter().all(|d| *d == digest(&noop)));
+    assert!(digests[first..].iter().all(|d| *d == digest(&relay)));
+    // Every message the relay handled, its first included, went where its `init` config says.
+    let forwarded = town.inbox("sink");
+    let forwarded = forwarded["waiting"].as_array().unwrap_or_else(|| {
+        panic!("sink inbox: {forwarded}");
+    });
+    assert_eq!(forwarded.len(), sent - first, "{forwarded:?}");
+    assert!(town
+        .json(&["dlq", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_candidate_that_cannot_start_on_the_host_leaves_the_old_plugin_serving() {
+    // `tt swap` validates a candidate before recording it; a host whose config differs (here:
+    // the record written directly, past validation) must still refuse to switch to a plugin
+    // whose `init` fails, and keep the old one serving instead of dead-lettering the mail.
+    let (noop, chaos) = (plugin_path("noop"), plugin_path("chaos"));
+    let town = setup(&noop, "config = { init = \"trap\" }\n");
+    let log = town.path().join("host.log");
+    let mut host = town
+        .command(&["host", "--name", "h1"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    town.ok(&["send", "c", "ok"]);
+    wait_handled(&town, 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt
+        .block_on(tinytown::town::Town::open(town.path()))
+        .unwrap();
+    let op = Op::AgentPlugin {
+        name: "c".into(),
+        plugin: chaos.display().to_string(),
+        digest: digest(&chaos),
+        judged: None,
+    };
+    rt.block_on(t.db.apply_human("conductor", vec![op]))
+        .unwrap();
+    for i in 0..5 {
+        town.ok(&["send", "c", &format!("ok {i}")]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The host says why it did not switch (once it has tried).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("cannot serve agent `c` on this host") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    town.ok(&["send", "c", "ok after"]);
+    let digests = wait_handled(&town, 7);
+    unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
+    assert!(host.wait().unwrap().success());
+    assert_eq!(digests.len(), 7, "{said}");
+    assert!(
+        digests.iter().all(|d| *d == digest(&noop)),
+        "{digests:?}\n{said}"
+    );
+    assert!(
+        said.contains("cannot serve agent `c` on this host") && said.contains("in init"),
+        "{said}"
+    );
+    assert!(said.contains("the old plugin keeps serving"), "{said}");
+    assert!(town
+        .json(&["dlq", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

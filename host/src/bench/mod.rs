@@ -11,7 +11,8 @@
 //! - [`scratch`]: the throwaway town and hosts.
 //! - [`throughput`]: Redis baseline, `tt send`, library and host throughput.
 //! - [`latency`]: latency, cold start, idle memory.
-//! - [`scaling`]: several hosts, swap latency, polyglot load times.
+//! - [`scaling`]: several hosts, polyglot load times.
+//! - [`swap`]: the pause in handling a swap causes (`tt bench swap`).
 //! - [`exec`]: what confining a program costs per `exec`.
 //! - [`soak`]: memory and throughput over a long run (`tt bench soak`).
 
@@ -22,6 +23,7 @@ mod replay;
 mod scaling;
 mod scratch;
 mod soak;
+mod swap;
 mod throughput;
 
 use std::path::PathBuf;
@@ -60,7 +62,7 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// The suites `tt bench SUITE` runs alone.
-pub const SUITES: [&str; 5] = ["exec", "soak", "serve", "replay", "llm"];
+pub const SUITES: [&str; 6] = ["exec", "soak", "serve", "replay", "llm", "swap"];
 
 pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     match suite {
@@ -69,6 +71,7 @@ pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
         Some("soak") => return soak::soak(&opts).await,
         Some("replay") => return replay::suite(&opts).await,
         Some("llm") => return llm::suite(&opts).await,
+        Some("swap") => return swap::suite(&opts).await,
         Some(other) => {
             return Err(crate::store::error::fail(
                 format!("there is no bench suite `{other}`"),
@@ -106,7 +109,7 @@ pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     for hosts in [1, 2, 3] {
         scaling::several_hosts(&opts, hosts).await?;
     }
-    scaling::swap_latency(&opts).await?;
+    swap::swap_pause(&opts).await?;
     scaling::polyglot_load(&opts)?;
     exec::confinement_cost(&format!("(host RSS {} MiB)", rss_kib() / 1024)).await?;
     Ok(())

@@ -1,7 +1,8 @@
 //! `tt bench replay`: what the journal costs the host, and how fast a candidate replays.
 //!
 //! - The journal's cost: the host figure (10 no-op agents) with the journal on (the default)
-//!   and off (`[retention] journal = 0`), interleaved, in the same run.
+//!   and off (`[retention] journal = 0`), interleaved, in the same run; and the CPU per
+//!   message of the host and of Redis, which a machine shared with other work blurs less.
 //! - The replay rate: a reviewer's journal of 10,000 handlings (20 real review requests served
 //!   by a host, their entries repeated), replayed on the same plugin, for the Rust and the
 //!   Python reviewer.
@@ -23,24 +24,40 @@ pub(super) async fn suite(opts: &BenchOptions) -> Result<()> {
     Ok(())
 }
 
-async fn host_figure(opts: &BenchOptions, journal: u64) -> Result<f64> {
-    let (total, el) =
-        super::throughput::host_figure(opts, 10, |c| c.retention.journal = journal).await?;
-    Ok(total as f64 / el.as_secs_f64())
+/// Messages per second, and CPU µs per message of the host and of Redis.
+async fn host_figure(opts: &BenchOptions, journal: u64) -> Result<(f64, f64, f64)> {
+    let f = super::throughput::host_figure_measured(opts, 10, |c| c.retention.journal = journal)
+        .await?;
+    let n = f.messages as f64;
+    Ok((
+        n / f.elapsed.as_secs_f64(),
+        f.host_cpu * 1e6 / n,
+        f.redis_cpu * 1e6 / n,
+    ))
 }
 
 async fn journal_cost(opts: &BenchOptions) -> Result<()> {
+    const RUNS: usize = 3;
     let (mut on, mut off) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
+    for _ in 0..RUNS {
         off.push(host_figure(opts, 0).await?);
         on.push(host_figure(opts, 1_000).await?);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (a, b) = (mean(&on), mean(&off));
+    let mean = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+        v.iter().map(f).sum::<f64>() / v.len() as f64
+    };
+    let (a, b) = (mean(&on, |x| x.0), mean(&off, |x| x.0));
     println!(
         "journal cost, tt host with 10 no-op agents: journal on {a:.0} msg/s, off {b:.0} msg/s \
-         (same run, 2 runs each, interleaved): {:.1}% slower   (target < 10%)",
+         (same run, {RUNS} runs each, interleaved): {:.1}% slower   (target < 10%)",
         (1.0 - a / b) * 100.0
+    );
+    let (ha, hb) = (mean(&on, |x| x.1), mean(&off, |x| x.1));
+    let (ra, rb) = (mean(&on, |x| x.2), mean(&off, |x| x.2));
+    println!(
+        "journal cost in CPU per message: host {ha:.0} µs on, {hb:.0} µs off; Redis {ra:.1} µs \
+         on, {rb:.1} µs off; together {:.1}% more",
+        ((ha + ra) / (hb + rb) - 1.0) * 100.0
     );
     Ok(())
 }

@@ -1,13 +1,11 @@
-//! Several hosts on one town, swap latency, polyglot plugin load times.
+//! Several hosts on one town, polyglot plugin load times.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::scratch::{start_host, start_named_host, Scratch, Spec};
-use super::{ms, percentile, BenchOptions};
-use crate::store::applier::Op;
-use crate::store::model::Kind;
+use super::scratch::{start_named_host, Scratch, Spec};
+use super::{ms, BenchOptions};
 
 /// Throughput of 10 no-op agents served by 1, 2 or 3 hosts (in one process, so on two cores the
 /// gain is small; what matters is that it does not fall and nothing is lost).
@@ -42,74 +40,6 @@ pub(super) async fn several_hosts(opts: &BenchOptions, hosts: usize) -> Result<(
         (per_agent * 10) as f64 / el.as_secs_f64(),
         per_agent * 10,
         el.as_secs_f64()
-    );
-    Ok(())
-}
-
-/// How long from `tt swap` returning until the first message runs on the new version, and the
-/// longest gap in handling around a swap, with messages arriving at 500/s.
-pub(super) async fn swap_latency(opts: &BenchOptions) -> Result<()> {
-    let s = Scratch::new(opts, &[("c", "chaos", &[])]).await?;
-    let v1 = opts.plugins.join("chaos.wasm");
-    let v2 = s.dir.join("chaos-v2.wasm");
-    let mut bytes = std::fs::read(&v1)?;
-    bytes.extend_from_slice(&[0, 10, 8]);
-    bytes.extend_from_slice(b"tt-build2");
-    std::fs::write(&v2, bytes)?;
-    let (stop, handle) = start_host(&s.town);
-    let sender = {
-        let town = s.town.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(2));
-            for _ in 0..2500 {
-                tick.tick().await;
-                town.db
-                    .apply_human("conductor", vec![Op::send("c", Kind::Task, "ok")])
-                    .await?;
-            }
-            anyhow::Ok(())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut latencies = Vec::new();
-    for i in 0..8 {
-        let file = if i % 2 == 0 { &v2 } else { &v1 };
-        let digest = crate::host::swap::swap(&s.town, "c", file, false)
-            .await?
-            .to_string();
-        let t = Instant::now();
-        loop {
-            let events = s.town.events(20, Some("c")).await?;
-            if events.iter().any(|e| {
-                e.fields.get("type").map(String::as_str) == Some("handled")
-                    && e.fields.get("digest") == Some(&digest)
-            }) {
-                latencies.push(t.elapsed());
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(10) {
-                anyhow::bail!("swap to {digest} never took effect");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    sender.await??;
-    let _ = stop.send(true);
-    handle.await??;
-    // The longest gap between two handled messages, over the whole run.
-    let events = s.town.events(20_000, Some("c")).await?;
-    let ts: Vec<u64> = events
-        .iter()
-        .filter(|e| e.fields.get("type").map(String::as_str) == Some("handled"))
-        .filter_map(|e| e.fields.get("ts")?.parse().ok())
-        .collect();
-    let gap = ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    latencies.sort();
-    println!(
-        "swap: command to first message on the new version: median {}  max {}; longest pause in handling {gap} ms (messages every 2 ms)",
-        ms(percentile(&latencies, 0.5)),
-        ms(*latencies.last().unwrap_or(&Duration::ZERO))
     );
     Ok(())
 }

@@ -47,7 +47,14 @@ impl Scratch {
             config.agents.insert(
                 name.to_string(),
                 AgentSection {
-                    role: Some("bench".into()),
+                    role: Some(
+                        if plugin.is_empty() {
+                            "mailbox"
+                        } else {
+                            "bench"
+                        }
+                        .into(),
+                    ),
                     // The bench's roles keep no state: any host may serve them.
                     mode: crate::store::config::ServeMode::Shared,
                     // An empty plugin name makes a mailbox-only agent.
@@ -66,8 +73,14 @@ impl Scratch {
         let town = Arc::new(Town::open(&dir).await?);
         // From here on, dropping the scratch town stops its Redis, whatever fails next.
         let scratch = Scratch { dir, town };
-        for (name, _, _) in agents {
-            scratch.town.spawn(name, "bench", None, None).await?;
+        for (name, plugin, _) in agents {
+            // Without a plugin: a mailbox the bench itself reads, not an agent left unserved.
+            let role = if plugin.is_empty() {
+                "mailbox"
+            } else {
+                "bench"
+            };
+            scratch.town.spawn(name, role, None, None).await?;
         }
         Ok(scratch)
     }

@@ -114,6 +114,16 @@ pub(super) async fn library_throughput(opts: &BenchOptions) -> Result<()> {
     Ok(())
 }
 
+/// One run of the host figure: how many messages, how long, and the CPU it took.
+pub(super) struct Figure {
+    pub(super) messages: usize,
+    pub(super) elapsed: Duration,
+    /// CPU seconds of this process (the host, and the bench polling it) during the run.
+    pub(super) host_cpu: f64,
+    /// CPU seconds of the town's Redis during the run.
+    pub(super) redis_cpu: f64,
+}
+
 /// Messages per second through `tt host` with a no-op Rust role.
 /// The host figure: `agents` no-op agents, their mail sent first, then a host started and
 /// timed until it has handled all of it. Returns (messages, time). `tweak` changes the town's
@@ -123,6 +133,28 @@ pub(super) async fn host_figure(
     agents: usize,
     tweak: impl FnOnce(&mut crate::store::config::Config),
 ) -> Result<(usize, Duration)> {
+    let f = figure(opts, agents, tweak, false).await?;
+    Ok((f.messages, f.elapsed))
+}
+
+/// [`host_figure`], with the CPU the host and Redis spent (on a machine shared with other
+/// work, CPU per message moves much less than messages per second do), and the role compiled
+/// into the scratch town's cache first: compiling it is a fixed cost of a fresh town (a large
+/// one in a debug build) that would blur what is compared.
+pub(super) async fn host_figure_measured(
+    opts: &BenchOptions,
+    agents: usize,
+    tweak: impl FnOnce(&mut crate::store::config::Config),
+) -> Result<Figure> {
+    figure(opts, agents, tweak, true).await
+}
+
+async fn figure(
+    opts: &BenchOptions,
+    agents: usize,
+    tweak: impl FnOnce(&mut crate::store::config::Config),
+    warm: bool,
+) -> Result<Figure> {
     let names: Vec<String> = (0..agents).map(|i| format!("n{i}")).collect();
     let specs: Vec<Spec> = names
         .iter()
@@ -131,15 +163,52 @@ pub(super) async fn host_figure(
     let s = Scratch::with(opts, &specs, tweak).await?;
     let per_agent = (opts.messages / agents).max(200);
     s.fill(&names, per_agent, "x").await?;
+    if warm {
+        let cache = s.town.config.state_dir().join("cache");
+        let path = opts.plugins.join("noop.wasm");
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path)?;
+            crate::runtime::Runtime::new(Some(cache), false)?.compile(&path, &bytes)?;
+            anyhow::Ok(())
+        })
+        .await??;
+    }
+    let (cpu, redis) = (cpu_secs(), redis_cpu(&s).await?);
     let t = Instant::now();
     let (stop, handle) = start_host(&s.town);
     while !s.drained(&names).await? {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let el = t.elapsed();
+    let (host_cpu, redis_cpu) = (cpu_secs() - cpu, redis_cpu(&s).await? - redis);
     let _ = stop.send(true);
     handle.await??;
-    Ok((per_agent * agents, el))
+    Ok(Figure {
+        messages: per_agent * agents,
+        elapsed: el,
+        host_cpu,
+        redis_cpu,
+    })
+}
+
+/// CPU seconds (user and system, all threads) this process has used.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(r.ru_utime) + secs(r.ru_stime)
+}
+
+/// CPU seconds the scratch town's Redis has used (`INFO cpu`).
+async fn redis_cpu(s: &Scratch) -> Result<f64> {
+    let mut c = s.town.db.conn.clone();
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut c).await?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum())
 }
 
 pub(super) async fn host_throughput(opts: &BenchOptions, agents: usize) -> Result<()> {

@@ -8,8 +8,10 @@ use clap::Args;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// One suite instead of all: `exec` (the cost of confining a program), `soak` (memory and
-    /// throughput over 25 times --messages) or `serve` (the townhall: REST, SSE and MCP
-    /// latency); `soak` and `serve` run only when named.
+    /// throughput over 25 times --messages), `serve` (the townhall: REST, SSE and MCP
+    /// latency), `replay` (the journal's cost, the replay rate), `llm` (roles waiting on a
+    /// model) or `swap` (the pause in handling a swap causes); `soak` and `serve` run only when
+    /// named.
     pub suite: Option<String>,
     /// Where the compiled plugins are (noop, relay, chaos and the reviewers).
     #[arg(long, default_value = "plugins/dist")]

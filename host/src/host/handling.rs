@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use redis::AsyncCommands;
+
+mod attempts;
 
 use super::actions;
 use super::runner::{Delivery, Live};
@@ -35,8 +36,9 @@ pub(super) struct HandleCtx {
     pub(super) grants: Grants,
     pub(super) init_config: Vec<(String, String)>,
     pub(super) fence: Option<Fence>,
-    /// Journal entries of this batch's handlings, written together when units are applied.
-    pub(super) journal: std::sync::Mutex<Vec<journal::Entry>>,
+    /// Journal entries (their JSON) of this batch's handlings, written together with the
+    /// applier call of their units.
+    pub(super) journal: std::sync::Mutex<Vec<String>>,
 }
 
 impl HandleCtx {
@@ -80,7 +82,10 @@ impl HandleCtx {
     /// with its reason recorded, and its deliveries count toward `max_deliveries`.
     async fn apply(&self, units: &mut Vec<Unit>) -> Result<()> {
         let entries = std::mem::take(&mut *self.journal.lock().unwrap_or_else(|p| p.into_inner()));
-        if !entries.is_empty() {
+        let journal = async {
+            if entries.is_empty() {
+                return;
+            }
             let keep = self.town.config.retention.journal;
             if let Err(e) = self
                 .town
@@ -90,7 +95,13 @@ impl HandleCtx {
             {
                 tracing::warn!(agent = %self.agent, "could not journal {} handlings: {e:#}", entries.len());
             }
-        }
+        };
+        // Sent together on the multiplexed connection: one turn of Redis's loop, one fsync.
+        let ((), r) = tokio::join!(journal, self.apply_units(units));
+        r
+    }
+
+    async fn apply_units(&self, units: &mut Vec<Unit>) -> Result<()> {
         if units.is_empty() {
             return Ok(());
         }
@@ -298,32 +309,38 @@ impl HandleCtx {
         attempt: u32,
     ) -> Result<Vec<wit::Action>, Failure> {
         let started = std::time::Instant::now();
-        let r = self.call_instance(plugin, slot, msg, attempt).await;
+        let message = actions::to_wit(msg, attempt);
         let keep = self.town.config.retention.journal;
-        if keep > 0 {
+        let seen = (keep > 0).then(|| message.clone());
+        let r = self.call_instance(plugin, slot, message).await;
+        if let Some(message) = seen {
             let calls = slot.as_ref().map(|i| i.recorded()).unwrap_or_default();
-            let entry = journal::Entry {
-                msg: msg.id.clone(),
+            let outcome = match &r {
+                Ok(a) => format!("ok: {} actions", a.len()),
+                Err(f) => format!("error: {}", f.reason),
+            };
+            let entry = journal::Draft {
+                msg: &msg.id,
                 attempt,
-                task: msg.task.clone(),
-                digest: plugin.digest.to_string(),
-                message: serde_json::to_value(actions::to_wit(msg, attempt)).unwrap_or_default(),
-                calls: serde_json::to_value(calls).unwrap_or_default(),
-                actions: r
-                    .as_ref()
-                    .ok()
-                    .map(|a| serde_json::to_value(a).unwrap_or_default()),
-                outcome: match &r {
-                    Ok(a) => format!("ok: {} actions", a.len()),
-                    Err(f) => format!("error: {}", f.reason),
-                },
+                task: msg.task.as_deref(),
+                digest: &plugin.digest.to_string(),
+                message: &message,
+                calls: &calls,
+                actions: r.as_ref().ok(),
+                outcome: &outcome,
                 ms: started.elapsed().as_secs_f64() * 1000.0,
                 at_ms: crate::store::model::now_ms(),
             };
-            self.journal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(entry);
+            match entry.to_json() {
+                Ok(json) => self
+                    .journal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(json),
+                Err(e) => {
+                    tracing::warn!(agent = %self.agent, msg = %msg.id, "could not journal: {e:#}")
+                }
+            }
         }
         r
     }
@@ -332,8 +349,7 @@ impl HandleCtx {
         &self,
         plugin: &Plugin,
         slot: &mut Option<Instance>,
-        msg: &Message,
-        attempt: u32,
+        message: wit::Message,
     ) -> Result<Vec<wit::Action>, Failure> {
         if slot.as_ref().is_none_or(|i| i.is_dead()) {
             *slot = Some(
@@ -350,7 +366,7 @@ impl HandleCtx {
             );
         }
         let inst = slot.as_mut().expect("just created");
-        let r = inst.handle(actions::to_wit(msg, attempt)).await;
+        let r = inst.handle(message).await;
         if r.as_ref().is_err_and(|f| f.trapped()) {
             // Dead: the next call gets a fresh one. Its record stays readable until then.
             inst.mark_dead();
@@ -375,7 +391,8 @@ impl HandleCtx {
                 .join("\n")
         };
         let live_text = describe(live_actions);
-        let shadow_text = match self.call_instance(plugin, slot, msg, attempt).await {
+        let message = actions::to_wit(msg, attempt);
+        let shadow_text = match self.call_instance(plugin, slot, message).await {
             Ok(a) => describe(&a),
             Err(f) if f.transient() => anyhow::bail!("shadow of `{}`: {}", self.agent, f.reason),
             Err(f) => format!("error: {}", f.reason),
@@ -388,87 +405,6 @@ impl HandleCtx {
             live_digest: live.digest.to_string(),
             shadow_digest: plugin.digest.to_string(),
         })
-    }
-
-    async fn previous_attempts(&self, member: &str) -> Result<u32> {
-        let mut c = self.town.db.conn.clone();
-        let key = self.town.db.keys.attempts(&self.agent);
-        let n = c.hget::<_, _, Option<u32>>(key, member).await?;
-        Ok(n.unwrap_or(0))
-    }
-
-    async fn record_attempt(&self, member: &str, reason: &str) {
-        let mut c = self.town.db.conn.clone();
-        let key = self.town.db.keys.attempts(&self.agent);
-        let why = format!("{member}!why");
-        let _: Result<(), _> = redis::pipe()
-            .hincr(&key, member, 1)
-            .hset(&key, why, reason)
-            .query_async::<()>(&mut c)
-            .await;
-    }
-
-    /// Counts a failed delivery of `unit` and keeps why, for its dead letter should it come to
-    /// that. Tried twice: the failure may have cost the connection, which comes back soon.
-    async fn record_failure(&self, unit: &Unit, reason: &str) {
-        let Some(ack) = &unit.ack else { return };
-        let key = self.town.db.keys.attempts(&self.agent);
-        let (why, starts) = (
-            format!("{}!why", ack.member),
-            format!("{}!starts", ack.member),
-        );
-        for pause in [0, 200] {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            let mut c = self.town.db.conn.clone();
-            let done: Result<(), _> = redis::pipe()
-                .hset(&key, &why, reason)
-                .hincr(&key, &starts, 1)
-                .query_async(&mut c)
-                .await;
-            if done.is_ok() {
-                return;
-            }
-        }
-    }
-
-    /// The failed deliveries of `member` so far, counting the one the previous process was in
-    /// when it died (the `!current` mark is `member`).
-    async fn count_failures(&self, member: &str) -> Result<u64> {
-        let mut c = self.town.db.conn.clone();
-        let key = self.town.db.keys.attempts(&self.agent);
-        let field = format!("{member}!starts");
-        let member = member.to_string();
-        let current: Option<String> = c.hget(&key, "!current").await?;
-        if current.as_deref() == Some(member.as_str()) {
-            let _: () = c.hdel(&key, "!current").await?;
-            Ok(c.hincr::<_, _, _, u64>(&key, &field, 1).await?)
-        } else {
-            Ok(c.hget::<_, _, Option<u64>>(&key, &field)
-                .await?
-                .unwrap_or(0))
-        }
-    }
-
-    async fn unmark_current(&self) {
-        let mut c = self.town.db.conn.clone();
-        let key = self.town.db.keys.attempts(&self.agent);
-        let _: Result<(), _> = c.hdel(key, "!current").await;
-    }
-
-    /// Marks `member` as the message being handled (redeliveries only; the mark outlives a
-    /// crash of this process, and the next delivery counts it as failed).
-    async fn mark_current(&self, member: &str) -> Result<()> {
-        let mut c = self.town.db.conn.clone();
-        let key = self.town.db.keys.attempts(&self.agent);
-        let member = member.to_string();
-        Ok(c.hset::<_, _, _, ()>(key, "!current", member).await?)
-    }
-
-    async fn last_failure(&self, member: &str) -> Result<Option<String>> {
-        let mut c = self.town.db.conn.clone();
-        let key = self.town.db.keys.attempts(&self.agent);
-        let field = format!("{member}!why");
-        Ok(c.hget::<_, _, Option<String>>(key, field).await?)
     }
 }
 

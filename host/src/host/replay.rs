@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::lookup::TownLookup;
@@ -115,7 +115,31 @@ pub async fn replay(
     opts: &ReplayOptions,
 ) -> Result<Report> {
     town.need_agent(agent).await?;
-    let mut entries = town.db.journal_read(agent, usize::MAX).await?;
+    let peers = super::builtin_peers(town).await?;
+    let prepared = crate::runtime::builtin::prepare(&town.config, agent, plugin, &peers)?;
+    // The candidate loads (an engine, the compiled code from the cache) while the journal is
+    // read: both are fixed costs of every replay. Only the newest N are read when nothing
+    // else filters them.
+    let load = {
+        let cache = town.config.state_dir().join("cache");
+        let (agent, source, grants) = (
+            agent.to_string(),
+            prepared.source.clone(),
+            prepared.grants.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let runtime = Arc::new(Runtime::new(Some(cache), false)?);
+            let loaded = runtime.load_source(&agent, &source, &grants)?;
+            anyhow::Ok((runtime, loaded))
+        })
+    };
+    let unfiltered = opts.task.is_none() && opts.since_ms.is_none() && opts.last > 0;
+    let read = town
+        .db
+        .journal_read(agent, if unfiltered { opts.last } else { usize::MAX });
+    let (entries, loaded) = tokio::join!(read, load);
+    let (runtime, loaded) = loaded??;
+    let mut entries = entries?;
     entries.retain(|(_, e)| {
         opts.task
             .as_ref()
@@ -125,21 +149,6 @@ pub async fn replay(
     if opts.last > 0 && entries.len() > opts.last {
         entries.drain(..entries.len() - opts.last);
     }
-    let peers = super::builtin_peers(town).await?;
-    let prepared = crate::runtime::builtin::prepare(&town.config, agent, plugin, &peers)?;
-    let runtime = Arc::new(Runtime::new(
-        Some(town.config.state_dir().join("cache")),
-        false,
-    )?);
-    let loaded = {
-        let (runtime, agent, source, grants) = (
-            runtime.clone(),
-            agent.to_string(),
-            prepared.source.clone(),
-            prepared.grants.clone(),
-        );
-        tokio::task::spawn_blocking(move || runtime.load_source(&agent, &source, &grants)).await??
-    };
     let lookup: Arc<dyn Lookup> = if opts.live {
         let town = Town {
             config: town.config.clone(),
@@ -165,17 +174,18 @@ pub async fn replay(
         cases: Vec::new(),
     };
     let mut instance = None;
-    for (_, entry) in entries {
+    for (_, mut entry) in entries {
         if !report.original_digests.contains(&entry.digest) {
             report.original_digests.push(entry.digest.clone());
         }
-        let msg: wit::Message = serde_json::from_value(entry.message.clone()).map_err(|e| {
+        // Read in place: no copy of the message or the calls per handling.
+        let msg = wit::Message::deserialize(&entry.message).map_err(|e| {
             error::fail(
                 format!("journal entry of {} does not read: {e}", entry.msg),
                 "it was written by another version of tt; replay newer handlings (--last)",
             )
         })?;
-        let calls = serde_json::from_value(entry.calls.clone()).unwrap_or_default();
+        let calls = serde_json::from_value(entry.calls.take()).unwrap_or_default();
         if instance
             .as_ref()
             .is_none_or(|i: &crate::runtime::Instance| i.is_dead())
@@ -214,13 +224,18 @@ pub async fn replay(
             Ok(a) => serde_json::to_value(a).unwrap_or_default(),
             Err(f) => Value::String(format!("error: {}", f.reason)),
         };
-        let original = entry
-            .actions
-            .clone()
-            .unwrap_or_else(|| Value::String(entry.outcome.clone()));
-        match difference(&entry, &original, &candidate, got.is_ok()) {
+        let failed;
+        let original = match &entry.actions {
+            Some(a) => a,
+            None => {
+                failed = Value::String(entry.outcome.clone());
+                &failed
+            }
+        };
+        match difference(&entry, original, &candidate, got.is_ok()) {
             None => report.same += 1,
             Some(kind) => {
+                let original = original.clone();
                 report.different += 1;
                 *report.totals.entry(kind.clone()).or_default() += 1;
                 report.cases.push(Case {

@@ -1,5 +1,5 @@
 //! One agent's loop: its lease (exclusive agents), its plugin and shadow (switched between two
-//! messages), and its mailbox: our own leftovers first, then stale entries of dead hosts, then
+//! batches, the new plugin made ready beforehand: [`switch`]), and its mailbox: our own leftovers first, then stale entries of dead hosts, then
 //! new mail, urgent before normal. Each batch goes to [`super::handling`].
 
 use std::sync::atomic::Ordering;
@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::sync::watch;
+
+mod switch;
 
 use super::handling::HandleCtx;
 use super::supervisor::Activity;
@@ -54,6 +56,8 @@ pub(super) struct Runner {
     grants: Grants,
     init_config: Vec<(String, String)>,
     live: Option<Live>,
+    /// The recorded plugin being made ready off the serving path ([`switch`]).
+    pending: Option<switch::Pending>,
     /// Plugin path and digest recorded for the agent when we last looked.
     wanted: Option<(String, Option<String>)>,
     /// The same for its shadow.
@@ -104,6 +108,7 @@ impl Runner {
             activity,
             stop,
             live: None,
+            pending: None,
             wanted: None,
             wanted_shadow: None,
             recovering: true,
@@ -185,10 +190,12 @@ impl Runner {
             return Ok(());
         }
         let wanted = agent.plugin.clone().map(|p| (p, agent.digest.clone()));
-        if wanted != self.wanted || self.live.is_none() {
+        if wanted != self.wanted || (self.live.is_none() && self.pending.is_none()) {
             self.wanted = wanted.clone();
-            self.switch_plugin(wanted, &agent.role).await;
+            self.start_switch(wanted, &agent.role);
         }
+        // Made ready in the background: the old plugin serves until the new one can.
+        self.finish_switch().await;
         if agent.shadow != self.wanted_shadow && self.live.is_some() {
             self.wanted_shadow = agent.shadow.clone();
             self.switch_shadow(agent.shadow.clone()).await;
@@ -239,109 +246,6 @@ impl Runner {
             .blocked
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = why;
-    }
-
-    /// Loads the agent's recorded plugin (a file or a built-in, set up by
-    /// [`crate::runtime::builtin::prepare`]); on failure keeps the old one (if any) and says
-    /// why. An agent that cannot be served is `blocked`, with the reason and its fix.
-    async fn switch_plugin(&mut self, wanted: Option<(String, Option<String>)>, role: &str) {
-        let Some((path, _digest)) = wanted else {
-            // No plugin: a mailbox people read (role `mailbox`), or an agent nothing serves.
-            let why = crate::store::builtin::why_unplugged(&self.name, role);
-            self.activity
-                .unserved
-                .store(why.is_none(), Ordering::Relaxed);
-            if why.is_some() && self.load_error != why {
-                tracing::info!(agent = %self.name, "not served: {}", why.as_deref().unwrap_or(""));
-            }
-            self.set_blocked(why);
-            return;
-        };
-        let peers = super::builtin_peers(&self.town).await.unwrap_or_default();
-        let config = &self.town.config;
-        let loaded = match crate::runtime::builtin::prepare(config, &self.name, &path, &peers) {
-            Err(e) => Ok(Err(e)),
-            Ok(prepared) => {
-                let (runtime, name) = (self.runtime.clone(), self.name.clone());
-                tokio::task::spawn_blocking(move || {
-                    let plugin = runtime.load_source(&name, &prepared.source, &prepared.grants);
-                    plugin.map(|p| (p, prepared))
-                })
-                .await
-            }
-        };
-        match loaded {
-            Ok(Ok((plugin, prepared))) => {
-                self.grants = prepared.grants;
-                self.init_config = prepared.init_config;
-                if self
-                    .live
-                    .as_ref()
-                    .is_some_and(|l| l.plugin.digest == plugin.digest)
-                {
-                    self.set_blocked(None);
-                    return;
-                }
-                tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
-                let shadow = self.live.take().and_then(|l| l.shadow);
-                self.live = Some(Live {
-                    plugin,
-                    instance: None,
-                    shadow,
-                });
-                self.activity.unserved.store(false, Ordering::Relaxed);
-                self.set_blocked(None);
-            }
-            Ok(Err(e)) => {
-                let mut msg = crate::store::error::one_line(&e);
-                if let Some(hint) = crate::store::error::user_error(&e).and_then(|u| u.hint.clone())
-                {
-                    msg = format!("{msg} ({hint})");
-                }
-                if self.load_error.as_deref() != Some(&msg) {
-                    tracing::error!(agent = %self.name, "cannot load plugin: {msg}");
-                }
-                if self.live.is_none() {
-                    self.set_blocked(Some(msg));
-                } else {
-                    self.load_error = Some(msg);
-                }
-            }
-            Err(e) => tracing::error!(agent = %self.name, "plugin loader panicked: {e}"),
-        }
-    }
-
-    /// Starts or stops running a candidate beside the live plugin.
-    async fn switch_shadow(&mut self, path: Option<String>) {
-        let Some(path) = path else {
-            if let Some(live) = self.live.as_mut() {
-                live.shadow = None;
-            }
-            return;
-        };
-        let source = match crate::runtime::builtin::Source::of(&self.town.config, &path) {
-            Ok(s) => s,
-            Err(e) => {
-                let e = crate::store::error::one_line(&e);
-                return tracing::error!(agent = %self.name, "cannot load shadow: {e}");
-            }
-        };
-        let (runtime, grants, name) =
-            (self.runtime.clone(), self.grants.clone(), self.name.clone());
-        match tokio::task::spawn_blocking(move || runtime.load_source(&name, &source, &grants))
-            .await
-        {
-            Ok(Ok(plugin)) => {
-                tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "shadow loaded");
-                if let Some(live) = self.live.as_mut() {
-                    live.shadow = Some((plugin, None));
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::error!(agent = %self.name, "cannot load shadow: {}", crate::store::error::one_line(&e))
-            }
-            Err(e) => tracing::error!(agent = %self.name, "shadow loader panicked: {e}"),
-        }
     }
 
     /// Reads the next batch: our own leftovers first, then stale entries of dead hosts, then new
