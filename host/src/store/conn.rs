@@ -33,9 +33,20 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// town's keys in well under this) before its error reaches the caller.
 const CLUSTER_SETTLE: Duration = Duration::from_secs(60);
 /// Retries of one cluster command; the waits between them grow from 10 ms to at most
-/// [`CLUSTER_MAX_WAIT_MS`], so these last about 20 s of `TRYAGAIN`.
-const CLUSTER_RETRIES: u32 = 80;
-const CLUSTER_MAX_WAIT_MS: u64 = 500;
+/// [`CLUSTER_MAX_WAIT_MS`] (a random wait below it), so these last about 20 s of `TRYAGAIN`.
+const CLUSTER_RETRIES: u32 = 59;
+const CLUSTER_MAX_WAIT_MS: u64 = 700;
+/// The redis crate computes each wait as `10 * 2^retry` in u64 before capping it, for retry
+/// counts up to one past the limit (it computes the wait of the failure it gives up on): past
+/// 60 that overflows, which panics a debug build's host in the middle of a slot move (seen in
+/// tests/reshard.rs with 80, then 60).
+const _: () = assert!(
+    match 2u64.checked_pow(CLUSTER_RETRIES + 1) {
+        Some(p) => p.checked_mul(10).is_some(),
+        None => false,
+    },
+    "CLUSTER_RETRIES overflows the redis crate's retry wait formula"
+);
 
 /// A connection to one server or to a cluster; both speak the same commands.
 #[derive(Clone)]
