@@ -22,6 +22,10 @@ const RUST_CONDUCTOR: &str = include_str!("../../../plugins/conductor/src/lib.rs
 /// The reviewer that asks a model (`--llm`), and the line its Cargo.toml adds.
 const RUST_REVIEWER_LLM: &str = include_str!("../../../plugins/reviewer-llm/src/lib.rs");
 const RUST_LLM_DEPENDENCY: &str = "# Reads the model's JSON answer.\nserde_json = \"1\"\n";
+/// What it shares with `repo-reviewer-llm` (the verdict, the request, the judging): in the
+/// repository a file included by path, in a project its own module `src/verdict.rs`.
+const RUST_LLM_VERDICT: &str = include_str!("../../../plugins/llm-common/verdict.rs");
+const RUST_LLM_VERDICT_PATH: &str = "#[path = \"../../llm-common/verdict.rs\"]\n";
 /// How the example plugins name the WIT (the repository's `wit/`), and how a project does.
 const EXAMPLE_WIT_PATH: &str = r#"path: "../../wit""#;
 const PROJECT_WIT_PATH: &str = r#"path: "wit""#;
@@ -211,7 +215,13 @@ pub(super) fn project_files_for(
                 );
             }
             files.push(("Cargo.toml".into(), cargo));
-            files.push(("src/lib.rs".into(), rust_source(src)));
+            files.push((
+                "src/lib.rs".into(),
+                rust_source(src).replacen(RUST_LLM_VERDICT_PATH, "", 1),
+            ));
+            if llm {
+                files.push(("src/verdict.rs".into(), RUST_LLM_VERDICT.to_string()));
+            }
             files.push(("build.sh".into(), render(RUST_BUILD, &vars)));
             files.push(("guest/Cargo.toml".into(), RUST_GUEST_CARGO_TOML.to_string()));
             files.push(("guest/src/lib.rs".into(), RUST_GUEST_LIB.to_string()));

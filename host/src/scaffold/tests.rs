@@ -151,9 +151,15 @@ fn the_llm_variants_are_the_example_plugins() {
     let files = project_files_for("p", "rust", "reviewer", true);
     assert_eq!(
         file(&files, "src/lib.rs"),
-        RUST_REVIEWER_LLM.replace(EXAMPLE_WIT_PATH, PROJECT_WIT_PATH)
+        RUST_REVIEWER_LLM
+            .replace(EXAMPLE_WIT_PATH, PROJECT_WIT_PATH)
+            .replacen(RUST_LLM_VERDICT_PATH, "", 1)
     );
     assert!(file(&files, "src/lib.rs").contains(r#"world: "agent-llm""#));
+    // The module it shares with repo-reviewer-llm is a file of the project.
+    assert!(RUST_REVIEWER_LLM.contains(RUST_LLM_VERDICT_PATH));
+    assert!(file(&files, "src/lib.rs").contains("\nmod verdict;\n"));
+    assert_eq!(file(&files, "src/verdict.rs"), RUST_LLM_VERDICT);
     // The example's own dependencies, and nothing the project lacks.
     let cargo = file(&files, "Cargo.toml");
     assert!(cargo.contains("serde_json = \"1\""), "{cargo}");
