@@ -127,6 +127,38 @@ impl RedisSection {
     }
 }
 
+/// `text` without its `[agents.NAME...]` tables (headers and their lines), or `None` when it
+/// cannot tell them apart by their headers alone.
+fn without_agents(text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            if let Some(rest) = t.strip_prefix("[agents.") {
+                if rest.starts_with(['"', '\'']) {
+                    return None;
+                }
+                skipping = true;
+                continue;
+            }
+            if t.starts_with("[agents") || t.starts_with("[[agents") {
+                return None;
+            }
+            skipping = false;
+        } else if !skipping && (t.starts_with("agents.") || t.starts_with("agents =")) {
+            return None;
+        }
+        if !skipping {
+            out.push_str(line);
+        }
+    }
+    Some(out)
+}
+
+/// The fewest connections a host can work with (`[host] connections`).
+pub const MIN_HOST_CONNECTIONS: usize = 3;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostSection {
@@ -134,6 +166,13 @@ pub struct HostSection {
     pub lease_ms: u64,
     /// How often a host writes its heartbeat and refreshes the leases of messages in hand.
     pub heartbeat_ms: u64,
+    /// The most Redis connections one host process opens, whatever the number of agents: one
+    /// for commands, one following the town's events, the rest for blocking mailbox reads,
+    /// each shared by many agents (`host::mailboxes`).
+    pub connections: usize,
+    /// An agent's instance is dropped after this long without a message (0: never); the next
+    /// message creates a fresh one. Its state lives in Redis, so only memory is given back.
+    pub idle_instance_ms: u64,
 }
 
 impl HostSection {
@@ -150,6 +189,13 @@ impl HostSection {
             return Err(format!(
                 "[host] heartbeat_ms = {}: it must be above 0 and below lease_ms ({})",
                 self.heartbeat_ms, self.lease_ms
+            ));
+        }
+        if self.connections < MIN_HOST_CONNECTIONS {
+            return Err(format!(
+                "[host] connections = {}: use {MIN_HOST_CONNECTIONS} or more (one for commands, \
+                 one for events, at least one for mailbox reads)",
+                self.connections
             ));
         }
         Ok(())
@@ -187,6 +233,8 @@ impl Default for HostSection {
         HostSection {
             lease_ms: 30_000,
             heartbeat_ms: 1_000,
+            connections: 32,
+            idle_instance_ms: 300_000,
         }
     }
 }
@@ -329,6 +377,26 @@ impl Config {
         })?;
         config.dir = dir.to_path_buf();
         Ok(config)
+    }
+
+    /// [`Config::load`] without the `[agents.*]` tables: for commands that only touch Redis
+    /// (`tt send`, `tt assign`, `tt inbox`, tasks and the backlog), so their time does not grow
+    /// with the number of agents declared. The agents' tables are still checked by every
+    /// command that uses them (and by `tt host`). A file this cannot cut safely (an `[agents]`
+    /// table, quoted agent names), or whose cut text does not parse, is loaded whole, so its
+    /// errors are reported as [`Config::load`] reports them.
+    pub fn load_without_agents(dir: &Path) -> Result<Config> {
+        let path = dir.join(FILE_NAME);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Config::load(dir);
+        };
+        match without_agents(&text).map(|t| Config::parse(&t)) {
+            Some(Ok(mut config)) => {
+                config.dir = dir.to_path_buf();
+                Ok(config)
+            }
+            _ => Config::load(dir),
+        }
     }
 
     /// Parses and checks the text of a config file. The error names the line and the field.
