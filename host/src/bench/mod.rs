@@ -12,9 +12,12 @@
 //! - [`throughput`]: Redis baseline, `tt send`, library and host throughput.
 //! - [`latency`]: latency, cold start, idle memory.
 //! - [`scaling`]: several hosts, swap latency, polyglot load times.
+//! - [`big`]: a big town on one host (`tt bench scale`): start, memory, connections, idle
+//!   CPU, latency, throughput and `tt send`, beside a 10-agent town of the same run.
 //! - [`exec`]: what confining a program costs per `exec`.
 //! - [`soak`]: memory and throughput over a long run (`tt bench soak`).
 
+mod big;
 mod exec;
 mod latency;
 mod llm;
@@ -34,6 +37,10 @@ pub struct BenchOptions {
     /// Messages per agent count in the throughput runs.
     pub messages: usize,
     pub appendfsync: String,
+    /// The town sizes of `tt bench scale`.
+    pub scale_agents: Vec<usize>,
+    /// How long `tt bench scale` measures an idle town's CPU.
+    pub idle: Duration,
 }
 
 pub(crate) fn rss_kib() -> u64 {
@@ -60,7 +67,7 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// The suites `tt bench SUITE` runs alone.
-pub const SUITES: [&str; 5] = ["exec", "soak", "serve", "replay", "llm"];
+pub const SUITES: [&str; 6] = ["exec", "soak", "serve", "replay", "llm", "scale"];
 
 pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     match suite {
@@ -69,6 +76,7 @@ pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
         Some("soak") => return soak::soak(&opts).await,
         Some("replay") => return replay::suite(&opts).await,
         Some("llm") => return llm::suite(&opts).await,
+        Some("scale") => return big::suite(&opts, &opts.scale_agents, opts.idle).await,
         Some(other) => {
             return Err(crate::store::error::fail(
                 format!("there is no bench suite `{other}`"),
