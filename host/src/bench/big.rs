@@ -204,8 +204,14 @@ async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figure
     let per = total.div_ceil(n);
     let t = Instant::now();
     s.fill(&names, per, "x").await?;
-    forwarded(&mut reader, &sink, &mut last, per * n).await?;
-    f.busy_rate = (per * n) as f64 / t.elapsed().as_secs_f64();
+    // A run that cannot finish (say, instances refused by the kernel) still prints the rest.
+    f.busy_rate = match forwarded(&mut reader, &sink, &mut last, per * n).await {
+        Ok(()) => (per * n) as f64 / t.elapsed().as_secs_f64(),
+        Err(e) => {
+            println!("  (busy run of {n} agents did not finish: {e:#})");
+            f64::NAN
+        }
+    };
     let _ = stop.send(true);
     handle.await??;
     f.send_median = cli_send(&s, &names[n / 2]).await?;
@@ -245,7 +251,7 @@ async fn forwarded(
     n: usize,
 ) -> Result<()> {
     let mut seen = 0;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while seen < n {
         anyhow::ensure!(Instant::now() < deadline, "{seen} of {n} forwards arrived");
         let v: redis::Value = redis::cmd("XREAD")
