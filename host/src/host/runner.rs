@@ -238,7 +238,17 @@ impl Runner {
         self.activity.busy.store(true, Ordering::Relaxed);
         self.activity.empty_reads.store(0, Ordering::Relaxed);
         if self.live.is_none() {
+            // Loading is part of handling: a host that dies loading (say, compiling) with
+            // redelivered mail in hand counts against that mail, as a crash in the call does.
+            let first = batch.iter().find(|d| d.redelivered);
+            let member = first.map(|d| format!("{}/{}", d.kind, d.entry.id));
+            if let Some(m) = &member {
+                switching::mark_loading(&self.town, &self.name, m).await?;
+            }
             self.switch_plugin(wanted, &agent.role).await;
+            if let (Some(m), true) = (&member, self.live.is_some()) {
+                switching::loaded(&self.town, &self.name, m).await;
+            }
         }
         if self.live.is_none() {
             // The plugin does not load: keep the mail in hand (pending for this host).

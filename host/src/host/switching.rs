@@ -3,7 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
+use anyhow::Result;
+use redis::AsyncCommands;
+
 use super::{Live, Runner};
+use crate::town::Town;
 
 impl Runner {
     pub(super) fn set_blocked(&mut self, why: Option<String>) {
@@ -120,5 +124,32 @@ impl Runner {
             }
             Err(e) => tracing::error!(agent = %self.name, "shadow loader panicked: {e}"),
         }
+    }
+}
+
+/// Marks `member` as in hand while the agent's plugin loads, counting a mark left by a
+/// previous process that died doing the same (see `HandleCtx::count_failures`).
+pub(super) async fn mark_loading(town: &Town, agent: &str, member: &str) -> Result<()> {
+    let mut c = town.db.conn.clone();
+    let key = town.db.keys.attempts(agent);
+    let current: Option<String> = c.hget(&key, "!current").await?;
+    if current.as_deref() == Some(member) {
+        let _: u64 = c.hincr(&key, format!("{member}!starts"), 1).await?;
+    }
+    Ok(c.hset::<_, _, _, ()>(&key, "!current", member).await?)
+}
+
+/// The plugin loaded: the mark of [`mark_loading`] goes (handling marks it again).
+pub(super) async fn loaded(town: &Town, agent: &str, member: &str) {
+    let mut c = town.db.conn.clone();
+    let key = town.db.keys.attempts(agent);
+    if c.hget::<_, _, Option<String>>(&key, "!current")
+        .await
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some(member)
+    {
+        let _: Result<(), _> = c.hdel(&key, "!current").await;
     }
 }

@@ -127,35 +127,6 @@ impl RedisSection {
     }
 }
 
-/// `text` without its `[agents.NAME...]` tables (headers and their lines), or `None` when it
-/// cannot tell them apart by their headers alone.
-fn without_agents(text: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim_start();
-        if t.starts_with('[') {
-            if let Some(rest) = t.strip_prefix("[agents.") {
-                if rest.starts_with(['"', '\'']) {
-                    return None;
-                }
-                skipping = true;
-                continue;
-            }
-            if t.starts_with("[agents") || t.starts_with("[[agents") {
-                return None;
-            }
-            skipping = false;
-        } else if !skipping && (t.starts_with("agents.") || t.starts_with("agents =")) {
-            return None;
-        }
-        if !skipping {
-            out.push_str(line);
-        }
-    }
-    Some(out)
-}
-
 /// The fewest connections a host can work with (`[host] connections`).
 pub const MIN_HOST_CONNECTIONS: usize = 3;
 
@@ -379,26 +350,6 @@ impl Config {
         Ok(config)
     }
 
-    /// [`Config::load`] without the `[agents.*]` tables: for commands that only touch Redis
-    /// (`tt send`, `tt assign`, `tt inbox`, tasks and the backlog), so their time does not grow
-    /// with the number of agents declared. The agents' tables are still checked by every
-    /// command that uses them (and by `tt host`). A file this cannot cut safely (an `[agents]`
-    /// table, quoted agent names), or whose cut text does not parse, is loaded whole, so its
-    /// errors are reported as [`Config::load`] reports them.
-    pub fn load_without_agents(dir: &Path) -> Result<Config> {
-        let path = dir.join(FILE_NAME);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return Config::load(dir);
-        };
-        match without_agents(&text).map(|t| Config::parse(&t)) {
-            Some(Ok(mut config)) => {
-                config.dir = dir.to_path_buf();
-                Ok(config)
-            }
-            _ => Config::load(dir),
-        }
-    }
-
     /// Parses and checks the text of a config file. The error names the line and the field.
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config =
@@ -518,3 +469,6 @@ impl Config {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+#[path = "config_cut.rs"]
+mod cut;

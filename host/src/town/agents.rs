@@ -113,6 +113,9 @@ impl Town {
     /// One pipelined round trip for all agents, whatever their number.
     pub async fn agents_of_role(&self, role: &str) -> Result<Vec<String>> {
         let names = self.agent_names().await?;
+        if names.is_empty() {
+            return Ok(names);
+        }
         let mut p = redis::pipe();
         for name in &names {
             p.cmd("HMGET")
