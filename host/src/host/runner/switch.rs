@@ -12,9 +12,10 @@
 //! A candidate that fails to load, instantiate or `init` here (it passed `tt swap`'s
 //! validation, but this host's config or limits differ, or its `init` fails now) leaves the old
 //! plugin serving and says why; its mail is not dead-lettered for a plugin that never served.
-//! The first plugin of an agent (nothing serving yet) is awaited and instantiated on its first
-//! message, as before: there is no old one to keep serving, and an `init` that refuses
-//! dead-letters the message with the reason.
+//! The first plugin of an agent (nothing serving yet) is loaded by the runner itself when its
+//! first mail arrives (`switching.rs`): there is no old one to keep serving, and an `init`
+//! that refuses dead-letters the message with the reason. A candidate made ready while the
+//! agent is idle takes the first batch that arrives.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ struct Job {
     town: Arc<Town>,
     runtime: Arc<Runtime>,
     lookup: Arc<dyn Lookup>,
+    peers: Arc<crate::host::PeerCache>,
     agent: String,
     path: String,
     limits: Limits,
@@ -64,9 +66,7 @@ struct Job {
 
 impl Job {
     async fn run(self) -> Result<Ready> {
-        let peers = crate::host::builtin_peers(&self.town)
-            .await
-            .unwrap_or_default();
+        let peers = self.peers.get(&self.town).await.unwrap_or_default();
         let prepared =
             crate::runtime::builtin::prepare(&self.town.config, &self.agent, &self.path, &peers)?;
         let plugin = {
@@ -111,26 +111,14 @@ impl Job {
 }
 
 impl Runner {
-    /// Starts making the recorded plugin ready (superseding one still being made ready). No
-    /// plugin at all is decided here and now.
-    pub(super) fn start_switch(&mut self, wanted: Option<(String, Option<String>)>, role: &str) {
-        self.pending = None;
-        let Some((path, _digest)) = wanted else {
-            // No plugin: a mailbox people read (role `mailbox`), or an agent nothing serves.
-            let why = crate::store::builtin::why_unplugged(&self.name, role);
-            self.activity
-                .unserved
-                .store(why.is_none(), Ordering::Relaxed);
-            if why.is_some() && self.load_error != why {
-                tracing::info!(agent = %self.name, "not served: {}", why.as_deref().unwrap_or(""));
-            }
-            self.set_blocked(why);
-            return;
-        };
+    /// Starts making the recorded plugin at `path` ready beside the one serving (superseding
+    /// one still being made ready).
+    pub(super) fn start_switch(&mut self, path: String) {
         let job = Job {
             town: self.town.clone(),
             runtime: self.runtime.clone(),
             lookup: self.lookup.clone(),
+            peers: self.peers.clone(),
             agent: self.name.clone(),
             path: path.clone(),
             limits: self.limits,
@@ -200,39 +188,6 @@ impl Runner {
                 }
             }
             Err(e) => tracing::error!(agent = %self.name, "plugin loader failed: {e}"),
-        }
-    }
-
-    /// Starts or stops running a candidate beside the live plugin.
-    pub(super) async fn switch_shadow(&mut self, path: Option<String>) {
-        let Some(path) = path else {
-            if let Some(live) = self.live.as_mut() {
-                live.shadow = None;
-            }
-            return;
-        };
-        let source = match crate::runtime::builtin::Source::of(&self.town.config, &path) {
-            Ok(s) => s,
-            Err(e) => {
-                let e = crate::store::error::one_line(&e);
-                return tracing::error!(agent = %self.name, "cannot load shadow: {e}");
-            }
-        };
-        let (runtime, grants, name) =
-            (self.runtime.clone(), self.grants.clone(), self.name.clone());
-        match tokio::task::spawn_blocking(move || runtime.load_source(&name, &source, &grants))
-            .await
-        {
-            Ok(Ok(plugin)) => {
-                tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "shadow loaded");
-                if let Some(live) = self.live.as_mut() {
-                    live.shadow = Some((plugin, None));
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::error!(agent = %self.name, "cannot load shadow: {}", crate::store::error::one_line(&e))
-            }
-            Err(e) => tracing::error!(agent = %self.name, "shadow loader panicked: {e}"),
         }
     }
 }
