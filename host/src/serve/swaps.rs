@@ -83,15 +83,6 @@ pub async fn replay(
     Path(name): Path<String>,
     Body(b): Body<ReplayBody>,
 ) -> Answer {
-    let plugin = if b.plugin.starts_with("builtin:") {
-        b.plugin.clone()
-    } else {
-        app.town
-            .config
-            .resolve(&PathBuf::from(&b.plugin))
-            .to_string_lossy()
-            .into_owned()
-    };
     let opts = ReplayOptions {
         last: b.last.unwrap_or(0),
         task: b.task,
@@ -99,7 +90,8 @@ pub async fn replay(
         live: b.live,
         allow_exec: false,
     };
-    ok(replay::replay(&app.town, &name, &plugin, &opts).await?)
+    // A file relative to the town directory, or `builtin:NAME` (`Source::of` tells them apart).
+    ok(replay::replay(&app.town, &name, &b.plugin, &opts).await?)
 }
 
 pub async fn rollback(State(app): State<App>, Path(name): Path<String>) -> Answer {
