@@ -253,6 +253,11 @@ fn a_different_policy_shows_each_decision_it_would_change_and_changes_nothing() 
         events.contains("\"judged\":\"4 handlings of r replayed"),
         "{events}"
     );
+    let status = town.ok(&["status", "--deep"]);
+    assert!(
+        status.contains("swap judged on: 4 handlings of r replayed"),
+        "{status}"
+    );
 }
 
 #[test]

@@ -458,6 +458,17 @@ fn every_op_declares_the_keys_it_touches() {
         },
     );
     apply(
+        "a",
+        Op::SwapRefused {
+            name: s("a"),
+            plugin: s("q.wasm"),
+            digest: s("d2"),
+            kept: s("p.wasm"),
+            kept_digest: s("d1"),
+            reason: s("init failed"),
+        },
+    );
+    apply(
         "conductor",
         Op::Shadow {
             name: s("a"),
@@ -659,5 +670,5 @@ fn every_op_declares_the_keys_it_touches() {
         },
     );
     apply("conductor", Op::KeyRevoke { id: s("k1") });
-    assert_eq!(used.len(), 24, "every op variant was applied: {used:?}");
+    assert_eq!(used.len(), 25, "every op variant was applied: {used:?}");
 }

@@ -242,6 +242,22 @@ fn shadow_mode_reports_exactly_the_decisions_that_differ() {
         text.contains("30 decisions compared, 20 agreed, 10 differed"),
         "{text}"
     );
+    // The shadow's disagreements, replayed: the shadow itself reproduces each of them, the live
+    // plugin none.
+    let noop_s = plugin_path("noop");
+    let chaos_s = plugin_path("chaos");
+    for (candidate, different) in [(&noop_s, 10), (&chaos_s, 0)] {
+        let r = town.json(&[
+            "replay",
+            "c",
+            "--plugin",
+            candidate.to_str().unwrap(),
+            "--disagreed",
+            "--json",
+        ]);
+        assert_eq!(r["handlings"], 10, "{r}");
+        assert_eq!(r["different"], different, "{r}");
+    }
     town.ok(&["shadow", "promote", "c"]);
     assert_eq!(
         town.agent("c").unwrap()["digest"],
@@ -373,6 +389,65 @@ fn a_candidate_that_cannot_start_on_the_host_leaves_the_old_plugin_serving() {
         "{said}"
     );
     assert!(said.contains("the old plugin keeps serving"), "{said}");
+    assert!(town
+        .json(&["dlq", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // The refusal is recorded: the agent's record names the plugin that serves, with the reason
+    // shown by `tt status`, and an event says it.
+    let agent = town.agent("c").unwrap();
+    assert_eq!(agent["digest"], digest(&noop).as_str(), "{agent}");
+    assert_eq!(
+        agent["plugin"],
+        noop.display().to_string().as_str(),
+        "{agent}"
+    );
+    let refused = agent["refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains(&digest(&chaos)[..12]) && refused.contains("in init"),
+        "{agent}"
+    );
+    let status = town.ok(&["status"]);
+    assert!(status.contains("SWAP REFUSED"), "{status}");
+    let events = town.ok(&["events", "--agent", "c"]);
+    assert!(events.contains("SWAP REFUSED"), "{events}");
+    // The next swap clears the mark.
+    town.ok(&["swap", "c", noop.to_str().unwrap()]);
+    assert!(town.agent("c").unwrap()["refused"].is_null());
+}
+
+#[test]
+fn a_shadow_started_while_the_host_serves_compares_once_ready() {
+    // The shadow is made ready beside the serving plugin, then compared on each message that
+    // follows; no message waits for it, and none is handled twice or lost.
+    let (chaos, noop) = (plugin_path("chaos"), plugin_path("noop"));
+    let town = setup(&chaos, "");
+    let host = town.start(&["host", "--name", "h1"]);
+    town.ok(&["send", "c", "count"]);
+    wait_handled(&town, 1);
+    town.ok(&["swap", "c", noop.to_str().unwrap(), "--shadow"]);
+    let (mut sent, deadline) = (1, Instant::now() + Duration::from_secs(120));
+    let compared = loop {
+        town.ok(&["send", "c", "count"]);
+        sent += 1;
+        wait_handled(&town, sent);
+        let r = town.json(&["shadow", "report", "c", "--json"]);
+        if r["compared"].as_u64().unwrap_or(0) > 0 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the shadow never compared: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Each one it compared, it disagreed with (noop does nothing, chaos counts).
+    assert_eq!(compared["agreed"], 0, "{compared}");
+    assert_eq!(
+        count(&town),
+        sent as u64,
+        "every message applied once, by the live plugin"
+    );
+    town.ok(&["shadow", "stop", "c"]);
+    drop(host);
     assert!(town
         .json(&["dlq", "list", "--json"])
         .as_array()

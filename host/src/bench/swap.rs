@@ -114,6 +114,30 @@ pub(super) async fn swap_pause(opts: &BenchOptions) -> Result<()> {
             anyhow::Ok(())
         })
     };
+    // Each change of the digest handling `c`'s mail, and when it was seen: a follower of the
+    // event stream, running the whole time, so watching costs the same in the quiet
+    // stretches as across a swap.
+    let switches: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let watcher = {
+        let (town, done, switches) = (s.town.clone(), done.clone(), switches.clone());
+        tokio::spawn(async move {
+            let mut follow = town.follow(None, Duration::from_millis(100)).await?;
+            let mut serving = String::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in follow.next().await? {
+                    let f = |k: &str| e.fields.get(k).cloned().unwrap_or_default();
+                    if f("type") == "handled" && f("agent") == "c" && f("digest") != serving {
+                        serving = f("digest");
+                        switches
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((serving.clone(), Instant::now()));
+                    }
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (mut swapping, mut validating) = (Vec::new(), Vec::new());
     let (mut quiet, mut to_first) = (Vec::new(), Vec::new());
@@ -122,17 +146,18 @@ pub(super) async fn swap_pause(opts: &BenchOptions) -> Result<()> {
         let file = if i % 2 == 0 { &v2 } else { &v1 };
         let began = Instant::now();
         quiet.push((quiet_from, began));
+        let before = switches.lock().unwrap_or_else(|p| p.into_inner()).len();
         let digest = crate::host::swap::swap(&s.town, "c", file, false)
             .await?
             .to_string();
         let returned = Instant::now();
         let switched = loop {
-            let events = s.town.events(20, Some("c")).await?;
-            if events.iter().any(|e| {
-                e.fields.get("type").map(String::as_str) == Some("handled")
-                    && e.fields.get("digest") == Some(&digest)
-            }) {
-                break Instant::now();
+            let seen = switches.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some((_, at)) = seen[before.min(seen.len())..]
+                .iter()
+                .find(|(d, _)| *d == digest)
+            {
+                break *at;
             }
             anyhow::ensure!(
                 returned.elapsed() < Duration::from_secs(10),
@@ -150,6 +175,7 @@ pub(super) async fn swap_pause(opts: &BenchOptions) -> Result<()> {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     sender.await.context("sender")??;
     reader.await.context("reader")??;
+    watcher.await.context("watcher")??;
     let _ = stop.send(true);
     handle.await??;
     let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -71,6 +71,14 @@ pub fn format_event(e: &Event) -> String {
             f("plugin"),
             &f("digest")[..12.min(f("digest").len())]
         ),
+        "swap-refused" => format!(
+            "{} SWAP REFUSED to {} ({}), keeps {}: {}",
+            f("agent"),
+            f("plugin"),
+            &f("digest")[..12.min(f("digest").len())],
+            f("kept"),
+            f("body")
+        ),
         "log" => format!("{} [{}] {}", f("agent"), f("level"), f("body")),
         "escalated" => format!("{} ESCALATED: {}", f("agent"), f("body")),
         "budget-exhausted" => format!(

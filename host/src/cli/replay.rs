@@ -24,6 +24,10 @@ pub struct ReplayArgs {
     /// Only handlings of this task.
     #[arg(long)]
     pub task: Option<String>,
+    /// Only handlings whose message the agent's shadow decided otherwise (`tt shadow report`):
+    /// replays the shadow's disagreements, with each call and the candidate's decision.
+    #[arg(long)]
+    pub disagreed: bool,
     /// Answer read-only questions the original never asked from the live town (otherwise
     /// they get an empty answer).
     #[arg(long)]
@@ -92,6 +96,7 @@ pub async fn run(town: &Town, args: ReplayArgs) -> Result<()> {
         last: args.last,
         task: args.task.clone(),
         since_ms: args.since.as_deref().map(parse_since).transpose()?,
+        disagreed: args.disagreed,
         live: args.live,
         allow_exec: args.allow_exec,
     };

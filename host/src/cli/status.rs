@@ -81,6 +81,12 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
             }
         }
         println!();
+        if let Some(why) = &a.agent.refused {
+            println!("      SWAP REFUSED by a host, old plugin kept: {why}");
+        }
+        if let (true, Some(judged)) = (deep, &a.agent.judged) {
+            println!("      swap judged on: {judged}");
+        }
         if let Some(why) = status.cannot_serve.get(&a.agent.name) {
             println!("      CANNOT BE SERVED: {why}");
         }

@@ -33,6 +33,8 @@ pub struct ReplayOptions {
     pub task: Option<String>,
     /// Only handlings since this time (ms since the epoch).
     pub since_ms: Option<u64>,
+    /// Only handlings whose message the agent's shadow decided otherwise (`tt shadow report`).
+    pub disagreed: bool,
     /// Answer read-only lookups the original never made from the live town.
     pub live: bool,
     /// Run programs the original never ran.
@@ -133,7 +135,14 @@ pub async fn replay(
             anyhow::Ok((runtime, loaded))
         })
     };
-    let unfiltered = opts.task.is_none() && opts.since_ms.is_none() && opts.last > 0;
+    let disagreed: Option<std::collections::HashSet<String>> = if opts.disagreed {
+        let shadow = super::swap::report(town, agent).await?;
+        Some(shadow.differed.into_iter().map(|d| d.msg).collect())
+    } else {
+        None
+    };
+    let unfiltered =
+        opts.task.is_none() && opts.since_ms.is_none() && !opts.disagreed && opts.last > 0;
     let read = town
         .db
         .journal_read(agent, if unfiltered { opts.last } else { usize::MAX });
@@ -145,6 +154,7 @@ pub async fn replay(
             .as_ref()
             .is_none_or(|t| e.task.as_ref() == Some(t))
             && opts.since_ms.is_none_or(|s| e.at_ms >= s)
+            && disagreed.as_ref().is_none_or(|d| d.contains(&e.msg))
     });
     if opts.last > 0 && entries.len() > opts.last {
         entries.drain(..entries.len() - opts.last);

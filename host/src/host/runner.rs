@@ -27,6 +27,8 @@ pub(super) const READ_BLOCK: Duration = Duration::from_millis(250);
 
 /// The live plugin of an agent and its instance, and a shadow candidate if there is one.
 pub(super) struct Live {
+    /// The plugin as recorded on the agent (a path or a built-in role's reference).
+    pub(super) path: String,
     pub(super) plugin: Plugin,
     pub(super) instance: Option<Instance>,
     pub(super) shadow: Option<(Plugin, Option<Instance>)>,
@@ -58,6 +60,8 @@ pub(super) struct Runner {
     live: Option<Live>,
     /// The recorded plugin being made ready off the serving path ([`switch`]).
     pending: Option<switch::Pending>,
+    /// The recorded shadow being made ready.
+    pending_shadow: Option<switch::Pending>,
     /// Plugin path and digest recorded for the agent when we last looked.
     wanted: Option<(String, Option<String>)>,
     /// The same for its shadow.
@@ -109,6 +113,7 @@ impl Runner {
             stop,
             live: None,
             pending: None,
+            pending_shadow: None,
             wanted: None,
             wanted_shadow: None,
             recovering: true,
@@ -179,12 +184,12 @@ impl Runner {
     async fn step(&mut self) -> Result<()> {
         let Some(agent) = self.town.agent(&self.name).await? else {
             // Pruned: nothing left to serve.
-            self.live = None;
+            self.unload();
             self.activity.done.store(true, Ordering::Relaxed);
             return Ok(());
         };
         if !agent.state.is_served() {
-            self.live = None;
+            self.unload();
             self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(READ_BLOCK).await;
             return Ok(());
@@ -194,12 +199,15 @@ impl Runner {
             self.wanted = wanted.clone();
             self.start_switch(wanted, &agent.role);
         }
-        // Made ready in the background: the old plugin serves until the new one can.
+        // Made ready in the background: the old plugin serves until the new one can. With
+        // nothing serving yet, both the plugin and a shadow recorded with it are awaited.
+        let first = self.live.is_none();
         self.finish_switch().await;
         if agent.shadow != self.wanted_shadow && self.live.is_some() {
             self.wanted_shadow = agent.shadow.clone();
-            self.switch_shadow(agent.shadow.clone()).await;
+            self.start_shadow(agent.shadow.clone());
         }
+        self.finish_shadow(first).await;
         if self.live.is_none() {
             // No usable plugin: the mail waits in the mailbox.
             self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +245,14 @@ impl Runner {
         self.activity.handled.fetch_add(n, Ordering::Relaxed);
         self.activity.busy.store(false, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Drops the plugin and its shadow (stopped or pruned); they load again when served.
+    fn unload(&mut self) {
+        self.live = None;
+        self.pending = None;
+        self.pending_shadow = None;
+        self.wanted_shadow = None;
     }
 
     fn set_blocked(&mut self, why: Option<String>) {

@@ -70,6 +70,9 @@ pub struct ReplayBody {
     pub task: Option<String>,
     /// Only handlings since this time (ms since the epoch).
     pub since_ms: Option<u64>,
+    /// Only handlings whose message the agent's shadow decided otherwise.
+    #[serde(default)]
+    pub disagreed: bool,
     /// Answer read-only questions the original never asked from the live town. (Programs the
     /// original never ran are never run from here: `tt replay --allow-exec` can.)
     #[serde(default)]
@@ -87,6 +90,7 @@ pub async fn replay(
         last: b.last.unwrap_or(0),
         task: b.task,
         since_ms: b.since_ms,
+        disagreed: b.disagreed,
         live: b.live,
         allow_exec: false,
     };

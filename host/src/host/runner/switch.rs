@@ -1,37 +1,53 @@
-//! Switching an agent's plugin without pausing its mail.
+//! Switching an agent's plugin, or starting its shadow, without pausing its mail.
 //!
 //! When the runner notices a new plugin recorded on its agent (a swap, a rollback, a promoted
-//! shadow), it does not load it in its own loop: a background task loads the component (from
-//! the compiled-code cache), and, when another plugin is already serving, instantiates it and
-//! calls `init` with the agent's config. Meanwhile the old plugin keeps handling mail. The
-//! runner switches between two batches, once the task is done, to the ready instance: the only
-//! pause in handling is the switch itself (an assignment), not the milliseconds of loading,
-//! instantiating and `init` (a Python component's `init` takes tens of them). `tt bench swap`
-//! measures the pause.
+//! shadow) or a new shadow, it does not load it in its own loop: a background job loads the
+//! component (from the compiled-code cache), instantiates it and calls `init` with the agent's
+//! config. Meanwhile the old plugin keeps handling mail. The runner switches between two
+//! batches, once the job is done, to the ready instance: the only pause in handling is the
+//! switch itself (an assignment), not the milliseconds of loading, instantiating and `init` (a
+//! Python component's `init` takes tens of them). A shadow likewise starts comparing from the
+//! first batch after it is ready. `tt bench swap` measures the pause.
+//!
+//! While a plugin serves, the job runs on a thread of its own at a lower CPU priority than the
+//! serving threads (nice [`BACKGROUND_NICE`]): on a machine whose cores are busy serving, the
+//! milliseconds of CPU a candidate's preparation takes would otherwise be taken from the mail,
+//! and show as a pause of that length.
 //!
 //! A candidate that fails to load, instantiate or `init` here (it passed `tt swap`'s
 //! validation, but this host's config or limits differ, or its `init` fails now) leaves the old
-//! plugin serving and says why; its mail is not dead-lettered for a plugin that never served.
-//! The first plugin of an agent (nothing serving yet) is awaited and instantiated on its first
-//! message, as before: there is no old one to keep serving, and an `init` that refuses
+//! plugin serving: the host records the refusal (`Op::SwapRefused`: the agent's record goes back
+//! to the plugin it serves, keeps the reason for `tt status`, and an event says it); its mail is
+//! not dead-lettered for a plugin that never served. The first plugin of an agent (nothing
+//! serving yet) is awaited and instantiated on its first message, as before, and so is a
+//! shadow recorded before it: there is no old one to keep serving, and an `init` that refuses
 //! dead-letters the message with the reason.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Result;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{Live, Runner};
-use crate::runtime::builtin::Prepared;
-use crate::runtime::{Instance, Lookup, Plugin, Runtime};
+use crate::runtime::builtin::{Prepared, Source};
+use crate::runtime::{Grants, Instance, Lookup, Plugin, Runtime};
+use crate::store::applier::Op;
 use crate::store::limits::Limits;
 use crate::store::model::Digest;
 use crate::town::Town;
 
+/// The nice value of a job preparing a plugin while another one serves (0 is the serving
+/// threads'; 19 the lowest priority). Not the lowest, so a busy host still gets it done.
+const BACKGROUND_NICE: i32 = 10;
+
 /// A plugin being made ready off the serving path.
 pub(super) struct Pending {
-    job: JoinHandle<Result<Ready>>,
+    done: oneshot::Receiver<Result<Ready>>,
+    /// The job, when it runs as a task of the runtime; aborted when superseded. A job on a
+    /// thread of its own runs to its end (bounded by the `init` deadline), its result dropped.
+    task: Option<JoinHandle<()>>,
     /// The path it was started for, for the log.
     path: String,
 }
@@ -39,18 +55,91 @@ pub(super) struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         // Superseded (another swap) or the runner is gone: nothing will switch to it.
-        self.job.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
-/// A loaded plugin, with its instance already `init`-ed when another one was serving.
+impl Pending {
+    /// Runs `job` off the serving path: on a low-priority thread of its own when something
+    /// serves (`background`), else as a task of the runtime (nothing to keep the CPU for).
+    fn start(mut job: Job, background: bool) -> Pending {
+        let (tx, done) = oneshot::channel();
+        let path = job.path.clone();
+        let handle = tokio::runtime::Handle::current();
+        job.own_thread =
+            background && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+        let own_thread = job.own_thread;
+        let work = async move {
+            let _ = tx.send(job.run().await);
+        };
+        let task = if own_thread {
+            // The job's own awaits (Redis, timers) are driven by the runtime's workers.
+            let spawned = std::thread::Builder::new()
+                .name("tt-prepare".into())
+                .spawn(move || {
+                    lower_priority();
+                    handle.block_on(work)
+                });
+            if let Err(e) = spawned {
+                // `done` reports the job gone; the runner tries again on its next round.
+                tracing::warn!("cannot start a thread to prepare {path}: {e}");
+            }
+            None
+        } else {
+            Some(tokio::spawn(work))
+        };
+        Pending { done, task, path }
+    }
+
+    /// The job's result: waited for when `wait`, else only if it is already there.
+    async fn result(&mut self, wait: bool) -> Option<Result<Ready>> {
+        let r = if wait {
+            (&mut self.done).await.map_err(drop)
+        } else {
+            match self.done.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+                r => r.map_err(drop),
+            }
+        };
+        Some(r.unwrap_or_else(|_| Err(anyhow::anyhow!("the job preparing {} ended", self.path))))
+    }
+}
+
+/// Makes the calling thread yield the CPU to the serving threads (Linux: the nice value is
+/// per thread). Best effort: a thread that cannot be lowered still does the job.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
+    }
+}
+
+/// A loaded plugin, with its instance already `init`-ed when another one was serving (or for
+/// a shadow).
 struct Ready {
     plugin: Plugin,
     instance: Option<Instance>,
-    prepared: Prepared,
+    /// How a live plugin is set up for the agent (a shadow takes the live one's).
+    prepared: Option<Prepared>,
 }
 
-/// What the background task needs.
+/// What is being made ready.
+enum Target {
+    /// The agent's plugin; `live` is the digest serving now, if any: the same plugin is not
+    /// instantiated again, and with none serving the instance is made on the first message.
+    Live { live: Option<Digest> },
+    /// A shadow, set up as the live plugin is.
+    Shadow {
+        grants: Grants,
+        init_config: Vec<(String, String)>,
+    },
+}
+
+/// What the background job needs.
 struct Job {
     town: Arc<Town>,
     runtime: Arc<Runtime>,
@@ -58,59 +147,102 @@ struct Job {
     agent: String,
     path: String,
     limits: Limits,
-    /// The digest serving now, if any: the same plugin is not instantiated again.
-    live: Option<Digest>,
+    target: Target,
+    /// Runs on a thread of its own: loads right here, not on the runtime's blocking pool
+    /// (whose threads serve at normal priority).
+    own_thread: bool,
 }
 
 impl Job {
     async fn run(self) -> Result<Ready> {
-        let peers = crate::host::builtin_peers(&self.town)
-            .await
-            .unwrap_or_default();
-        let prepared =
-            crate::runtime::builtin::prepare(&self.town.config, &self.agent, &self.path, &peers)?;
-        let plugin = {
-            let (runtime, name) = (self.runtime.clone(), self.agent.clone());
-            let (source, grants) = (prepared.source.clone(), prepared.grants.clone());
+        let (source, grants, init_config, prepared, live) = match self.target {
+            Target::Live { live } => {
+                let peers = crate::host::builtin_peers(&self.town)
+                    .await
+                    .unwrap_or_default();
+                let p = crate::runtime::builtin::prepare(
+                    &self.town.config,
+                    &self.agent,
+                    &self.path,
+                    &peers,
+                )?;
+                let (s, g, c) = (p.source.clone(), p.grants.clone(), p.init_config.clone());
+                (s, g, c, Some(p), live)
+            }
+            Target::Shadow {
+                grants,
+                init_config,
+            } => {
+                let source = Source::of(&self.town.config, &self.path)?;
+                (source, grants, init_config, None, None)
+            }
+        };
+        let plugin = if self.own_thread {
+            self.runtime.load_source(&self.agent, &source, &grants)?
+        } else {
+            let (runtime, name, grants) =
+                (self.runtime.clone(), self.agent.clone(), grants.clone());
             tokio::task::spawn_blocking(move || runtime.load_source(&name, &source, &grants))
                 .await??
         };
-        if self.live.is_none_or(|d| d == plugin.digest) {
+        let first = prepared.is_some() && live.is_none();
+        if first || live == Some(plugin.digest) {
             return Ok(Ready {
                 plugin,
                 instance: None,
                 prepared,
             });
         }
-        let instance = self
+        let made = self
             .runtime
             .instantiate(
                 &plugin,
                 &self.agent,
                 &self.limits,
-                &prepared.grants,
-                &prepared.init_config,
+                &grants,
+                &init_config,
                 self.lookup.clone(),
             )
-            .await
-            .map_err(|f| {
-                crate::store::error::fail(
+            .await;
+        let instance = match made {
+            Ok(i) => Some(i),
+            // A shadow that cannot start records that as its decision on each message.
+            Err(f) if prepared.is_none() => {
+                tracing::warn!(agent = %self.agent, "shadow {} cannot start: {}", self.path, f.reason);
+                None
+            }
+            Err(f) => {
+                return Err(crate::store::error::fail(
                     format!(
                         "{} cannot serve agent `{}` on this host: {}",
                         self.path, self.agent, f.reason
                     ),
                     "the old plugin keeps serving; fix the candidate and swap again",
-                )
-            })?;
+                ))
+            }
+        };
         Ok(Ready {
             plugin,
-            instance: Some(instance),
+            instance,
             prepared,
         })
     }
 }
 
 impl Runner {
+    fn job(&self, path: &str, target: Target) -> Job {
+        Job {
+            town: self.town.clone(),
+            runtime: self.runtime.clone(),
+            lookup: self.lookup.clone(),
+            agent: self.name.clone(),
+            path: path.to_string(),
+            limits: self.limits,
+            target,
+            own_thread: false,
+        }
+    }
+
     /// Starts making the recorded plugin ready (superseding one still being made ready). No
     /// plugin at all is decided here and now.
     pub(super) fn start_switch(&mut self, wanted: Option<(String, Option<String>)>, role: &str) {
@@ -127,112 +259,134 @@ impl Runner {
             self.set_blocked(why);
             return;
         };
-        let job = Job {
-            town: self.town.clone(),
-            runtime: self.runtime.clone(),
-            lookup: self.lookup.clone(),
-            agent: self.name.clone(),
-            path: path.clone(),
-            limits: self.limits,
-            live: self.live.as_ref().map(|l| l.plugin.digest),
-        };
-        self.pending = Some(Pending {
-            job: tokio::spawn(job.run()),
-            path,
-        });
+        let live = self.live.as_ref().map(|l| l.plugin.digest);
+        let job = self.job(&path, Target::Live { live });
+        self.pending = Some(Pending::start(job, live.is_some()));
     }
 
     /// Switches to the plugin made ready by [`Runner::start_switch`] once it is ready (waiting
-    /// for it only when nothing serves yet). On failure keeps the old plugin (if any) and says
-    /// why; an agent that cannot be served is `blocked`, with the reason and its fix.
+    /// for it only when nothing serves yet). On failure keeps the old plugin (if any), records
+    /// the refusal and says why; an agent that cannot be served is `blocked`, with the reason
+    /// and its fix.
     pub(super) async fn finish_switch(&mut self) {
-        let ready = self
-            .pending
-            .as_ref()
-            .is_some_and(|p| self.live.is_none() || p.job.is_finished());
-        if !ready {
-            return;
-        }
-        let Some(mut pending) = self.pending.take() else {
+        let wait = self.live.is_none();
+        let Some(pending) = self.pending.as_mut() else {
             return;
         };
-        let path = std::mem::take(&mut pending.path);
-        let done = (&mut pending.job).await;
-        match done {
-            Ok(Ok(Ready {
-                plugin,
-                instance,
-                prepared,
-            })) => {
-                self.grants = prepared.grants;
-                self.init_config = prepared.init_config;
-                if self
-                    .live
-                    .as_ref()
-                    .is_some_and(|l| l.plugin.digest == plugin.digest)
-                {
-                    self.set_blocked(None);
-                    return;
-                }
-                tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "plugin loaded");
-                let shadow = self.live.take().and_then(|l| l.shadow);
-                self.live = Some(Live {
-                    plugin,
-                    instance,
-                    shadow,
-                });
-                self.activity.unserved.store(false, Ordering::Relaxed);
-                self.set_blocked(None);
-            }
-            Ok(Err(e)) => {
-                let mut msg = crate::store::error::one_line(&e);
-                if let Some(hint) = crate::store::error::user_error(&e).and_then(|u| u.hint.clone())
-                {
-                    msg = format!("{msg} ({hint})");
-                }
-                if self.load_error.as_deref() != Some(&msg) {
-                    tracing::error!(agent = %self.name, "cannot load plugin: {msg}");
-                }
-                if self.live.is_none() {
-                    self.set_blocked(Some(msg));
-                } else {
-                    self.load_error = Some(msg);
-                }
-            }
-            Err(e) => tracing::error!(agent = %self.name, "plugin loader failed: {e}"),
+        let Some(done) = pending.result(wait).await else {
+            return;
+        };
+        let path = self
+            .pending
+            .take()
+            .map(|p| p.path.clone())
+            .unwrap_or_default();
+        let ready = match done {
+            Ok(ready) => ready,
+            Err(e) => return self.refuse_switch(&e).await,
+        };
+        if let Some(prepared) = ready.prepared {
+            self.grants = prepared.grants;
+            self.init_config = prepared.init_config;
+        }
+        if self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.plugin.digest == ready.plugin.digest)
+        {
+            self.set_blocked(None);
+            return;
+        }
+        tracing::info!(agent = %self.name, plugin = %path, digest = %ready.plugin.digest.short(), "plugin loaded");
+        let mut old = self.live.take();
+        let shadow = old.as_mut().and_then(|l| l.shadow.take());
+        self.live = Some(Live {
+            path,
+            plugin: ready.plugin,
+            instance: ready.instance,
+            shadow,
+        });
+        self.activity.unserved.store(false, Ordering::Relaxed);
+        self.set_blocked(None);
+        // Its memory is returned off the serving path.
+        if old.is_some() {
+            tokio::task::spawn_blocking(move || drop(old));
         }
     }
 
-    /// Starts or stops running a candidate beside the live plugin.
-    pub(super) async fn switch_shadow(&mut self, path: Option<String>) {
+    /// The recorded plugin cannot serve here. With nothing serving the agent is blocked;
+    /// otherwise the old plugin keeps serving and the record goes back to it, with the reason.
+    async fn refuse_switch(&mut self, e: &anyhow::Error) {
+        let mut msg = crate::store::error::one_line(e);
+        if let Some(hint) = crate::store::error::user_error(e).and_then(|u| u.hint.clone()) {
+            msg = format!("{msg} ({hint})");
+        }
+        if self.load_error.as_deref() != Some(&msg) {
+            tracing::error!(agent = %self.name, "cannot load plugin: {msg}");
+        }
+        let Some(live) = self.live.as_ref() else {
+            return self.set_blocked(Some(msg));
+        };
+        self.load_error = Some(msg.clone());
+        let Some((wanted, Some(digest))) = &self.wanted else {
+            return;
+        };
+        let op = Op::SwapRefused {
+            name: self.name.clone(),
+            plugin: wanted.clone(),
+            digest: digest.clone(),
+            kept: live.path.clone(),
+            kept_digest: live.plugin.digest.to_string(),
+            reason: msg,
+        };
+        if let Err(e) = self.town.db.apply_ops(&self.name, vec![op]).await {
+            tracing::warn!(agent = %self.name, "could not record the refused swap: {e:#}");
+        }
+    }
+
+    /// Starts (`Some`) or stops running a candidate beside the live plugin. A shadow recorded
+    /// before the first plugin loaded is waited for by [`Runner::finish_shadow`].
+    pub(super) fn start_shadow(&mut self, path: Option<String>) {
+        self.pending_shadow = None;
         let Some(path) = path else {
             if let Some(live) = self.live.as_mut() {
                 live.shadow = None;
             }
             return;
         };
-        let source = match crate::runtime::builtin::Source::of(&self.town.config, &path) {
-            Ok(s) => s,
-            Err(e) => {
-                let e = crate::store::error::one_line(&e);
-                return tracing::error!(agent = %self.name, "cannot load shadow: {e}");
-            }
+        let target = Target::Shadow {
+            grants: self.grants.clone(),
+            init_config: self.init_config.clone(),
         };
-        let (runtime, grants, name) =
-            (self.runtime.clone(), self.grants.clone(), self.name.clone());
-        match tokio::task::spawn_blocking(move || runtime.load_source(&name, &source, &grants))
-            .await
-        {
-            Ok(Ok(plugin)) => {
-                tracing::info!(agent = %self.name, plugin = %path, digest = %plugin.digest.short(), "shadow loaded");
+        let job = self.job(&path, target);
+        self.pending_shadow = Some(Pending::start(job, true));
+    }
+
+    /// Puts the shadow made ready by [`Runner::start_shadow`] beside the live plugin once it is
+    /// ready (waiting for it when `wait`).
+    pub(super) async fn finish_shadow(&mut self, wait: bool) {
+        let Some(pending) = self.pending_shadow.as_mut() else {
+            return;
+        };
+        let Some(done) = pending.result(wait).await else {
+            return;
+        };
+        let path = self
+            .pending_shadow
+            .take()
+            .map(|p| p.path.clone())
+            .unwrap_or_default();
+        match done {
+            Ok(ready) => {
+                tracing::info!(agent = %self.name, plugin = %path, digest = %ready.plugin.digest.short(), "shadow loaded");
                 if let Some(live) = self.live.as_mut() {
-                    live.shadow = Some((plugin, None));
+                    live.shadow = Some((ready.plugin, ready.instance));
                 }
             }
-            Ok(Err(e)) => {
-                tracing::error!(agent = %self.name, "cannot load shadow: {}", crate::store::error::one_line(&e))
+            Err(e) => {
+                let e = crate::store::error::one_line(&e);
+                tracing::error!(agent = %self.name, "cannot load shadow: {e}")
             }
-            Err(e) => tracing::error!(agent = %self.name, "shadow loader panicked: {e}"),
         }
     }
 }

@@ -197,7 +197,9 @@ fn op_keys(
             out.insert(k.inbox(name));
             out.insert(k.urgent(name));
         }
-        Op::AgentState { name, .. } | Op::AgentPlugin { name, .. } => agent(out, name),
+        Op::AgentState { name, .. }
+        | Op::AgentPlugin { name, .. }
+        | Op::SwapRefused { name, .. } => agent(out, name),
         Op::Prune { name, .. } => {
             let name = canonical(name);
             out.extend([

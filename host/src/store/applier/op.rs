@@ -36,6 +36,17 @@ pub enum Op {
         /// What the swap was judged on (a gated swap's replay summary), kept with the record.
         judged: Option<String>,
     },
+    /// A host could not make agent `name`'s recorded plugin (`digest`) serve, and kept the
+    /// one it serves (`kept`, `kept_digest`): the record goes back to that one, says why
+    /// (`tt status`), and an event tells. Nothing happens when the record has moved on since.
+    SwapRefused {
+        name: String,
+        plugin: String,
+        digest: String,
+        kept: String,
+        kept_digest: String,
+        reason: String,
+    },
     /// Removes an agent in one of `states`; its unhandled mail goes to the dead letters.
     Prune {
         name: String,
@@ -178,6 +189,7 @@ impl Op {
             Op::Spawn { .. } => "spawn",
             Op::AgentState { .. } => "agent_state",
             Op::AgentPlugin { .. } => "agent_plugin",
+            Op::SwapRefused { .. } => "swap_refused",
             Op::Prune { .. } => "prune",
             Op::SetState { .. } => "set_state",
             Op::Log { .. } => "log",
@@ -232,6 +244,14 @@ mod tests {
                 plugin: s("p"),
                 digest: s("d"),
                 judged: Some(s("j")),
+            },
+            Op::SwapRefused {
+                name: s("a"),
+                plugin: s("p"),
+                digest: s("d"),
+                kept: s("q"),
+                kept_digest: s("e"),
+                reason: s("r"),
             },
             Op::Prune {
                 name: s("a"),

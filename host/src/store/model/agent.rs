@@ -36,6 +36,10 @@ pub struct Agent {
     pub plugin: Option<String>,
     pub digest: Option<String>,
     pub swapped_ms: Option<u64>,
+    /// What the last swap was judged on (a gated swap's replay summary).
+    pub judged: Option<String>,
+    /// Why a host refused the last swap and kept the plugin it serves (cleared by the next swap).
+    pub refused: Option<String>,
     /// The plugin before the last swap (for `tt swap --rollback`).
     pub previous: Option<String>,
     /// A candidate running beside the live plugin, decisions recorded only.
@@ -57,6 +61,8 @@ impl Agent {
             plugin: get("plugin"),
             digest: get("digest"),
             swapped_ms: get("swapped").and_then(|v| v.parse().ok()),
+            judged: get("judged"),
+            refused: get("refused"),
             previous: get("previous"),
             shadow: get("shadow"),
             shadow_digest: get("shadow_digest"),

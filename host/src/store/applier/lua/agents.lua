@@ -53,8 +53,25 @@ function OPS.agent_plugin(op)
     else
       call('HDEL', k, 'judged')
     end
+    call('HDEL', k, 'refused')
     event({type = 'swap', agent = name, digest = s(op.digest), plugin = s(op.plugin),
       by = s(op.by), judged = present(op.judged) and s(op.judged) or nil})
+  end)
+end
+
+-- A host could not switch to the recorded plugin and keeps serving the one it has: the record
+-- goes back to that one and keeps the reason, unless another swap has been recorded since.
+function OPS.swap_refused(op)
+  local name = s(op.name)
+  need_agent(name)
+  later(function()
+    local k = key('agent', name)
+    if call('HGET', k, 'digest') ~= s(op.digest) then return end
+    call('HSET', k, 'plugin', s(op.kept), 'digest', s(op.kept_digest), 'refused',
+      s(op.plugin) .. ' (' .. string.sub(s(op.digest), 1, 12) .. '): ' .. s(op.reason))
+    call('HDEL', k, 'judged')
+    event({type = 'swap-refused', agent = name, plugin = s(op.plugin), digest = s(op.digest),
+      kept = s(op.kept), body = s(op.reason), by = s(op.by)})
   end)
 end
 
