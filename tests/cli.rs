@@ -1809,6 +1809,10 @@ fn config_values_out_of_range_are_refused_naming_the_field() {
             "[retention] maxmemory_mb = 4",
         ),
         ("[retention]\nsweep_ms = 1\n", "[retention] sweep_ms = 1"),
+        (
+            "[host]\nconnections = 2\n",
+            "[host] connections = 2: use 3 or more",
+        ),
     ] {
         town.write_config(&format!("[town]\nname = \"t\"\n\n{section}"));
         town.refused(&["list"], 1, &[needle]);

@@ -13,9 +13,12 @@
 //! - [`latency`]: latency, cold start, idle memory.
 //! - [`scaling`]: several hosts, polyglot load times.
 //! - [`swap`]: the pause in handling a swap causes (`tt bench swap`).
+//! - [`big`]: a big town on one host (`tt bench scale`): start, memory, connections, idle
+//!   CPU, latency, throughput and `tt send`, beside a 10-agent town of the same run.
 //! - [`exec`]: what confining a program costs per `exec`.
 //! - [`soak`]: memory and throughput over a long run (`tt bench soak`).
 
+mod big;
 mod exec;
 mod latency;
 mod llm;
@@ -36,6 +39,10 @@ pub struct BenchOptions {
     /// Messages per agent count in the throughput runs.
     pub messages: usize,
     pub appendfsync: String,
+    /// The town sizes of `tt bench scale`.
+    pub scale_agents: Vec<usize>,
+    /// How long `tt bench scale` measures an idle town's CPU.
+    pub idle: Duration,
 }
 
 pub(crate) fn rss_kib() -> u64 {
@@ -62,7 +69,7 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// The suites `tt bench SUITE` runs alone.
-pub const SUITES: [&str; 6] = ["exec", "soak", "serve", "replay", "llm", "swap"];
+pub const SUITES: [&str; 7] = ["exec", "soak", "serve", "replay", "llm", "swap", "scale"];
 
 pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     match suite {
@@ -72,6 +79,7 @@ pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
         Some("replay") => return replay::suite(&opts).await,
         Some("llm") => return llm::suite(&opts).await,
         Some("swap") => return swap::suite(&opts).await,
+        Some("scale") => return big::suite(&opts, &opts.scale_agents, opts.idle).await,
         Some(other) => {
             return Err(crate::store::error::fail(
                 format!("there is no bench suite `{other}`"),

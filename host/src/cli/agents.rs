@@ -26,8 +26,15 @@ pub enum AgentsCommand {
         #[arg(long)]
         nickname: Option<String>,
     },
-    /// List agents with their state, mailbox and workload.
+    /// List agents with their state, mailbox and workload; a big town's list comes in pages,
+    /// after a summary.
     List {
+        /// The page to show (from 1); with --json, only that page is printed.
+        #[arg(long)]
+        page: Option<usize>,
+        /// Agents per page.
+        #[arg(long, default_value_t = PER_PAGE)]
+        per_page: usize,
         #[command(flatten)]
         json: Json,
     },
@@ -69,15 +76,36 @@ pub async fn run(town: &Town, command: AgentsCommand) -> Result<()> {
             let plugin = a.plugin.as_deref().unwrap_or("no plugin yet");
             println!("spawned {} ({}, {plugin})", a.name, a.role);
         }
-        AgentsCommand::List { json } => {
+        AgentsCommand::List {
+            page,
+            per_page,
+            json,
+        } => {
             let agents = town.list().await?;
+            let total = agents.len();
+            // Without --page, --json prints every agent, as it always did.
+            let shown = match (page, json.json) {
+                (None, true) => agents,
+                _ => page_of(agents, page, per_page)?,
+            };
             if json.json {
-                return print_json(&agents);
+                return print_json(&shown);
             }
-            if agents.is_empty() {
+            if total == 0 {
                 println!("no agents; `tt spawn NAME --role ROLE` adds one");
             }
-            for a in agents {
+            let p = page.unwrap_or(1);
+            if total > per_page {
+                let first = (p - 1) * per_page + 1;
+                println!(
+                    "{total} agents; {first}-{} shown (page {p} of {}; `tt list --page {}` \
+                     for more, `tt status` for the summary)",
+                    first + shown.len() - 1,
+                    total.div_ceil(per_page),
+                    (p + 1).min(total.div_ceil(per_page)),
+                );
+            }
+            for a in shown {
                 println!(
                     "{:<16} {:<10} {:<11} waiting {:<4} in hand {:<3} tasks {}{}",
                     a.agent.name,
@@ -117,6 +145,41 @@ pub async fn run(town: &Town, command: AgentsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Agents per page of `tt list`.
+pub(crate) const PER_PAGE: usize = 100;
+
+/// Page `page` of `agents` (the first when none is asked); a page past the end is an error.
+fn page_of(
+    agents: Vec<crate::town::AgentView>,
+    page: Option<usize>,
+    per_page: usize,
+) -> Result<Vec<crate::town::AgentView>> {
+    if per_page == 0 || page == Some(0) {
+        return Err(crate::store::error::usage(
+            "--page and --per-page count from 1",
+            "for example `tt list --page 2 --per-page 100`",
+        ));
+    }
+    let total = agents.len();
+    let Some(p) = page else {
+        return Ok(agents.into_iter().take(per_page).collect());
+    };
+    if (p - 1) * per_page >= total && total > 0 {
+        return Err(crate::store::error::usage(
+            format!(
+                "page {p} is past the end: {total} agents make {} pages",
+                total.div_ceil(per_page)
+            ),
+            "ask for a lower --page",
+        ));
+    }
+    Ok(agents
+        .into_iter()
+        .skip((p - 1) * per_page)
+        .take(per_page)
+        .collect())
 }
 
 fn report_state(a: Agent) {

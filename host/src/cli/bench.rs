@@ -10,8 +10,8 @@ pub struct BenchArgs {
     /// One suite instead of all: `exec` (the cost of confining a program), `soak` (memory and
     /// throughput over 25 times --messages), `serve` (the townhall: REST, SSE and MCP
     /// latency), `replay` (the journal's cost, the replay rate), `llm` (roles waiting on a
-    /// model) or `swap` (the pause in handling a swap causes); `soak` and `serve` run only when
-    /// named.
+    /// model), `swap` (the pause in handling a swap causes) or `scale` (a big town on one
+    /// host); `soak`, `serve` and `scale` run only when named.
     pub suite: Option<String>,
     /// Where the compiled plugins are (noop, relay, chaos and the reviewers).
     #[arg(long, default_value = "plugins/dist")]
@@ -22,6 +22,12 @@ pub struct BenchArgs {
     /// The embedded Redis's AOF fsync policy: always, everysec or no.
     #[arg(long, default_value = crate::store::config::DEFAULT_APPENDFSYNC)]
     pub appendfsync: String,
+    /// `scale`: the town sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub agents: Vec<usize>,
+    /// `scale`: how long to measure an idle town's CPU, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub idle_secs: u64,
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -33,7 +39,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         plugins,
         messages,
         appendfsync,
+        agents,
+        idle_secs,
     } = args;
+    if agents.contains(&0) || agents.is_empty() {
+        return Err(crate::store::error::usage(
+            "--agents needs town sizes above 0",
+            "give them comma-separated, for example --agents 1000,10000",
+        ));
+    }
     // The scratch towns live elsewhere: their configs need the plugins' absolute paths.
     let plugins = plugins.canonicalize().unwrap_or(plugins);
     crate::bench::run(
@@ -42,6 +56,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             plugins,
             messages,
             appendfsync,
+            scale_agents: agents,
+            idle: std::time::Duration::from_secs(idle_secs.max(1)),
         },
     )
     .await

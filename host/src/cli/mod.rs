@@ -136,7 +136,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Command::Host(command) = command {
         return host::run(&dir, command).await;
     }
-    let town = open_town(&dir).await?;
+    let town = match command {
+        // They touch Redis only: a big town's agent tables are not read for them.
+        Command::Mail(_) | Command::Tasks(_) | Command::Backlog(_) => {
+            Town::connect(Config::load_without_agents(&dir)?).await?
+        }
+        _ => open_town(&dir).await?,
+    };
     match command {
         Command::Serve(args) => serve::serve(town, args).await,
         Command::Mcp(args) => serve::mcp(town, args).await,

@@ -16,6 +16,9 @@ pub struct StatusArgs {
     pub json: Json,
 }
 
+/// Above this many agents, `tt status` shows a summary and the busiest agents only.
+const STATUS_AGENTS: usize = 20;
+
 pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
     let StatusArgs { deep, json } = args;
     let mut status = town.status(if deep { 20 } else { 5 }).await?;
@@ -61,7 +64,32 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
             }
         );
     }
-    for a in &status.agents {
+    // A big town: a summary by state, then the agents with the most mail.
+    let shown: Vec<&crate::town::AgentView> = if status.agents.len() > STATUS_AGENTS {
+        let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
+        for a in &status.agents {
+            *by_state.entry(a.agent.state.to_string()).or_default() += 1;
+        }
+        let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let mut busiest: Vec<&crate::town::AgentView> = status.agents.iter().collect();
+        busiest.sort_by_key(|a| {
+            (
+                std::cmp::Reverse(a.waiting + a.in_flight),
+                !status.cannot_serve.contains_key(&a.agent.name),
+            )
+        });
+        busiest.truncate(STATUS_AGENTS);
+        println!(
+            "agents by state: {}; the {STATUS_AGENTS} with the most mail (`tt list --page 1` \
+             lists all, {} per page):",
+            states.join(", "),
+            super::agents::PER_PAGE
+        );
+        busiest
+    } else {
+        status.agents.iter().collect()
+    };
+    for a in shown {
         print!(
             "  {:<16} {:<10} {:<11} waiting {:<4} in hand {:<3} tasks {}",
             a.agent.name, a.agent.role, a.agent.state, a.waiting, a.in_flight, a.active_tasks

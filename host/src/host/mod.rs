@@ -1,11 +1,14 @@
 //! Layer 4, the host (`tt host`): serves a town's agents. It may depend on `store`, `town` and
 //! `runtime`, not on `cli` (`tests/layers.rs` checks).
 //!
-//! One tokio task per agent (a runner) reads the agent's urgent and normal streams through
-//! the consumer group, hands each batch to the agent's long-lived Wasm instance in a task of
-//! its own, and applies every message's actions together with its acknowledgement in one Lua call
+//! One tokio task per agent (a runner) gets the agent's urgent and normal mail through the
+//! consumer group, hands each batch to the agent's Wasm instance in a task of its own, and
+//! applies every message's actions together with its acknowledgement in one Lua call
 //! (idempotent by message id). Agents run concurrently, so a slow or failing one never holds up
-//! another.
+//! another. The mailboxes of all agents are read over a bounded number of connections
+//! ([`mailboxes`]), and what the host does for every agent (leases, reclaims, noticing changes)
+//! is done for all at once ([`upkeep`]): an idle agent costs a parked task, not a connection
+//! or a timer.
 //!
 //! Nothing is lost: a message leaves the pending list only in the same atomic step that applies
 //! its effects. A retryable error or a trap is retried with backoff on a fresh instance; after
@@ -14,7 +17,9 @@
 //! lease (XAUTOCLAIM), and a handling that takes long keeps its lease fresh.
 //!
 //! - [`supervisor`]: the host's own loop (a runner per agent, heartbeats, Redis revival, idle).
-//! - [`runner`]: one agent's loop: lease, plugin and shadow, reading the mailbox.
+//! - [`runner`]: one agent's loop: plugin and shadow, reading the mailbox.
+//! - [`mailboxes`]: many agents' mailboxes read in shared blocking calls, a few connections.
+//! - [`upkeep`]: leases renewed together, reclaim passes after a host dies, record changes.
 //! - [`handling`]: one batch as a task: call the role, journal it, turn actions into a unit.
 //! - [`actions`]: the WIT contract <-> the town's messages and applier ops.
 //! - [`lookup`]: the role's read-only questions, answered from Redis.
@@ -26,10 +31,12 @@ mod actions;
 pub mod gate;
 mod handling;
 pub mod lookup;
+mod mailboxes;
 pub mod replay;
 mod runner;
 mod supervisor;
 pub mod swap;
+mod upkeep;
 
 pub use actions::describe;
 
@@ -86,6 +93,27 @@ pub async fn builtin_peers(town: &Town) -> Result<crate::runtime::builtin::Peers
     })
 }
 
+/// [`builtin_peers`] for a host's runners: asked at most once a second, however many agents
+/// load their plugin at once (each load needs them; a big town has thousands).
+#[derive(Default)]
+pub(crate) struct PeerCache(
+    tokio::sync::Mutex<Option<(std::time::Instant, crate::runtime::builtin::Peers)>>,
+);
+
+impl PeerCache {
+    pub(crate) async fn get(&self, town: &Town) -> Result<crate::runtime::builtin::Peers> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, peers)) = cached.as_ref() {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Ok(peers.clone());
+            }
+        }
+        let peers = builtin_peers(town).await?;
+        *cached = Some((std::time::Instant::now(), peers.clone()));
+        Ok(peers)
+    }
+}
+
 /// Runs until SIGINT/SIGTERM (or until idle, with `until_idle`).
 pub async fn run(town: Arc<Town>, opts: HostOptions) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -114,6 +142,16 @@ pub async fn run_until(
     supervisor::claim_name(&town, &opts.name, &instance).await?;
     spawn_declared(&town).await?;
     let lookup: Arc<dyn Lookup> = Arc::new(TownLookup { town: town.clone() });
+    // One connection for commands and one for the events; the rest read mailboxes.
+    let readers = town.config.host.connections.saturating_sub(2).max(1);
+    let mailboxes =
+        mailboxes::Mailboxes::start(town.clone(), &opts.name, readers, stop_rx.clone()).await?;
+    let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(upkeep::follow_changes(
+        town.clone(),
+        changes_tx,
+        stop_rx.clone(),
+    ));
     let mut sup = Supervisor {
         town: town.clone(),
         runtime,
@@ -129,6 +167,10 @@ pub async fn run_until(
         near_full: false,
         idle_rounds: 0,
         reported: HashMap::new(),
+        mailboxes,
+        peers: Default::default(),
+        changes,
+        upkeep: Default::default(),
     };
     tracing::info!(host = %sup.opts.name, town = %town.config.town.name, "host started");
     let mut outcome = Ok(());

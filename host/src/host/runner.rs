@@ -1,28 +1,36 @@
-//! One agent's loop: its lease (exclusive agents), its plugin and shadow (switched between two
-//! batches, the new plugin made ready beforehand: [`switch`]), and its mailbox: our own leftovers first, then stale entries of dead hosts, then
-//! new mail, urgent before normal. Each batch goes to [`super::handling`].
+//! One agent's loop: its plugin and shadow (switched between two messages) and its mailbox:
+//! our own leftovers first, then stale entries of dead hosts when the supervisor asks, then new
+//! mail, urgent before normal. Each batch goes to [`super::handling`].
+//!
+//! An idle runner costs nothing: it waits in its shard's shared read ([`super::mailboxes`])
+//! or for a poke from the supervisor (its agent's record changed, its lease changed, a dead
+//! host's mail is to be reclaimed), with no timer of its own. Its plugin is loaded when the
+//! first mail arrives, and its instance is dropped after `[host] idle_instance_ms` without
+//! mail. The lease of an exclusive agent is the supervisor's to renew, for all agents at once
+//! (`Db::leases`); the runner serves while it is held.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use tokio::sync::watch;
 
-mod switch;
-
 use super::handling::HandleCtx;
+use super::mailboxes::Mailboxes;
 use super::supervisor::Activity;
 use crate::runtime::{Grants, Instance, Lookup, Plugin, Runtime};
 use crate::store::applier::{Fence, Op};
-use crate::store::conn::Conn;
 use crate::store::keys::GROUP;
 use crate::store::limits::{Limits, READ_BATCH};
 use crate::store::model::{AgentState, Stream};
 use crate::store::streams::{self, Entry};
 use crate::town::Town;
 
-/// How long one mailbox read blocks; also the longest a stop request waits for an idle agent.
+mod switch;
+
+/// How often an agent that cannot be served (its plugin does not load) tries again while it
+/// has mail.
 pub(super) const READ_BLOCK: Duration = Duration::from_millis(250);
 
 /// The live plugin of an agent and its instance, and a shadow candidate if there is one.
@@ -49,11 +57,10 @@ pub(super) struct Runner {
     lookup: Arc<dyn Lookup>,
     name: String,
     consumer: String,
-    /// `<host>/<instance>`: who this process is in the leases of exclusive agents.
-    holder: String,
     activity: Arc<Activity>,
     stop: watch::Receiver<bool>,
-    reads: Conn,
+    mailboxes: Arc<Mailboxes>,
+    peers: Arc<super::PeerCache>,
     limits: Limits,
     grants: Grants,
     init_config: Vec<(String, String)>,
@@ -70,24 +77,26 @@ pub(super) struct Runner {
     recovering: bool,
     /// Serve only while holding the agent's lease (`mode = "exclusive"`).
     exclusive: bool,
-    /// The lease we hold (`<host>/<instance>:<token>`), and when we last renewed it.
-    lease: Option<(String, Instant)>,
-    last_claim: Instant,
+    /// Mail read but not handled yet (the plugin would not load): handled first.
+    held: Vec<Delivery>,
+    /// The last read found mail: the next one is tried at once, without waiting in the shard.
+    hot: bool,
+    /// Said once that it waits for mail.
+    ready: bool,
+    /// Drop the instance after this long without mail (`[host] idle_instance_ms`).
+    idle_drop: Option<Duration>,
     /// Where the next XAUTOCLAIM of each stream (urgent, inbox) goes on: "0-0" after a full pass.
     claim_cursor: [String; 2],
     load_error: Option<String>,
 }
 
 impl Runner {
-    /// `consumer` is the host name (the consumer in the mailbox groups); `holder` is this
-    /// process in exclusive agents' leases, `<host>/<instance>`.
-    pub(super) async fn new(
-        town: Arc<Town>,
-        runtime: Arc<Runtime>,
-        lookup: Arc<dyn Lookup>,
+    /// `consumer` is the host name (the consumer in the mailbox groups).
+    pub(super) fn new(
+        (town, runtime, lookup): (Arc<Town>, Arc<Runtime>, Arc<dyn Lookup>),
         name: &str,
-        (consumer, holder): (&str, &str),
-        activity: Arc<Activity>,
+        consumer: &str,
+        (activity, mailboxes, peers): (Arc<Activity>, Arc<Mailboxes>, Arc<super::PeerCache>),
         stop: watch::Receiver<bool>,
     ) -> Result<Runner> {
         let grants = Grants::for_agent(&town.config, name)?;
@@ -95,20 +104,22 @@ impl Runner {
             .config
             .agents
             .get(name)
-            .is_some_and(|a| a.mode == crate::store::config::ServeMode::Exclusive);
-        let reads = town.db.dedicated(READ_BLOCK).await?;
-        let town_lease = town.config.host.lease();
+            .is_none_or(|a| a.mode == crate::store::config::ServeMode::Exclusive);
+        activity.exclusive.store(exclusive, Ordering::Relaxed);
+        // The first pass over the pending lists comes right after our own are resumed.
+        activity.reclaim.store(true, Ordering::Relaxed);
+        let idle = town.config.host.idle_instance_ms;
         Ok(Runner {
             limits: town.config.limits_for(name),
             init_config: town.config.init_config(name),
             grants,
-            reads,
+            mailboxes,
+            peers,
             town,
             runtime,
             lookup,
             name: name.to_string(),
             consumer: consumer.to_string(),
-            holder: holder.to_string(),
             activity,
             stop,
             live: None,
@@ -118,11 +129,10 @@ impl Runner {
             wanted_shadow: None,
             recovering: true,
             exclusive,
-            lease: None,
-            // The first pass over the pending lists comes right after our own are resumed.
-            last_claim: Instant::now()
-                .checked_sub(town_lease)
-                .unwrap_or_else(Instant::now),
+            held: Vec::new(),
+            hot: false,
+            ready: false,
+            idle_drop: (idle > 0).then(|| Duration::from_millis(idle)),
             claim_cursor: ["0-0".into(), "0-0".into()],
             load_error: None,
         })
@@ -136,8 +146,8 @@ impl Runner {
                 Err(e) => {
                     // Redis went away, refused something, or our lease was taken over: keep
                     // the messages (they stay pending), try again, starting with them.
-                    self.lease = None;
                     self.recovering = true;
+                    self.hot = false;
                     tracing::warn!(agent = %self.name, "{}; retrying in {:?}", crate::store::error::one_line(&e), backoff);
                     self.activity.busy.store(false, Ordering::Relaxed);
                     tokio::time::sleep(backoff).await;
@@ -145,106 +155,12 @@ impl Runner {
                 }
             }
         }
-        if let Some((holder, _)) = self.lease.take() {
+        // Done first: the supervisor renews no lease of a runner that is done.
+        self.activity.done.store(true, Ordering::Relaxed);
+        let held = self.activity.lease.lock().ok().and_then(|mut l| l.take());
+        if let Some(holder) = held {
             let _ = self.town.db.release_lease(&self.name, &holder).await;
         }
-        self.activity.done.store(true, Ordering::Relaxed);
-    }
-
-    /// For an exclusive agent: true while this host holds its lease (taking or renewing it).
-    async fn hold_lease(&mut self) -> Result<bool> {
-        if !self.exclusive {
-            return Ok(true);
-        }
-        let lease = self.town.config.host.lease();
-        if self
-            .lease
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() < lease / 3)
-        {
-            return Ok(true);
-        }
-        let previous = self.lease.as_ref().map(|(h, _)| h.as_str());
-        let held = self
-            .town
-            .db
-            .lease(&self.name, &self.holder, lease, previous)
-            .await?;
-        if held.is_some() && self.lease.is_none() {
-            tracing::info!(agent = %self.name, holder = held.as_deref().unwrap_or(""), "took the agent's lease");
-        }
-        self.lease = held.map(|h| (h, Instant::now()));
-        self.activity
-            .standby
-            .store(self.lease.is_none(), Ordering::Relaxed);
-        Ok(self.lease.is_some())
-    }
-
-    /// One round: check the agent's state and plugin, read a batch, handle it, apply it.
-    async fn step(&mut self) -> Result<()> {
-        let Some(agent) = self.town.agent(&self.name).await? else {
-            // Pruned: nothing left to serve.
-            self.unload();
-            self.activity.done.store(true, Ordering::Relaxed);
-            return Ok(());
-        };
-        if !agent.state.is_served() {
-            self.unload();
-            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(READ_BLOCK).await;
-            return Ok(());
-        }
-        let wanted = agent.plugin.clone().map(|p| (p, agent.digest.clone()));
-        if wanted != self.wanted || (self.live.is_none() && self.pending.is_none()) {
-            self.wanted = wanted.clone();
-            self.start_switch(wanted, &agent.role);
-        }
-        // Made ready in the background: the old plugin serves until the new one can. With
-        // nothing serving yet, both the plugin and a shadow recorded with it are awaited.
-        let first = self.live.is_none();
-        self.finish_switch().await;
-        if agent.shadow != self.wanted_shadow && self.live.is_some() {
-            self.wanted_shadow = agent.shadow.clone();
-            self.start_shadow(agent.shadow.clone());
-        }
-        self.finish_shadow(first).await;
-        if self.live.is_none() {
-            // No usable plugin: the mail waits in the mailbox.
-            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(READ_BLOCK).await;
-            return Ok(());
-        }
-        if !self.hold_lease().await? {
-            // Another host serves this agent; its mail is theirs.
-            if let Some(l) = self.live.as_mut() {
-                l.instance = None;
-            }
-            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(READ_BLOCK).await;
-            return Ok(());
-        }
-        let batch = self.read().await?;
-        if batch.is_empty() {
-            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
-            if agent.state == AgentState::Closing
-                && self.town.mailbox_depth(&self.name).await? == (0, 0)
-            {
-                let op = Op::AgentState {
-                    name: self.name.clone(),
-                    state: AgentState::Cold,
-                    from: Some(vec![AgentState::Closing]),
-                };
-                self.town.db.apply_ops(&self.name, vec![op]).await?;
-            }
-            return Ok(());
-        }
-        self.activity.busy.store(true, Ordering::Relaxed);
-        self.activity.empty_reads.store(0, Ordering::Relaxed);
-        let n = batch.len() as u64;
-        self.handle_batch(batch).await?;
-        self.activity.handled.fetch_add(n, Ordering::Relaxed);
-        self.activity.busy.store(false, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Drops the plugin and its shadow (stopped or pruned); they load again when served.
@@ -264,19 +180,137 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner()) = why;
     }
 
-    /// Reads the next batch: our own leftovers first, then stale entries of dead hosts, then new
-    /// mail, urgent before normal.
+    /// The lease this host holds on the agent (renewed by the supervisor for all at once).
+    fn lease(&self) -> Option<String> {
+        self.activity.lease.lock().ok()?.clone()
+    }
+
+    /// Waits for a poke from the supervisor, a stop, or `limit`.
+    fn park(&self, limit: Option<Duration>) -> impl std::future::Future<Output = ()> + Send {
+        park(self.activity.clone(), self.stop.clone(), limit)
+    }
+
+    /// One round: check the agent's state, wait for a batch, load the plugin if it is not yet,
+    /// handle the batch, apply it.
+    async fn step(&mut self) -> Result<()> {
+        let Some(agent) = self.town.agent(&self.name).await? else {
+            // Pruned: nothing left to serve.
+            self.unload();
+            self.activity.done.store(true, Ordering::Relaxed);
+            return Ok(());
+        };
+        if !agent.state.is_served() {
+            self.unload();
+            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
+            self.park(None).await;
+            return Ok(());
+        }
+        let wanted = agent.plugin.clone().map(|p| (p, agent.digest.clone()));
+        let switched = !self.ready || wanted != self.wanted;
+        if switched {
+            self.wanted = wanted.clone();
+        }
+        // No plugin says at once whether the agent is a mailbox people read or cannot be
+        // served; a changed plugin is switched to between two messages; a first one waits for
+        // the first mail.
+        let stuck = !self.held.is_empty() && self.live.is_none();
+        match (&wanted, self.live.is_some()) {
+            // Made ready in the background: the old plugin serves until the new one can.
+            (Some(_), true) if switched => self.start_switch(wanted.clone(), &agent.role),
+            _ if (switched && wanted.is_none()) || stuck => {
+                self.start_switch(wanted.clone(), &agent.role);
+                self.finish_switch().await;
+            }
+            _ => {}
+        }
+        let stuck = !self.held.is_empty() && self.live.is_none();
+        if wanted.is_none() || stuck {
+            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
+            // A mailbox waits for a change of its record; held mail tries the plugin again.
+            self.park(stuck.then_some(READ_BLOCK)).await;
+            return Ok(());
+        }
+        if !self.ready {
+            // What `tests/common/fleet.rs` counts: this host can serve the agent from here on
+            // (its plugin loads with the first message).
+            tracing::info!(agent = %self.name, "ready: waiting for mail");
+            self.ready = true;
+        }
+        if self.exclusive && self.lease().is_none() {
+            // Another host serves this agent; its mail is theirs.
+            self.activity.standby.store(true, Ordering::Relaxed);
+            if let Some(l) = self.live.as_mut() {
+                l.instance = None;
+            }
+            self.hot = false;
+            self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
+            self.park(None).await;
+            return Ok(());
+        }
+        self.activity.standby.store(false, Ordering::Relaxed);
+        if agent.state == AgentState::Closing && self.held.is_empty() {
+            // Closing goes cold once nothing is left, without waiting for mail that may
+            // never come.
+            if self.town.mailbox_depth(&self.name).await? == (0, 0) {
+                let op = Op::AgentState {
+                    name: self.name.clone(),
+                    state: AgentState::Cold,
+                    from: Some(vec![AgentState::Closing]),
+                };
+                self.town.db.apply_ops(&self.name, vec![op]).await?;
+                return Ok(());
+            }
+        }
+        let batch = self.read().await?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.activity.busy.store(true, Ordering::Relaxed);
+        self.activity.empty_reads.store(0, Ordering::Relaxed);
+        // The first plugin loads with the first mail (waited for: nothing serves yet), with a
+        // shadow recorded beside it; a candidate made ready while the runner waited takes this
+        // batch. A host killed while loading leaves the mail pending, not counted against it:
+        // handling has not begun (`handling/attempts.rs` marks a message when it does).
+        let first = self.live.is_none();
+        if first && self.pending.is_none() {
+            self.start_switch(wanted, &agent.role);
+        }
+        self.finish_switch().await;
+        if self.live.is_none() {
+            // The plugin does not load: keep the mail in hand (pending for this host).
+            self.held = batch;
+            self.activity.busy.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
+        if agent.shadow != self.wanted_shadow {
+            self.wanted_shadow = agent.shadow.clone();
+            self.start_shadow(agent.shadow.clone());
+        }
+        self.finish_shadow(first).await;
+        let n = batch.len() as u64;
+        self.handle_batch(batch).await?;
+        self.activity.handled.fetch_add(n, Ordering::Relaxed);
+        self.activity.busy.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads the next batch: mail held from before, our own leftovers, stale entries of dead
+    /// hosts (when the supervisor asks for a pass), then new mail, urgent before normal: at
+    /// once after a batch, else waiting in the shard's shared read.
     async fn read(&mut self) -> Result<Vec<Delivery>> {
+        if !self.held.is_empty() {
+            return Ok(std::mem::take(&mut self.held));
+        }
         let keys = &self.town.db.keys;
         let streams = [
             (keys.urgent(&self.name), Stream::Urgent),
             (keys.inbox(&self.name), Stream::Inbox),
         ];
         let lease = self.town.config.host.lease();
+        let mut conn = self.town.db.conn.clone();
         // A pass over the pending lists goes on from its cursor until it has seen them all.
         let mid_pass = self.claim_cursor.iter().any(|c| c != "0-0");
-        if !self.recovering && (mid_pass || self.last_claim.elapsed() >= lease / 2) {
-            self.last_claim = Instant::now();
+        if !self.recovering && (mid_pass || self.activity.reclaim.swap(false, Ordering::Relaxed)) {
             let mut out = Vec::new();
             for (i, (stream, kind)) in streams.iter().enumerate() {
                 let v: redis::Value = redis::cmd("XAUTOCLAIM")
@@ -287,7 +321,7 @@ impl Runner {
                     .arg(&self.claim_cursor[i])
                     .arg("COUNT")
                     .arg(READ_BATCH)
-                    .query_async(&mut self.reads)
+                    .query_async(&mut conn)
                     .await?;
                 let (next, entries) = streams::autoclaim_reply(&v);
                 self.claim_cursor[i] = next;
@@ -303,22 +337,23 @@ impl Runner {
                 return Ok(out);
             }
         }
+        if !(self.recovering || self.hot) {
+            return self.wait().await;
+        }
         let id = if self.recovering { "0" } else { ">" };
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
+        let v: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
             .arg(GROUP)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(READ_BATCH);
-        if !self.recovering {
-            cmd.arg("BLOCK").arg(READ_BLOCK.as_millis() as u64);
-        }
-        cmd.arg("STREAMS")
+            .arg(READ_BATCH)
+            .arg("STREAMS")
             .arg(&streams[0].0)
             .arg(&streams[1].0)
             .arg(id)
-            .arg(id);
-        let v: redis::Value = cmd.query_async(&mut self.reads).await?;
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
         let mut out = Vec::new();
         for (stream, entries) in streams::read_reply(&v) {
             let kind = if stream == streams[0].0 {
@@ -334,12 +369,51 @@ impl Runner {
             }));
         }
         out.sort_by_key(|d| d.kind != Stream::Urgent);
-        if self.recovering && out.is_empty() {
-            self.recovering = false;
-        }
         if self.recovering && !out.is_empty() {
             tracing::info!(agent = %self.name, n = out.len(), "resuming messages left in hand by a previous run");
         }
+        self.hot = !out.is_empty();
+        if self.recovering && out.is_empty() {
+            // Caught up: new mail next (after the reclaim pass, if one is asked for).
+            self.recovering = false;
+        }
+        Ok(out)
+    }
+
+    /// Waits in the shard's shared read for new mail; wakes empty on a poke or a stop, and
+    /// drops the instance after `idle_drop` without mail.
+    async fn wait(&mut self) -> Result<Vec<Delivery>> {
+        self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
+        let has_instance = self.live.as_ref().is_some_and(|l| l.instance.is_some());
+        let limit = self.idle_drop.filter(|_| has_instance);
+        let mut stop = self.stop.clone();
+        let (mailboxes, activity, name) = (
+            self.mailboxes.clone(),
+            self.activity.clone(),
+            self.name.clone(),
+        );
+        let timer = async {
+            match limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let out = tokio::select! {
+            r = mailboxes.wait(&name) => r?,
+            _ = activity.wake.notified() => Vec::new(),
+            _ = stop.changed() => Vec::new(),
+            _ = timer => {
+                if let Some(live) = self.live.as_mut() {
+                    tracing::debug!(agent = %self.name, "idle: instance dropped");
+                    live.instance = None;
+                    if let Some((_, shadow)) = live.shadow.as_mut() {
+                        *shadow = None;
+                    }
+                }
+                Vec::new()
+            }
+        };
+        self.hot = !out.is_empty();
         Ok(out)
     }
 
@@ -361,9 +435,9 @@ impl Runner {
             grants: self.grants.clone(),
             init_config: self.init_config.clone(),
             journal: Default::default(),
-            fence: self.lease.as_ref().map(|(holder, _)| Fence {
+            fence: self.lease().map(|holder| Fence {
                 agent: self.name.clone(),
-                holder: holder.clone(),
+                holder,
             }),
         };
         // Its own task: the refresh below goes on while the guest waits or computes.
@@ -374,14 +448,9 @@ impl Runner {
         let (live, result) = loop {
             tokio::select! {
                 done = &mut job => break done?,
+                // The agent's lease is the supervisor's to renew; the entries in hand are ours.
                 _ = refresh.tick() => {
                     refresh_leases(&self.town, &self.name, &self.consumer, &ids).await;
-                    if self.exclusive {
-                        let held = self.lease.as_ref().map(|(h, _)| h.as_str());
-                        if let Ok(None) = self.town.db.lease(&self.name, &self.holder, lease, held).await {
-                            tracing::warn!(agent = %self.name, "lost the agent's lease while handling");
-                        }
-                    }
                 }
             }
         };
@@ -406,5 +475,20 @@ async fn refresh_leases(town: &Town, agent: &str, consumer: &str, ids: &[(String
         if let Err(e) = r {
             tracing::warn!(agent = %agent, "could not refresh the lease of {id}: {e}");
         }
+    }
+}
+
+/// [`Runner::park`]: a future of its own (not borrowing the runner, which is not `Sync`).
+async fn park(activity: Arc<Activity>, mut stop: watch::Receiver<bool>, limit: Option<Duration>) {
+    let timer = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = activity.wake.notified() => {}
+        _ = stop.changed() => {}
+        _ = timer => {}
     }
 }

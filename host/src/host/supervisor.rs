@@ -1,5 +1,7 @@
-//! The host's own loop: starts a runner per agent, writes the heartbeat, keeps the embedded
-//! Redis alive, and notices when the town is idle (`--until-idle`).
+//! The host's own loop: starts a runner per agent, writes the heartbeat, renews the leases and
+//! looks for dead hosts ([`super::upkeep`]), keeps the embedded Redis alive, and notices when
+//! the town is idle (`--until-idle`). It lists the agents only when their number changes or an
+//! event says one was spawned, so an idle town of many agents costs it a few commands a second.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,8 +13,10 @@ use redis::AsyncCommands;
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::mailboxes::Mailboxes;
 use super::runner::Runner;
-use super::HostOptions;
+use super::upkeep::{Change, Upkeep};
+use super::{HostOptions, PeerCache};
 use crate::runtime::{Lookup, Runtime};
 use crate::store::applier::Op;
 use crate::store::config::RedisTarget;
@@ -35,6 +39,14 @@ pub(super) struct Activity {
     /// Why the agent cannot be served (no plugin, a plugin that does not load, a missing
     /// grant or program), with the fix, while it cannot.
     pub(super) blocked: std::sync::Mutex<Option<String>>,
+    /// Wakes the runner when it waits: its record or lease changed, a reclaim is asked.
+    pub(super) wake: tokio::sync::Notify,
+    /// Served under a lease (`mode = "exclusive"`, the default).
+    pub(super) exclusive: AtomicBool,
+    /// The lease this host holds on the agent (`<host>/<instance>:<token>`), if it does.
+    pub(super) lease: std::sync::Mutex<Option<String>>,
+    /// Make a pass over the agent's pending lists (XAUTOCLAIM) before reading new mail.
+    pub(super) reclaim: AtomicBool,
 }
 
 pub(super) type Runners = HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>;
@@ -58,28 +70,63 @@ pub(super) struct Supervisor {
     pub(super) idle_rounds: u32,
     /// The reason last reported for each agent that has mail and cannot be served.
     pub(super) reported: HashMap<String, String>,
+    pub(super) mailboxes: Arc<Mailboxes>,
+    pub(super) peers: Arc<PeerCache>,
+    /// Changes of agents' records, from the event follower.
+    pub(super) changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+    pub(super) upkeep: Upkeep,
 }
 
 impl Supervisor {
+    /// Starts a runner for each agent that has none (and that this host serves), then takes
+    /// the leases of the new ones at once.
+    async fn start_runners(&mut self) -> Result<()> {
+        let town = self.town.clone();
+        let mut started = false;
+        for name in town.agent_names().await? {
+            let wanted = self.opts.agents.is_empty() || self.opts.agents.contains(&name);
+            if self.runners.contains_key(&name) || !wanted {
+                continue;
+            }
+            let activity = Arc::new(Activity::default());
+            let runner = Runner::new(
+                (town.clone(), self.runtime.clone(), self.lookup.clone()),
+                &name,
+                &self.opts.name,
+                (activity.clone(), self.mailboxes.clone(), self.peers.clone()),
+                self.stop_rx.clone(),
+            )?;
+            self.runners
+                .insert(name, (activity, tokio::spawn(runner.run())));
+            started = true;
+        }
+        if started {
+            self.renew_leases().await?;
+        }
+        Ok(())
+    }
+
     /// Trims what this host serves and the town-wide history ([`crate::store::sweep`]), and
     /// warns once (log and event) when Redis nears its maxmemory.
     async fn sweep(&mut self) {
+        // Only mailboxes that took mail since the last sweep can have anything to trim.
+        let served = self.mailboxes_to_sweep();
         let town = &self.town;
-        let served: Vec<String> = self
-            .runners
-            .iter()
-            .filter(|(_, (a, _))| !a.standby.load(Ordering::Relaxed))
-            .map(|(n, _)| n.clone())
-            .collect();
-        match town.db.sweep(&served, &town.config.retention).await {
-            Ok(s) if s != Default::default() => tracing::debug!(
-                trimmed = s.trimmed,
-                archived = s.archived,
-                hosts_forgotten = s.hosts_forgotten,
-                "retention sweep"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("retention sweep: {}", crate::store::error::one_line(&e)),
+        let mut chunks: Vec<&[String]> = served.chunks(500).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for chunk in chunks {
+            match town.db.sweep(chunk, &town.config.retention).await {
+                Ok(s) if s != Default::default() => tracing::debug!(
+                    trimmed = s.trimmed,
+                    archived = s.archived,
+                    hosts_forgotten = s.hosts_forgotten,
+                    "retention sweep"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("retention sweep: {}", crate::store::error::one_line(&e)),
+            }
         }
         let Ok(memory) = town.db.memory().await else {
             return;
@@ -104,35 +151,29 @@ impl Supervisor {
     /// One round; true when the host should stop (idle, with --until-idle).
     pub(super) async fn round(&mut self) -> Result<bool> {
         let town = &self.town.clone();
-        for name in town.agent_names().await? {
-            let wanted = self.opts.agents.is_empty() || self.opts.agents.contains(&name);
-            if self.runners.contains_key(&name) || !wanted {
-                continue;
-            }
-            let activity = Arc::new(Activity::default());
-            let runner = Runner::new(
-                town.clone(),
-                self.runtime.clone(),
-                self.lookup.clone(),
-                &name,
-                (
-                    &self.opts.name,
-                    &format!("{}/{}", self.opts.name, self.instance),
-                ),
-                activity.clone(),
-                self.stop_rx.clone(),
-            )
-            .await?;
-            self.runners
-                .insert(name, (activity, tokio::spawn(runner.run())));
+        let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
+        let beat_due = self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat);
+        let spawned = self.take_changes();
+        if spawned || (beat_due && self.agents_changed().await?) {
+            self.start_runners().await?;
         }
         self.runners
             .retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
-        revive_embedded_redis(town).await;
-        self.report_stuck().await?;
-        let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
-        if self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat) {
+        if beat_due {
+            revive_embedded_redis(town).await;
+            self.report_stuck().await?;
+        }
+        let lease = town.config.host.lease();
+        if self
+            .upkeep
+            .last_lease
+            .is_none_or(|t| t.elapsed() >= lease / 3)
+        {
+            self.renew_leases().await?;
+        }
+        if beat_due {
             self.last_beat = Some(Instant::now());
+            self.watch_peers().await?;
             let lease = town.config.host.lease();
             if let Some(other) = town
                 .db
@@ -302,6 +343,20 @@ impl Supervisor {
     }
 }
 
+impl Activity {
+    /// Whether this host serves the agent now: a shared one always, an exclusive one while it
+    /// holds the lease, a mailbox people read (kept trimmed by this host's sweep) always.
+    pub(super) fn serving(&self) -> bool {
+        !self.exclusive.load(Ordering::Relaxed)
+            || self.unserved.load(Ordering::Relaxed)
+            || self
+                .lease
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+    }
+}
+
 /// Why the runner's agent cannot be served, if it cannot.
 fn blocked(a: &Activity) -> Option<String> {
     a.blocked.lock().ok()?.clone()
@@ -398,7 +453,7 @@ async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<(String, Strin
 async fn write_heartbeat(town: &Town, host: &str, instance: &str, started: u64, runners: &Runners) {
     let agents: BTreeMap<&String, u64> = runners
         .iter()
-        .filter(|(_, (a, _))| !a.standby.load(Ordering::Relaxed))
+        .filter(|(_, (a, _))| a.serving())
         .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
         .collect();
     // What `tt status` marks: the agents this host cannot serve, and why.

@@ -127,6 +127,9 @@ impl RedisSection {
     }
 }
 
+/// The fewest connections a host can work with (`[host] connections`).
+pub const MIN_HOST_CONNECTIONS: usize = 3;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostSection {
@@ -134,6 +137,13 @@ pub struct HostSection {
     pub lease_ms: u64,
     /// How often a host writes its heartbeat and refreshes the leases of messages in hand.
     pub heartbeat_ms: u64,
+    /// The most Redis connections one host process opens, whatever the number of agents: one
+    /// for commands, one following the town's events, the rest for blocking mailbox reads,
+    /// each shared by many agents (`host::mailboxes`).
+    pub connections: usize,
+    /// An agent's instance is dropped after this long without a message (0: never); the next
+    /// message creates a fresh one. Its state lives in Redis, so only memory is given back.
+    pub idle_instance_ms: u64,
 }
 
 impl HostSection {
@@ -150,6 +160,13 @@ impl HostSection {
             return Err(format!(
                 "[host] heartbeat_ms = {}: it must be above 0 and below lease_ms ({})",
                 self.heartbeat_ms, self.lease_ms
+            ));
+        }
+        if self.connections < MIN_HOST_CONNECTIONS {
+            return Err(format!(
+                "[host] connections = {}: use {MIN_HOST_CONNECTIONS} or more (one for commands, \
+                 one for events, at least one for mailbox reads)",
+                self.connections
             ));
         }
         Ok(())
@@ -187,6 +204,8 @@ impl Default for HostSection {
         HostSection {
             lease_ms: 30_000,
             heartbeat_ms: 1_000,
+            connections: 32,
+            idle_instance_ms: 300_000,
         }
     }
 }
@@ -450,3 +469,6 @@ impl Config {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+#[path = "config_cut.rs"]
+mod cut;

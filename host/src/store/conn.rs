@@ -159,6 +159,11 @@ impl Db {
         })
     }
 
+    /// Whether the town is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster { .. })
+    }
+
     /// A connection of its own, for blocking reads; it waits as long as `block` allows.
     pub async fn dedicated(&self, block: Duration) -> Result<Conn> {
         let timeout = block + Duration::from_secs(5);

@@ -57,6 +57,46 @@ call('SET', KEYS[1], holder, 'PX', ARGV[2])
 return holder
 "#;
 
+/// [`LEASE_LUA`] for many agents of one holder in one call: what lets a host renew all its
+/// leases at once, at a cost that does not grow with calls per agent. KEYS: the claim of the
+/// holder's host name, then each agent's lease and lease-seq. ARGV: holder, ttl ms, then each
+/// agent's previous lease (or ""). Returns, per agent, its lease string, or "" when another
+/// holds it.
+const LEASES_LUA: &str = r#"
+local function one(lease, seq, prev)
+  local v = call('GET', lease)
+  if v then
+    local holder = string.match(v, '^(.*):%d+$')
+    if holder == ARGV[1] then
+      call('PEXPIRE', lease, ARGV[2])
+      return v
+    end
+    local name, instance = string.match(ARGV[1], '^([^/]*)/(.*)$')
+    if not (name and string.match(holder or '', '^([^/]*)/') == name
+        and call('GET', KEYS[1]) == instance) then
+      return ''
+    end
+  end
+  if prev ~= '' and string.match(prev, '^(.*):%d+$') == ARGV[1]
+      and string.match(prev, ':(%d+)$') == call('GET', seq) then
+    call('SET', lease, prev, 'PX', ARGV[2])
+    return prev
+  end
+  local held = ARGV[1] .. ':' .. call('INCR', seq)
+  call('SET', lease, held, 'PX', ARGV[2])
+  return held
+end
+local out = {}
+for i = 3, #ARGV do
+  local j = (i - 3) * 2 + 2
+  out[#out + 1] = one(KEYS[j], KEYS[j + 1], ARGV[i])
+end
+return out
+"#;
+
+/// The most agents one [`Db::leases`] script call renews (a call blocks Redis while it runs).
+const LEASES_PER_CALL: usize = 500;
+
 /// Deletes a lease only if `ARGV[1]` still holds it. KEYS: lease.
 const RELEASE_LUA: &str =
     "if call('GET', KEYS[1]) == ARGV[1] then call('DEL', KEYS[1]) end return 1";
@@ -74,6 +114,7 @@ return ''
 #[cfg(test)]
 pub(crate) const LUA: &[(&str, &str)] = &[
     ("lease", LEASE_LUA),
+    ("leases", LEASES_LUA),
     ("lease-release", RELEASE_LUA),
     ("lease-claim", CLAIM_LUA),
 ];
@@ -81,6 +122,7 @@ pub(crate) const LUA: &[(&str, &str)] = &[
 // Leases and claims are a few bytes and must go on when Redis is full: a host that cannot renew
 // them stops serving its exclusive agents.
 static LEASE: LazyLock<redis::Script> = LazyLock::new(|| script::new(OnFull::Run, LEASE_LUA));
+static LEASES: LazyLock<redis::Script> = LazyLock::new(|| script::new(OnFull::Run, LEASES_LUA));
 static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| script::new(OnFull::Run, RELEASE_LUA));
 static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| script::new(OnFull::Run, CLAIM_LUA));
 
@@ -160,6 +202,36 @@ impl Db {
             .invoke_async(&mut conn)
             .await
             .map_err(error::from_redis)
+    }
+
+    /// [`Db::lease`] for many agents at once: `agents` with the lease each had (or `None`), in
+    /// calls of at most [`LEASES_PER_CALL`] agents; per agent, the lease when `holder` holds it.
+    pub async fn leases(
+        &self,
+        agents: &[(String, Option<String>)],
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Option<String>>> {
+        let mut conn = self.conn.clone();
+        let claim = self
+            .keys
+            .host_claim(holder.split('/').next().unwrap_or(holder));
+        let mut out = Vec::with_capacity(agents.len());
+        for chunk in agents.chunks(LEASES_PER_CALL) {
+            let mut call = LEASES.key(&claim);
+            call.arg(holder).arg(ttl.as_millis() as u64);
+            for (agent, previous) in chunk {
+                call.key(self.keys.lease(agent))
+                    .key(self.keys.lease_seq(agent))
+                    .arg(previous.as_deref().unwrap_or(""));
+            }
+            let held: Vec<String> = call
+                .invoke_async(&mut conn)
+                .await
+                .map_err(error::from_redis)?;
+            out.extend(held.into_iter().map(|h| (!h.is_empty()).then_some(h)));
+        }
+        Ok(out)
     }
 
     /// Gives up a lease this host holds (so a peer can take over at once).

@@ -19,9 +19,10 @@
 //! plugin serving: the host records the refusal (`Op::SwapRefused`: the agent's record goes back
 //! to the plugin it serves, keeps the reason for `tt status`, and an event says it); its mail is
 //! not dead-lettered for a plugin that never served. The first plugin of an agent (nothing
-//! serving yet) is awaited and instantiated on its first message, as before, and so is a
-//! shadow recorded before it: there is no old one to keep serving, and an `init` that refuses
-//! dead-letters the message with the reason.
+//! serving yet) is loaded when its first mail arrives, awaited, and instantiated on that first
+//! message, and a shadow recorded before it is awaited too: there is no old one to keep
+//! serving, and an `init` that refuses dead-letters the message with the reason. A candidate
+//! made ready while the agent is idle takes the first batch that arrives.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -144,6 +145,7 @@ struct Job {
     town: Arc<Town>,
     runtime: Arc<Runtime>,
     lookup: Arc<dyn Lookup>,
+    peers: Arc<crate::host::PeerCache>,
     agent: String,
     path: String,
     limits: Limits,
@@ -157,9 +159,7 @@ impl Job {
     async fn run(self) -> Result<Ready> {
         let (source, grants, init_config, prepared, live) = match self.target {
             Target::Live { live } => {
-                let peers = crate::host::builtin_peers(&self.town)
-                    .await
-                    .unwrap_or_default();
+                let peers = self.peers.get(&self.town).await.unwrap_or_default();
                 let p = crate::runtime::builtin::prepare(
                     &self.town.config,
                     &self.agent,
@@ -235,6 +235,7 @@ impl Runner {
             town: self.town.clone(),
             runtime: self.runtime.clone(),
             lookup: self.lookup.clone(),
+            peers: self.peers.clone(),
             agent: self.name.clone(),
             path: path.to_string(),
             limits: self.limits,

@@ -1,0 +1,294 @@
+//! `tt bench scale`: a big town on one host, each number beside the same measure of a
+//! 10-agent town taken in the same run (the baseline).
+//!
+//! Every agent is a `relay` forwarding to the mailbox-only `sink`, served in the default mode
+//! (`exclusive`: every agent has a lease), so what is measured includes leases. The host runs
+//! in this process (`host::run_until`), so its RSS and CPU are this process's minus what they
+//! were before it started; Redis's CPU comes from `INFO cpu` and its connections from
+//! `CLIENT LIST`, the bench's own connections subtracted.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::scratch::{start_host, Scratch, Spec};
+use super::{ms, percentile, rss_kib, BenchOptions};
+use crate::store::applier::Op;
+use crate::store::config::ServeMode;
+use crate::store::model::Kind;
+use crate::store::streams;
+
+/// What one town measured.
+#[derive(Default)]
+struct Figures {
+    start: Duration,
+    rss_mib: f64,
+    connections: usize,
+    /// Percent of one core, host and Redis.
+    idle_cpu: (f64, f64),
+    p50: Duration,
+    p99: Duration,
+    /// Messages per second with every agent busy.
+    busy_rate: f64,
+    send_median: Duration,
+}
+
+/// Runs the suite for each count of `agents`, with an idle window of `idle`.
+pub(super) async fn suite(opts: &BenchOptions, agents: &[usize], idle: Duration) -> Result<()> {
+    let connections = crate::store::config::HostSection::default().connections;
+    println!(
+        "tinytown bench scale: relay agents, one host, [host] connections = {connections}, \
+         idle window {} s",
+        idle.as_secs()
+    );
+    let base = measure(opts, 10, idle).await?;
+    for &n in agents {
+        let big = measure(opts, n, idle).await?;
+        report(n, &big, &base, connections);
+    }
+    Ok(())
+}
+
+fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
+    let line = |what: &str, b: String, s: String, target: &str| {
+        println!("  {what:<34} {b:>14}   (10 agents: {s:>12})   {target}");
+    };
+    println!("{n} agents:");
+    line(
+        "host start, all agents served",
+        format!("{:.2} s", big.start.as_secs_f64()),
+        format!("{:.2} s", base.start.as_secs_f64()),
+        "target < 5 s for 10,000",
+    );
+    line(
+        "host RSS",
+        format!("{:.0} MiB", big.rss_mib),
+        format!("{:.0} MiB", base.rss_mib),
+        "target < 300 MiB",
+    );
+    line(
+        "Redis connections of the host",
+        big.connections.to_string(),
+        base.connections.to_string(),
+        &format!("target <= {bound}"),
+    );
+    line(
+        "idle CPU, host + Redis",
+        format!("{:.1}% + {:.1}%", big.idle_cpu.0, big.idle_cpu.1),
+        format!("{:.1}% + {:.1}%", base.idle_cpu.0, base.idle_cpu.1),
+        "target < 5% of a core together",
+    );
+    line(
+        "one message, random agent, p50/p99",
+        format!("{} / {}", ms(big.p50), ms(big.p99)),
+        format!("{} / {}", ms(base.p50), ms(base.p99)),
+        "target p99 < 5 ms",
+    );
+    line(
+        "throughput, every agent busy",
+        format!("{:.0} msg/s", big.busy_rate),
+        format!("{:.0} msg/s", base.busy_rate),
+        "target: not below 10 agents",
+    );
+    line(
+        "tt send, whole process, median",
+        ms(big.send_median),
+        ms(base.send_median),
+        "target < 5 ms",
+    );
+}
+
+/// CPU time of this process so far.
+fn own_cpu() -> Duration {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+async fn redis_cpu(s: &Scratch) -> Result<Duration> {
+    let mut c = s.town.db.conn.clone();
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut c).await?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(Duration::from_secs_f64(
+        field("used_cpu_sys") + field("used_cpu_user"),
+    ))
+}
+
+async fn clients(s: &Scratch) -> Result<usize> {
+    let mut c = s.town.db.conn.clone();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut c).await?;
+    Ok(list.lines().count())
+}
+
+/// (process, Redis) CPU over `window`, in percent of one core.
+async fn cpu_over(s: &Scratch, window: Duration) -> Result<(f64, f64)> {
+    let (p0, r0, t) = (own_cpu(), redis_cpu(s).await?, Instant::now());
+    tokio::time::sleep(window).await;
+    let (p1, r1) = (own_cpu(), redis_cpu(s).await?);
+    let wall = t.elapsed().as_secs_f64();
+    let pct = |d: Duration| d.as_secs_f64() / wall * 100.0;
+    Ok((pct(p1 - p0), pct(r1.saturating_sub(r0))))
+}
+
+async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figures> {
+    let names: Vec<String> = (0..n).map(|i| format!("r{i:05}")).collect();
+    let mut specs: Vec<Spec> = names
+        .iter()
+        .map(|a| (a.as_str(), "relay", &[("next", "sink")][..]))
+        .collect();
+    specs.push(("sink", "", &[]));
+    let s = Scratch::with(opts, &specs, |c| {
+        for (name, a) in c.agents.iter_mut() {
+            if name != "sink" {
+                a.mode = ServeMode::Exclusive;
+            }
+        }
+    })
+    .await?;
+    let mut f = Figures::default();
+    // Baselines before the host: this process's memory and connections, both CPUs.
+    let (rss0, clients0) = (rss_kib(), clients(&s).await?);
+    let idle0 = cpu_over(&s, idle).await?;
+    let t = Instant::now();
+    let (stop, handle) = start_host(&s.town);
+    served(&s, n).await?;
+    f.start = t.elapsed();
+    // The runners' first reads (their own leftovers, a reclaim pass) end within moments.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The host shares the bench's command connection (the same `Town`): one more.
+    f.connections = clients(&s).await?.saturating_sub(clients0) + 1;
+    let idle1 = cpu_over(&s, idle).await?;
+    f.idle_cpu = ((idle1.0 - idle0.0).max(0.0), (idle1.1 - idle0.1).max(0.0));
+    f.rss_mib = rss_kib().saturating_sub(rss0) as f64 / 1024.0;
+    let sink = s.town.db.keys.inbox("sink");
+    let mut reader = s.town.db.dedicated(Duration::from_secs(5)).await?;
+    let mut last = "0-0".to_string();
+    // One message at a time to a random agent (the first to each loads its plugin: a warm-up
+    // round of the same agents comes first, so the figure is a served agent's).
+    let mut x: u64 = 0x5eed ^ n as u64;
+    let picks: Vec<&String> = (0..300)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            &names[((x >> 33) % n as u64) as usize]
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for round in 0..2 {
+        for a in &picks {
+            let t = Instant::now();
+            s.town
+                .db
+                .apply_human("conductor", vec![Op::send(*a, Kind::Task, "ping")])
+                .await?;
+            forwarded(&mut reader, &sink, &mut last, 1).await?;
+            if round == 1 {
+                lat.push(t.elapsed());
+            }
+        }
+    }
+    lat.sort();
+    f.p50 = percentile(&lat, 0.5);
+    f.p99 = percentile(&lat, 0.99);
+    // Every agent busy: the same total for every town size.
+    let total = 20_000usize.max(n * 2);
+    let per = total.div_ceil(n);
+    let t = Instant::now();
+    s.fill(&names, per, "x").await?;
+    // A run that cannot finish (say, instances refused by the kernel) still prints the rest.
+    f.busy_rate = match forwarded(&mut reader, &sink, &mut last, per * n).await {
+        Ok(()) => (per * n) as f64 / t.elapsed().as_secs_f64(),
+        Err(e) => {
+            println!("  (busy run of {n} agents did not finish: {e:#})");
+            f64::NAN
+        }
+    };
+    let _ = stop.send(true);
+    handle.await??;
+    f.send_median = cli_send(&s, &names[n / 2]).await?;
+    Ok(f)
+}
+
+/// Waits until the host's heartbeat says it serves all `n` relay agents.
+async fn served(s: &Scratch, n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut c = s.town.db.conn.clone();
+    loop {
+        let beat: Option<String> = redis::cmd("HGET")
+            .arg(s.town.db.keys.hosts())
+            .arg("bench")
+            .query_async(&mut c)
+            .await?;
+        let count = beat
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["agents"].as_object().map(|a| a.len()))
+            .unwrap_or(0);
+        if count >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the host serves {count} of {n} agents"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for `n` more forwards in the sink's inbox.
+async fn forwarded(
+    reader: &mut crate::store::conn::Conn,
+    sink: &str,
+    last: &mut String,
+    n: usize,
+) -> Result<()> {
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen < n {
+        anyhow::ensure!(Instant::now() < deadline, "{seen} of {n} forwards arrived");
+        let v: redis::Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(10_000)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(sink)
+            .arg(&*last)
+            .query_async(reader)
+            .await?;
+        for (_, entries) in streams::read_reply(&v) {
+            if let Some(e) = entries.last() {
+                *last = e.id.clone();
+            }
+            seen += entries.len();
+        }
+    }
+    Ok(())
+}
+
+/// The median of 20 `tt send` runs to `agent`, whole process.
+async fn cli_send(s: &Scratch, agent: &str) -> Result<Duration> {
+    let exe = std::env::current_exe()?;
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        let st = Command::new(&exe)
+            .args(["send", agent, &format!("hello {i}")])
+            .env("TT_TOWN", &s.dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running tt send")?;
+        anyhow::ensure!(st.success(), "tt send failed");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(percentile(&times, 0.5))
+}

@@ -1,0 +1,222 @@
+//! What a host does for all its agents at once, so that its cost does not grow with the
+//! agents that sit idle:
+//!
+//! - **leases**: the exclusive agents' leases are renewed together, one script call per 500
+//!   agents every third of the lease (`Db::leases`), not by each runner on a timer;
+//! - **reclaim**: a pass over the pending lists (XAUTOCLAIM) is asked of every runner when the
+//!   host starts, when it takes an agent's lease from another holder, and when another host's
+//!   claim of its name lapses (it died): right away and once more a lease later, which covers
+//!   what it took in its last moments. No host dies, no pass;
+//! - **changes**: one connection follows the town's event stream (`XREAD BLOCK`); a change of
+//!   an agent's record (state, plugin, shadow, prune) wakes that agent's runner, and a spawn
+//!   makes the supervisor look for new agents. Idle runners do not poll their record.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use redis::AsyncCommands;
+use tokio::sync::{mpsc, watch};
+
+use super::supervisor::{Activity, Supervisor};
+use crate::town::Town;
+
+/// How long the event follower's read blocks when the town is quiet.
+const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
+
+/// A change the event follower saw: the agent it names and the kind of change.
+pub(super) struct Change {
+    pub(super) agent: String,
+    /// A new agent (a spawn): the supervisor starts its runner.
+    pub(super) spawned: bool,
+}
+
+/// Follows the town's events on a connection of its own, sending the changes of agents'
+/// records to the supervisor; ends with `stop`.
+pub(super) async fn follow_changes(
+    town: Arc<Town>,
+    tx: mpsc::UnboundedSender<Change>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut follower = loop {
+        match town.follow(None, FOLLOW_BLOCK).await {
+            Ok(f) => break f,
+            Err(e) => {
+                tracing::warn!("following events: {}", crate::store::error::one_line(&e));
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    };
+    while !*stop.borrow() {
+        let events = tokio::select! {
+            r = follower.next() => r,
+            _ = stop.changed() => return,
+        };
+        let events = match events {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("following events: {}", crate::store::error::one_line(&e));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for e in events {
+            let kind = e.fields.get("type").map(String::as_str);
+            if !matches!(kind, Some("agent" | "swap" | "shadow")) {
+                continue;
+            }
+            let Some(agent) = e.fields.get("agent") else {
+                continue;
+            };
+            let spawned = kind == Some("agent") && e.fields.contains_key("role");
+            let _ = tx.send(Change {
+                agent: agent.clone(),
+                spawned,
+            });
+        }
+    }
+}
+
+/// What the supervisor keeps for the work it does for all agents.
+#[derive(Default)]
+pub(super) struct Upkeep {
+    pub(super) last_lease: Option<Instant>,
+    /// Other hosts whose claim lapsed, by name: when it was seen and whether the second pass
+    /// (a lease later) was asked for.
+    pub(super) dead: HashMap<String, (Instant, bool)>,
+    /// The number of agents when last counted; a change means spawns or prunes.
+    pub(super) agents: Option<u64>,
+    /// Messages each agent had handled at the last retention sweep (only those that handled
+    /// more since are swept again).
+    pub(super) swept: HashMap<String, u64>,
+}
+
+impl Supervisor {
+    /// Renews (or takes) the leases of every exclusive agent this host runs, in a few calls;
+    /// tells each runner whose lease changed, and asks a reclaim pass of those it took.
+    pub(super) async fn renew_leases(&mut self) -> Result<()> {
+        let mut asked: Vec<(String, Option<String>)> = Vec::new();
+        let mut runners: Vec<Arc<Activity>> = Vec::new();
+        for (name, (a, _)) in &self.runners {
+            // A mailbox people read is never served: it needs no lease.
+            let unserved = a.unserved.load(Ordering::Relaxed);
+            if a.exclusive.load(Ordering::Relaxed) && !a.done.load(Ordering::Relaxed) && !unserved {
+                asked.push((name.clone(), lease_of(a)));
+                runners.push(a.clone());
+            }
+        }
+        self.upkeep.last_lease = Some(Instant::now());
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let holder = format!("{}/{}", self.opts.name, self.instance);
+        let ttl = self.town.config.host.lease();
+        let held = self.town.db.leases(&asked, &holder, ttl).await?;
+        for ((name, before), (a, now)) in asked.iter().zip(runners.iter().zip(held)) {
+            if *before == now {
+                continue;
+            }
+            if now.is_some() && before.is_none() {
+                tracing::info!(agent = %name, holder = now.as_deref().unwrap_or(""), "took the agent's lease");
+                a.reclaim.store(true, Ordering::Relaxed);
+            }
+            if now.is_none() {
+                tracing::warn!(agent = %name, "another host holds the agent's lease");
+            }
+            *a.lease.lock().unwrap_or_else(|p| p.into_inner()) = now;
+            a.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Looks for other hosts whose claim of their name lapsed, and asks every runner for a
+    /// reclaim pass when one is found (and once more a lease later). One round trip, for the
+    /// names in the heartbeat hash.
+    pub(super) async fn watch_peers(&mut self) -> Result<()> {
+        let town = &self.town;
+        let mut c = town.db.conn.clone();
+        let names: Vec<String> = c.hkeys(town.db.keys.hosts()).await?;
+        let peers: Vec<&String> = names.iter().filter(|n| **n != self.opts.name).collect();
+        if peers.is_empty() {
+            self.upkeep.dead.clear();
+            return Ok(());
+        }
+        let mut p = redis::pipe();
+        for n in &peers {
+            p.exists(town.db.keys.host_claim(n));
+        }
+        let alive: Vec<bool> = p.query_async(&mut c).await?;
+        let lease = town.config.host.lease();
+        let mut pass = false;
+        let mut dead = HashMap::new();
+        for (n, alive) in peers.into_iter().zip(alive) {
+            if alive {
+                continue;
+            }
+            let (seen, again) = match self.upkeep.dead.get(n) {
+                None => {
+                    tracing::info!(host = %n, "another host stopped renewing its claim; reclaiming its mail");
+                    pass = true;
+                    (Instant::now(), false)
+                }
+                Some((seen, false)) if seen.elapsed() >= lease => {
+                    pass = true;
+                    (*seen, true)
+                }
+                Some(x) => *x,
+            };
+            dead.insert(n.clone(), (seen, again));
+        }
+        self.upkeep.dead = dead;
+        if pass {
+            for (a, _) in self.runners.values() {
+                a.reclaim.store(true, Ordering::Relaxed);
+                a.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes the runners of agents whose record changed; true when one was spawned.
+    pub(super) fn take_changes(&mut self) -> bool {
+        let mut spawned = false;
+        while let Ok(change) = self.changes.try_recv() {
+            spawned |= change.spawned;
+            if let Some((a, _)) = self.runners.get(&change.agent) {
+                a.wake.notify_one();
+            }
+        }
+        spawned
+    }
+
+    /// Whether the number of agents changed since last counted (one `SCARD`).
+    pub(super) async fn agents_changed(&mut self) -> Result<bool> {
+        let mut c = self.town.db.conn.clone();
+        let n: u64 = c.scard(self.town.db.keys.agents()).await?;
+        Ok(self.upkeep.agents.replace(n) != Some(n))
+    }
+
+    /// The served agents that handled mail since the last sweep (all of them, the first time).
+    pub(super) fn mailboxes_to_sweep(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, (a, _)) in &self.runners {
+            if !a.serving() {
+                continue;
+            }
+            let handled = a.handled.load(Ordering::Relaxed);
+            if self.upkeep.swept.insert(name.clone(), handled) != Some(handled) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+}
+
+fn lease_of(a: &Activity) -> Option<String> {
+    a.lease.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}

@@ -1,0 +1,316 @@
+//! A big town on one host: thousands of agents read over a few connections
+//! (`host::mailboxes`), each getting exactly its mail, urgent first; a busy agent beside idle
+//! ones on the same connection; a host killed and restarted under its name resuming the mail
+//! of many agents at once.
+//!
+//! Real `tt host` processes, real Redis, real compiled plugins (the `relay` role forwarding
+//! every message to the mailbox-only agent `sink`, so every effect is visible). Speeds are
+//! measured by `tt bench scale`, not here: the bounds below only catch a host that waits for
+//! a timeout it should not.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::fleet::{poll, Host, Probe, Sent};
+use common::{plugin, TestTown};
+use tinytown::store::applier::Op;
+use tinytown::store::model::Kind;
+
+/// tinytown.toml: `n` relay agents `r0000`... forwarding to `sink`, reading over at most
+/// `connections` connections, with room in the event stream for every handling.
+fn config(n: usize, connections: usize, lease_ms: u64) -> String {
+    let relay = plugin("relay");
+    let mut s = format!(
+        "[town]\nname = \"test\"\n\n[host]\nlease_ms = {lease_ms}\nheartbeat_ms = 200\n\
+         connections = {connections}\n\n[retention]\nevents = 1000000\n\n"
+    );
+    for name in names(n) {
+        s.push_str(&format!(
+            "[agents.{name}]\nrole = \"relay\"\nplugin = \"{relay}\"\nconfig = {{ next = \"sink\" }}\n\n"
+        ));
+    }
+    s
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("r{i:04}")).collect()
+}
+
+/// A town of `n` relay agents and the sink, all spawned (no host runs yet).
+fn big_town(n: usize, connections: usize, lease_ms: u64) -> (TestTown, Probe, Vec<String>) {
+    let town = TestTown::new();
+    town.write_config(&config(n, connections, lease_ms));
+    let probe = Probe::open(town.path());
+    let agents = names(n);
+    probe.spawn(&agents, "relay");
+    probe.spawn(&["sink".to_string()], "mailbox");
+    (town, probe, agents)
+}
+
+/// Sends each agent of `agents` `normal` normal messages and then one urgent one.
+fn send_each(probe: &Probe, agents: &[String], normal: usize) -> Sent {
+    let mut sent = Sent {
+        per_agent: BTreeMap::new(),
+        ids: Vec::new(),
+    };
+    let mut ops = Vec::new();
+    for a in agents {
+        for i in 0..=normal {
+            ops.push(Op::Send {
+                to: a.clone(),
+                kind: Kind::Info,
+                body: format!("{a} {i}"),
+                urgent: i == normal,
+                task: None,
+                corr: None,
+            });
+        }
+        *sent.per_agent.entry(a.clone()).or_default() += normal as u64 + 1;
+        if ops.len() >= 1000 {
+            sent.ids.extend(probe.apply(std::mem::take(&mut ops)));
+        }
+    }
+    if !ops.is_empty() {
+        sent.ids.extend(probe.apply(ops));
+    }
+    sent
+}
+
+/// The Redis clients other than the probe's own connection (a `redis-cli PING` of the host's
+/// liveness check is not one of the host's connections).
+fn host_clients(probe: &Probe) -> usize {
+    let mut p = redis::pipe();
+    p.cmd("CLIENT").arg("ID").cmd("CLIENT").arg("LIST");
+    let (me, list): (u64, String) = probe.query(&p);
+    list.lines()
+        .filter(|l| !l.starts_with(&format!("id={me} ")) && !l.contains("cmd=ping"))
+        .count()
+}
+
+/// Every `handled` event of the town, in order: (agent, `<stream>/<entry>`).
+fn handled_events(probe: &Probe) -> Vec<(String, String)> {
+    let mut p = redis::pipe();
+    p.cmd("XRANGE")
+        .arg(probe.town.db.keys.events())
+        .arg("-")
+        .arg("+");
+    let v: Vec<redis::Value> = probe.query(&p);
+    tinytown::store::streams::entries(&v[0])
+        .into_iter()
+        .map(|e| e.text_map())
+        .filter(|f| f.get("type").map(String::as_str) == Some("handled"))
+        .map(|f| {
+            (
+                f.get("agent").cloned().unwrap_or_default(),
+                f.get("msg").cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn thousands_of_agents_get_exactly_their_mail_urgent_first_over_few_connections() {
+    let connections = 6;
+    let (town, probe, agents) = big_town(2000, connections, 30_000);
+    // Mail waits before the host starts: each agent's urgent message, sent last, must be the
+    // first it handles.
+    let sent = send_each(&probe, &agents, 2);
+    let mut host = Host::start(&town, "h1", 1);
+    let total = sent.total();
+    let mut most = 0;
+    poll(
+        "every message forwarded to the sink",
+        Duration::from_secs(300),
+        Duration::from_millis(100),
+        || {
+            host.assert_running();
+            most = most.max(host_clients(&probe));
+            let (waiting, _) = probe.depth("sink");
+            match waiting {
+                n if n >= total => Ok(()),
+                n => Err(format!("{n} of {total} forwarded")),
+            }
+        },
+    );
+    probe.wait_all_handled(&agents, total, Duration::from_secs(60));
+    probe.assert_forwarded(&sent, "sink", agents.len());
+    assert!(
+        most <= connections,
+        "the host held {most} Redis connections; [host] connections = {connections}"
+    );
+    let mut first: BTreeMap<String, String> = BTreeMap::new();
+    for (agent, msg) in handled_events(&probe) {
+        first.entry(agent).or_insert(msg);
+    }
+    assert_eq!(first.len(), agents.len(), "every agent handled mail");
+    let late: Vec<_> = first
+        .iter()
+        .filter(|(_, m)| !m.starts_with("urgent/"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "agents that handled normal mail before urgent: {late:?}"
+    );
+    host.sigterm(Duration::from_secs(60));
+}
+
+#[test]
+fn a_busy_agent_does_not_starve_idle_ones_on_its_connection() {
+    // Three connections: commands, events and one shared read for every agent.
+    let (town, probe, agents) = big_town(51, 3, 30_000);
+    let (busy, idle) = agents.split_first().unwrap();
+    let mut host = Host::start(&town, "h1", 1);
+    poll(
+        "the host to serve every agent",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || match host.plugins_loaded() {
+            n if n >= agents.len() => Ok(()),
+            n => Err(format!("{n} ready")),
+        },
+    );
+    let backlog = 20_000;
+    let mut ops: Vec<Op> = (0..backlog)
+        .map(|i| Op::send(busy, Kind::Info, format!("busy {i}")))
+        .collect();
+    while !ops.is_empty() {
+        let rest = ops.split_off(ops.len().min(1000));
+        probe.apply(std::mem::replace(&mut ops, rest));
+    }
+    poll(
+        "the busy agent to be handling its backlog",
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || match probe.handled(std::slice::from_ref(busy))[0] {
+            n if n > 0 => Ok(()),
+            _ => Err("nothing handled yet".into()),
+        },
+    );
+    let started = Instant::now();
+    send_each(&probe, idle, 0);
+    let busy_done = poll(
+        "every idle agent to handle its message",
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || {
+            host.assert_running();
+            let handled = probe.handled(idle);
+            if handled.iter().all(|n| *n == 1) {
+                Ok(probe.handled(std::slice::from_ref(busy))[0])
+            } else {
+                Err(format!(
+                    "{} of {} handled",
+                    handled.iter().sum::<u64>(),
+                    idle.len()
+                ))
+            }
+        },
+    );
+    assert!(
+        busy_done < backlog,
+        "the idle agents were served only after the busy one's backlog ({busy_done} of \
+         {backlog} handled), {:?} after their mail",
+        started.elapsed()
+    );
+    host.sigterm(Duration::from_secs(60));
+}
+
+#[test]
+fn a_restarted_host_resumes_the_mail_of_many_agents_at_once() {
+    // A lease far longer than the test: the restart must not wait for any lease to lapse.
+    let (town, probe, agents) = big_town(1000, 8, 120_000);
+    let sent = probe.send_counts(&agents, 20_000);
+    let mut first = Host::start(&town, "h1", 1);
+    poll(
+        "some of the mail handled",
+        Duration::from_secs(120),
+        Duration::from_millis(5),
+        || {
+            first.assert_running();
+            match probe.total_handled(&agents) {
+                n if n >= 2000 => Ok(()),
+                n => Err(format!("{n} handled")),
+            }
+        },
+    );
+    first.sigkill();
+    let held = probe.held_by("h1", &agents);
+    let killed_at = Instant::now();
+    let mut second = Host::start(&town, "h1", 2);
+    probe.wait_all_handled(&agents, sent.total(), Duration::from_secs(90));
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(90),
+        "the restart took {:?} for {} messages held at the kill",
+        killed_at.elapsed(),
+        held.len()
+    );
+    probe.assert_forwarded_once(&sent, "sink");
+    assert_eq!(probe.dead_letters(), 0, "nothing dead-lettered");
+    second.sigterm(Duration::from_secs(60));
+}
+
+#[test]
+fn a_big_town_lists_in_pages_after_a_summary_and_commands_skip_other_agents_tables() {
+    let (town, probe, agents) = big_town(150, 32, 30_000);
+    drop(probe);
+    let out = town.ok(&["list"]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("151 agents; 1-100 shown (page 1 of 2; `tt list --page 2` for more, `tt status` for the summary)"),
+        "{out}"
+    );
+    assert_eq!(lines.count(), 100, "{out}");
+    let last = town.ok(&["list", "--page", "2"]);
+    assert_eq!(last.lines().count(), 1 + 51, "{last}");
+    assert!(last.contains("sink"), "{last}");
+    town.refused(
+        &["list", "--page", "3"],
+        2,
+        &["page 3 is past the end", "2 pages"],
+    );
+    town.refused(&["list", "--page", "0"], 2, &["count from 1"]);
+    assert_eq!(
+        town.json(&["list", "--json"]).as_array().unwrap().len(),
+        151
+    );
+    let page = town.json(&["list", "--json", "--page", "2", "--per-page", "50"]);
+    let names: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&agents[50].as_str()));
+    assert_eq!(names.len(), 50);
+
+    // The summary: counts by state, then the agents with the most mail (here r0007).
+    town.ok(&["send", "r0007", "hello"]);
+    let status = town.ok(&["status"]);
+    assert!(status.contains("agents by state: idle 151"), "{status}");
+    let shown: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("  r") || l.starts_with("  sink"))
+        .collect();
+    assert_eq!(shown.len(), 20, "{status}");
+    assert!(shown[0].trim_start().starts_with("r0007"), "{status}");
+
+    // `tt send` reads no agent's table: a broken one does not stop it; `tt list` refuses it.
+    let mut config = town.read_config();
+    config.push_str("[agents.r0001.exce]\nprogram = \"x\"\n");
+    town.write_config(&config);
+    town.ok(&["send", "r0002", "still delivered"]);
+    town.fails(&["list"], 1);
+}
+
+#[test]
+fn bench_scale_refuses_an_empty_town_size() {
+    let town = TestTown::bare();
+    town.refused(
+        &["bench", "scale", "--agents", "0"],
+        2,
+        &["--agents needs town sizes above 0"],
+    );
+}
