@@ -2,18 +2,18 @@
 //! 10-agent town taken in the same run (the baseline).
 //!
 //! Every agent is a `relay` forwarding to the mailbox-only `sink`, served in the default mode
-//! (`exclusive`: every agent has a lease), so what is measured includes leases. The host runs
-//! in this process (`host::run_until`), so its RSS and CPU are this process's minus what they
-//! were before it started; Redis's CPU comes from `INFO cpu` and its connections from
-//! `CLIENT LIST`, the bench's own connections subtracted.
+//! (`exclusive`: every agent has a lease), so what is measured includes leases. The host is
+//! `tt host`, a process of its own (this executable), so its RSS (`VmHWM`, the peak, and
+//! `VmRSS`) and CPU (`/proc/PID/stat`) are its own; Redis's CPU comes from `INFO cpu` and its
+//! connections from `CLIENT LIST`, the bench's own connections subtracted.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::scratch::{start_host, Scratch, Spec};
-use super::{ms, percentile, rss_kib, BenchOptions};
+use super::scratch::{Scratch, Spec};
+use super::{ms, percentile, BenchOptions};
 use crate::store::applier::Op;
 use crate::store::config::ServeMode;
 use crate::store::model::Kind;
@@ -23,10 +23,14 @@ use crate::store::streams;
 #[derive(Default)]
 struct Figures {
     start: Duration,
+    /// The host's resident memory: idle after start, and its peak over the whole run.
     rss_mib: f64,
+    peak_mib: f64,
     connections: usize,
     /// Percent of one core, host and Redis.
     idle_cpu: (f64, f64),
+    /// What Redis spent its idle-window time on: the top commands by time.
+    idle_commands: String,
     p50: Duration,
     p99: Duration,
     /// Messages per second with every agent busy.
@@ -62,9 +66,9 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
         "target < 5 s for 10,000",
     );
     line(
-        "host RSS",
-        format!("{:.0} MiB", big.rss_mib),
-        format!("{:.0} MiB", base.rss_mib),
+        "host RSS, idle / peak of the run",
+        format!("{:.0} / {:.0} MiB", big.rss_mib, big.peak_mib),
+        format!("{:.0} / {:.0} MiB", base.rss_mib, base.peak_mib),
         "target < 300 MiB",
     );
     line(
@@ -79,6 +83,7 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
         format!("{:.1}% + {:.1}%", base.idle_cpu.0, base.idle_cpu.1),
         "target < 5% of a core together",
     );
+    println!("  Redis while idle, top commands: {}", big.idle_commands);
     line(
         "one message, random agent, p50/p99",
         format!("{} / {}", ms(big.p50), ms(big.p99)),
@@ -99,13 +104,64 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
     );
 }
 
-/// CPU time of this process so far.
-fn own_cpu() -> Duration {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct it is given.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
+/// The host: `tt host` in a process of its own, for its own memory and CPU.
+struct HostProcess(std::process::Child);
+
+impl HostProcess {
+    fn start(s: &Scratch) -> Result<HostProcess> {
+        let log = std::fs::File::create(s.dir.join("host.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["host", "--name", "bench"])
+            .env("TT_TOWN", &s.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting tt host")?;
+        Ok(HostProcess(child))
+    }
+
+    /// CPU time (user + system) so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id()))
+            .unwrap_or_default();
+        // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // SAFETY: sysconf reads a constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        Duration::from_secs_f64(ticks as f64 / hz)
+    }
+
+    /// A `/proc/PID/status` memory field (`VmRSS`, `VmHWM`) in MiB.
+    fn mem_mib(&self, field: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    /// Stops it as a service manager would (SIGTERM) and waits.
+    fn stop(mut self) -> Result<()> {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let st = self.0.wait()?;
+        anyhow::ensure!(st.success(), "tt host exited with {st}");
+        Ok(())
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn redis_cpu(s: &Scratch) -> Result<Duration> {
@@ -122,20 +178,49 @@ async fn redis_cpu(s: &Scratch) -> Result<Duration> {
     ))
 }
 
+/// The three commands Redis spent most time on since its stats were reset, with their calls.
+async fn top_commands(s: &Scratch) -> Result<String> {
+    let mut c = s.town.db.conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await?;
+    let mut stats: Vec<(u64, u64, String)> = info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            Some((field("usec")?, field("calls")?, name.to_string()))
+        })
+        .collect();
+    stats.sort_by(|a, b| b.cmp(a));
+    Ok(stats
+        .iter()
+        .take(3)
+        .map(|(us, calls, name)| format!("{name} {calls} calls {} ms", us / 1000))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
 async fn clients(s: &Scratch) -> Result<usize> {
     let mut c = s.town.db.conn.clone();
     let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut c).await?;
     Ok(list.lines().count())
 }
 
-/// (process, Redis) CPU over `window`, in percent of one core.
-async fn cpu_over(s: &Scratch, window: Duration) -> Result<(f64, f64)> {
-    let (p0, r0, t) = (own_cpu(), redis_cpu(s).await?, Instant::now());
+/// (host, Redis) CPU over `window`, in percent of one core; without a host, Redis's only.
+async fn cpu_over(s: &Scratch, host: Option<&HostProcess>, window: Duration) -> Result<(f64, f64)> {
+    let cpu = |h: Option<&HostProcess>| h.map(HostProcess::cpu).unwrap_or_default();
+    let (p0, r0, t) = (cpu(host), redis_cpu(s).await?, Instant::now());
     tokio::time::sleep(window).await;
-    let (p1, r1) = (own_cpu(), redis_cpu(s).await?);
+    let (p1, r1) = (cpu(host), redis_cpu(s).await?);
     let wall = t.elapsed().as_secs_f64();
     let pct = |d: Duration| d.as_secs_f64() / wall * 100.0;
-    Ok((pct(p1 - p0), pct(r1.saturating_sub(r0))))
+    Ok((pct(p1.saturating_sub(p0)), pct(r1.saturating_sub(r0))))
 }
 
 async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figures> {
@@ -154,20 +239,22 @@ async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figure
     })
     .await?;
     let mut f = Figures::default();
-    // Baselines before the host: this process's memory and connections, both CPUs.
-    let (rss0, clients0) = (rss_kib(), clients(&s).await?);
-    let idle0 = cpu_over(&s, idle).await?;
+    // Baselines before the host: the bench's own connections, Redis's CPU.
+    let clients0 = clients(&s).await?;
+    let idle0 = cpu_over(&s, None, idle).await?;
     let t = Instant::now();
-    let (stop, handle) = start_host(&s.town);
+    let host = HostProcess::start(&s)?;
     served(&s, n).await?;
     f.start = t.elapsed();
     // The runners' first reads (their own leftovers, a reclaim pass) end within moments.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // The host shares the bench's command connection (the same `Town`): one more.
-    f.connections = clients(&s).await?.saturating_sub(clients0) + 1;
-    let idle1 = cpu_over(&s, idle).await?;
-    f.idle_cpu = ((idle1.0 - idle0.0).max(0.0), (idle1.1 - idle0.1).max(0.0));
-    f.rss_mib = rss_kib().saturating_sub(rss0) as f64 / 1024.0;
+    f.connections = clients(&s).await?.saturating_sub(clients0);
+    let mut c = s.town.db.conn.clone();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await?;
+    let idle1 = cpu_over(&s, Some(&host), idle).await?;
+    f.idle_commands = top_commands(&s).await?;
+    f.idle_cpu = (idle1.0, (idle1.1 - idle0.1).max(0.0));
+    f.rss_mib = host.mem_mib("VmRSS");
     let sink = s.town.db.keys.inbox("sink");
     let mut reader = s.town.db.dedicated(Duration::from_secs(5)).await?;
     let mut last = "0-0".to_string();
@@ -208,12 +295,17 @@ async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figure
     f.busy_rate = match forwarded(&mut reader, &sink, &mut last, per * n).await {
         Ok(()) => (per * n) as f64 / t.elapsed().as_secs_f64(),
         Err(e) => {
-            println!("  (busy run of {n} agents did not finish: {e:#})");
+            println!("  (busy run of {n} agents did not finish: {e:#}; the host's last words:)");
+            let log = std::fs::read_to_string(s.dir.join("host.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            for l in &lines[lines.len().saturating_sub(5)..] {
+                println!("    {l}");
+            }
             f64::NAN
         }
     };
-    let _ = stop.send(true);
-    handle.await??;
+    f.peak_mib = host.mem_mib("VmHWM");
+    host.stop()?;
     f.send_median = cli_send(&s, &names[n / 2]).await?;
     Ok(f)
 }

@@ -55,8 +55,11 @@ struct Shard {
     kept: Mutex<HashMap<String, Vec<Delivery>>>,
     /// Wakes the reader when an agent joins and the reader is not in a call.
     joined: Notify,
-    /// The reader's client id while it is in a blocking call (0 when not).
+    /// The reader's client id while it is in a blocking call (0 when not, or when a joiner
+    /// has taken it upon itself to end the call).
     blocked_in: AtomicU64,
+    /// Counts the reader's calls: a joiner ending one stops when the next has begun.
+    calls: AtomicU64,
 }
 
 /// The host's mailbox readers (one per shard).
@@ -143,7 +146,7 @@ impl Mailboxes {
         }
         let _registration = Registration { shard, agent, id };
         shard.joined.notify_one();
-        self.unblock(shard, agent, id).await;
+        self.unblock(shard).await;
         match rx.await {
             Ok(Ok(batch)) => Ok(batch),
             Ok(Err(e)) => Err(anyhow::anyhow!("{e}")),
@@ -154,28 +157,31 @@ impl Mailboxes {
 
 impl Mailboxes {
     /// Ends the shard reader's blocking call (if it is in one) so that its next call includes
-    /// the agent that just joined. `CLIENT UNBLOCK` may reach Redis before the call does;
-    /// then it is sent again while the call is the same and the agent still waits.
-    async fn unblock(&self, shard: &Shard, agent: &str, id: u64) {
+    /// the agent that just joined. One joiner ends each call (the first to take its client id
+    /// from `blocked_in`); the others that join meanwhile are in the next call anyway, so ten
+    /// thousand agents joining at once cost one `CLIENT UNBLOCK` per call, not one each.
+    /// `CLIENT UNBLOCK` may reach Redis before the call does; then it is sent again while the
+    /// reader is still in that call.
+    async fn unblock(&self, shard: &Shard) {
+        let client = shard.blocked_in.load(Ordering::SeqCst);
+        let call = shard.calls.load(Ordering::SeqCst);
+        if client == 0
+            || shard
+                .blocked_in
+                .compare_exchange(client, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return;
+        }
         let mut c = self.town.db.conn.clone();
         for _ in 0..100 {
-            let client = shard.blocked_in.load(Ordering::SeqCst);
-            if client == 0 {
-                return;
-            }
             let done: i64 = redis::cmd("CLIENT")
                 .arg("UNBLOCK")
                 .arg(client)
                 .query_async(&mut c)
                 .await
                 .unwrap_or(1);
-            let waiting = shard
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(agent)
-                .is_some_and(|w| w.id == id);
-            if done == 1 || !waiting || shard.blocked_in.load(Ordering::SeqCst) != client {
+            if done == 1 || shard.calls.load(Ordering::SeqCst) != call {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -267,6 +273,7 @@ impl Reader {
                     *self.client.insert(id)
                 }
             };
+            self.shard.calls.fetch_add(1, Ordering::SeqCst);
             self.shard.blocked_in.store(id, Ordering::SeqCst);
             // An agent that joined before the id was published would wait for the block.
             let late = {

@@ -34,6 +34,7 @@ pub mod lookup;
 mod mailboxes;
 pub mod replay;
 mod runner;
+mod slots;
 mod supervisor;
 pub mod swap;
 mod upkeep;
@@ -169,6 +170,7 @@ pub async fn run_until(
         reported: HashMap::new(),
         mailboxes,
         peers: Default::default(),
+        slots: Arc::new(slots::Slots::new(town.config.host.max_instances)),
         changes,
         upkeep: Default::default(),
     };

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::handling::HandleCtx;
 use super::mailboxes::Mailboxes;
+use super::slots::Slots;
 use super::supervisor::Activity;
 use crate::runtime::{Grants, Instance, Lookup, Plugin, Runtime};
 use crate::store::applier::{Fence, Op};
@@ -61,6 +62,9 @@ pub(super) struct Runner {
     stop: watch::Receiver<bool>,
     mailboxes: Arc<Mailboxes>,
     peers: Arc<super::PeerCache>,
+    slots: Arc<Slots>,
+    /// This agent's slot among the host's live instances, held while it may have one.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     limits: Limits,
     grants: Grants,
     init_config: Vec<(String, String)>,
@@ -96,7 +100,12 @@ impl Runner {
         (town, runtime, lookup): (Arc<Town>, Arc<Runtime>, Arc<dyn Lookup>),
         name: &str,
         consumer: &str,
-        (activity, mailboxes, peers): (Arc<Activity>, Arc<Mailboxes>, Arc<super::PeerCache>),
+        (activity, mailboxes, peers, slots): (
+            Arc<Activity>,
+            Arc<Mailboxes>,
+            Arc<super::PeerCache>,
+            Arc<Slots>,
+        ),
         stop: watch::Receiver<bool>,
     ) -> Result<Runner> {
         let grants = Grants::for_agent(&town.config, name)?;
@@ -115,6 +124,8 @@ impl Runner {
             grants,
             mailboxes,
             peers,
+            slots,
+            slot: None,
             town,
             runtime,
             lookup,
@@ -165,10 +176,23 @@ impl Runner {
 
     /// Drops the plugin and its shadow (stopped or pruned); they load again when served.
     fn unload(&mut self) {
+        self.slot = None;
         self.live = None;
         self.pending = None;
         self.pending_shadow = None;
         self.wanted_shadow = None;
+    }
+
+    /// Drops the instances (the agent's and its shadow's) and gives their slot back; the next
+    /// message makes fresh ones. State lives in Redis: only memory goes.
+    fn drop_instance(&mut self) {
+        if let Some(live) = self.live.as_mut() {
+            live.instance = None;
+            if let Some((_, shadow)) = live.shadow.as_mut() {
+                *shadow = None;
+            }
+        }
+        self.slot = None;
     }
 
     fn set_blocked(&mut self, why: Option<String>) {
@@ -239,9 +263,7 @@ impl Runner {
         if self.exclusive && self.lease().is_none() {
             // Another host serves this agent; its mail is theirs.
             self.activity.standby.store(true, Ordering::Relaxed);
-            if let Some(l) = self.live.as_mut() {
-                l.instance = None;
-            }
+            self.drop_instance();
             self.hot = false;
             self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
             self.park(None).await;
@@ -287,6 +309,9 @@ impl Runner {
             self.start_shadow(agent.shadow.clone());
         }
         self.finish_shadow(first).await;
+        if self.slot.is_none() {
+            self.slot = Some(self.slots.take().await);
+        }
         let n = batch.len() as u64;
         self.handle_batch(batch).await?;
         self.activity.handled.fetch_add(n, Ordering::Relaxed);
@@ -384,13 +409,15 @@ impl Runner {
     /// drops the instance after `idle_drop` without mail.
     async fn wait(&mut self) -> Result<Vec<Delivery>> {
         self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
-        let has_instance = self.live.as_ref().is_some_and(|l| l.instance.is_some());
-        let limit = self.idle_drop.filter(|_| has_instance);
+        let holds = self.slot.is_some()
+            || self.live.as_ref().is_some_and(|l| l.instance.is_some());
+        let limit = self.idle_drop.filter(|_| holds);
         let mut stop = self.stop.clone();
-        let (mailboxes, activity, name) = (
+        let (mailboxes, activity, name, slots) = (
             self.mailboxes.clone(),
             self.activity.clone(),
             self.name.clone(),
+            self.slots.clone(),
         );
         let timer = async {
             match limit {
@@ -398,21 +425,25 @@ impl Runner {
                 None => std::future::pending().await,
             }
         };
-        let out = tokio::select! {
-            r = mailboxes.wait(&name) => r?,
-            _ = activity.wake.notified() => Vec::new(),
-            _ = stop.changed() => Vec::new(),
-            _ = timer => {
-                if let Some(live) = self.live.as_mut() {
-                    tracing::debug!(agent = %self.name, "idle: instance dropped");
-                    live.instance = None;
-                    if let Some((_, shadow)) = live.shadow.as_mut() {
-                        *shadow = None;
-                    }
-                }
-                Vec::new()
+        // Another agent needs this one's slot (see `super::slots`).
+        let asked = async {
+            if holds {
+                slots.asked().await
+            } else {
+                std::future::pending().await
             }
         };
+        let (out, drop_it) = tokio::select! {
+            r = mailboxes.wait(&name) => (r?, false),
+            _ = activity.wake.notified() => (Vec::new(), false),
+            _ = stop.changed() => (Vec::new(), false),
+            _ = timer => (Vec::new(), true),
+            _ = asked => (Vec::new(), true),
+        };
+        if drop_it {
+            tracing::debug!(agent = %self.name, "idle: instance dropped");
+            self.drop_instance();
+        }
         self.hot = !out.is_empty();
         Ok(out)
     }

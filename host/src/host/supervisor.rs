@@ -72,6 +72,8 @@ pub(super) struct Supervisor {
     pub(super) reported: HashMap<String, String>,
     pub(super) mailboxes: Arc<Mailboxes>,
     pub(super) peers: Arc<PeerCache>,
+    /// The bound on live instances, shared by the runners.
+    pub(super) slots: Arc<super::slots::Slots>,
     /// Changes of agents' records, from the event follower.
     pub(super) changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
     pub(super) upkeep: Upkeep,
@@ -93,7 +95,12 @@ impl Supervisor {
                 (town.clone(), self.runtime.clone(), self.lookup.clone()),
                 &name,
                 &self.opts.name,
-                (activity.clone(), self.mailboxes.clone(), self.peers.clone()),
+                (
+                    activity.clone(),
+                    self.mailboxes.clone(),
+                    self.peers.clone(),
+                    self.slots.clone(),
+                ),
                 self.stop_rx.clone(),
             )?;
             self.runners

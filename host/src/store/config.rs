@@ -144,6 +144,9 @@ pub struct HostSection {
     /// An agent's instance is dropped after this long without a message (0: never); the next
     /// message creates a fresh one. Its state lives in Redis, so only memory is given back.
     pub idle_instance_ms: u64,
+    /// The most instances alive at once on one host (each maps memory; the kernel bounds a
+    /// process's mappings). Beyond it, an idle agent's instance is dropped for a busy one's.
+    pub max_instances: usize,
 }
 
 impl HostSection {
@@ -168,6 +171,12 @@ impl HostSection {
                  one for events, at least one for mailbox reads)",
                 self.connections
             ));
+        }
+        if self.max_instances == 0 {
+            return Err(
+                "[host] max_instances = 0: use 1 or more (the most instances alive at once)"
+                    .to_string(),
+            );
         }
         Ok(())
     }
@@ -206,6 +215,7 @@ impl Default for HostSection {
             heartbeat_ms: 1_000,
             connections: 32,
             idle_instance_ms: 300_000,
+            max_instances: 1_000,
         }
     }
 }
