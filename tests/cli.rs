@@ -1813,6 +1813,10 @@ fn config_values_out_of_range_are_refused_naming_the_field() {
             "[host]\nconnections = 2\n",
             "[host] connections = 2: use 3 or more",
         ),
+        (
+            "[host]\nmax_instances = 0\n",
+            "[host] max_instances = 0: use 1 or more",
+        ),
     ] {
         town.write_config(&format!("[town]\nname = \"t\"\n\n{section}"));
         town.refused(&["list"], 1, &[needle]);

@@ -314,3 +314,49 @@ fn bench_scale_refuses_an_empty_town_size() {
         &["--agents needs town sizes above 0"],
     );
 }
+
+#[test]
+fn more_busy_agents_than_instance_slots_all_get_their_mail_within_the_bound() {
+    // Forty agents with mail, four instances at a time: each agent takes a slot an idle one
+    // gives up, and the host's heartbeat never counts more than four live.
+    let max = 4;
+    let town = TestTown::new();
+    town.write_config(
+        &config(40, 6, 30_000).replace("[host]\n", &format!("[host]\nmax_instances = {max}\n")),
+    );
+    let probe = Probe::open(town.path());
+    let agents = names(40);
+    probe.spawn(&agents, "relay");
+    probe.spawn(&["sink".to_string()], "mailbox");
+    let sent = send_each(&probe, &agents, 20);
+    let mut host = Host::start(&town, "h1", 1);
+    let total = sent.total();
+    let mut most = 0u64;
+    poll(
+        "every message forwarded to the sink",
+        Duration::from_secs(300),
+        Duration::from_millis(20),
+        || {
+            host.assert_running();
+            let (beat,): (Option<String>,) =
+                probe.query(redis::pipe().hget(probe.town.db.keys.hosts(), "h1"));
+            let live = beat
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["instances"].as_u64())
+                .unwrap_or(0);
+            most = most.max(live);
+            match probe.depth("sink").0 {
+                n if n >= total => Ok(()),
+                n => Err(format!("{n} of {total} forwarded")),
+            }
+        },
+    );
+    probe.wait_all_handled(&agents, total, Duration::from_secs(60));
+    probe.assert_forwarded(&sent, "sink", agents.len());
+    assert!(most >= 1, "the heartbeat counts live instances");
+    assert!(
+        most <= max,
+        "{most} instances were live; [host] max_instances = {max}"
+    );
+    host.sigterm(Duration::from_secs(60));
+}

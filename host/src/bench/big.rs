@@ -122,8 +122,8 @@ impl HostProcess {
 
     /// CPU time (user + system) so far.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
         // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let f: Vec<u64> = rest
@@ -250,7 +250,10 @@ async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figure
     tokio::time::sleep(Duration::from_secs(2)).await;
     f.connections = clients(&s).await?.saturating_sub(clients0);
     let mut c = s.town.db.conn.clone();
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await?;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await?;
     let idle1 = cpu_over(&s, Some(&host), idle).await?;
     f.idle_commands = top_commands(&s).await?;
     f.idle_cpu = (idle1.0, (idle1.1 - idle0.1).max(0.0));

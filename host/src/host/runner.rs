@@ -409,8 +409,7 @@ impl Runner {
     /// drops the instance after `idle_drop` without mail.
     async fn wait(&mut self) -> Result<Vec<Delivery>> {
         self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
-        let holds = self.slot.is_some()
-            || self.live.as_ref().is_some_and(|l| l.instance.is_some());
+        let holds = self.slot.is_some() || self.live.as_ref().is_some_and(|l| l.instance.is_some());
         let limit = self.idle_drop.filter(|_| holds);
         let mut stop = self.stop.clone();
         let (mailboxes, activity, name, slots) = (

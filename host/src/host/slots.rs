@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub(super) struct Slots {
+    max: usize,
     free: Arc<Semaphore>,
     /// One permit per slot asked for and not yet given up: each wakes one idle holder (in
     /// order), and an ask no holder is idle for waits for the next one to be.
@@ -24,9 +25,15 @@ pub(super) struct Slots {
 impl Slots {
     pub(super) fn new(max: usize) -> Slots {
         Slots {
+            max,
             free: Arc::new(Semaphore::new(max)),
             asks: Semaphore::new(0),
         }
+    }
+
+    /// How many slots are taken (the host's heartbeat says it).
+    pub(super) fn live(&self) -> usize {
+        self.max.saturating_sub(self.free.available_permits())
     }
 
     /// A slot for one instance: a free one, else the first an idle holder gives up.

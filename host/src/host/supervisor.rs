@@ -199,10 +199,10 @@ impl Supervisor {
             }
             write_heartbeat(
                 town,
-                &self.opts.name,
-                &self.instance,
+                (&self.opts.name, &self.instance),
                 self.started,
                 &self.runners,
+                self.slots.live(),
             )
             .await;
         }
@@ -457,7 +457,13 @@ async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<(String, Strin
     Ok(stuck)
 }
 
-async fn write_heartbeat(town: &Town, host: &str, instance: &str, started: u64, runners: &Runners) {
+async fn write_heartbeat(
+    town: &Town,
+    (host, instance): (&str, &str),
+    started: u64,
+    runners: &Runners,
+    instances: usize,
+) {
     let agents: BTreeMap<&String, u64> = runners
         .iter()
         .filter(|(_, (a, _))| a.serving())
@@ -472,7 +478,7 @@ async fn write_heartbeat(town: &Town, host: &str, instance: &str, started: u64, 
         "name": host, "instance": instance, "machine": super::default_host_name(),
         "pid": std::process::id(), "pid_start": start_ticks(std::process::id() as i32),
         "started_ms": started, "seen_ms": now_ms(),
-        "agents": agents, "blocked": blocked,
+        "agents": agents, "blocked": blocked, "instances": instances,
     });
     let mut c = town.db.conn.clone();
     let _: Result<(), _> = c.hset(town.db.keys.hosts(), host, beat.to_string()).await;
