@@ -105,7 +105,7 @@ mod tests {
             drop(slot);
         }
         for w in waiters {
-            tokio::time::timeout(Duration::from_secs(5), w)
+            let _slot = tokio::time::timeout(Duration::from_secs(5), w)
                 .await
                 .expect("each waiter gets a slot")
                 .unwrap();
@@ -126,7 +126,7 @@ mod tests {
             .await
             .expect("the ask was kept");
         drop(held);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
+        let _slot = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("the waiter got the slot")
             .unwrap();

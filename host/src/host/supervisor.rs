@@ -231,6 +231,9 @@ impl Supervisor {
         }
         let stuck = stuck_mail(town, &self.runners).await?;
         if !stuck.is_empty() {
+            // An agent blocked since the last beat (its plugin fails with its first mail) is
+            // reported like the others before the host gives up.
+            self.report_stuck().await?;
             let reasons: Vec<String> = stuck.iter().map(|(_, why)| why.clone()).collect();
             let stuck: Vec<String> = stuck.into_iter().map(|(n, _)| n).collect();
             return Err(crate::store::error::fail(

@@ -30,8 +30,9 @@ impl Config {
     }
 }
 
-/// `text` without its `[agents.NAME...]` tables (headers and their lines), or `None` when it
-/// cannot tell them apart by their headers alone.
+/// `text` without its `[agents]` and `[agents.NAME...]` tables (headers and their lines: what
+/// `[agents]` holds is agents too, `NAME = {...}` or `NAME.role = ...`), or `None` when it
+/// cannot tell them apart by their headers alone. `tt init` writes an empty `[agents]`.
 fn without_agents(text: &str) -> Option<String> {
     let mut out = String::new();
     let mut skipping = false;
@@ -42,6 +43,10 @@ fn without_agents(text: &str) -> Option<String> {
                 if rest.starts_with(['"', '\'']) {
                     return None;
                 }
+                skipping = true;
+                continue;
+            }
+            if header_is(t, "agents") {
                 skipping = true;
                 continue;
             }
@@ -57,4 +62,48 @@ fn without_agents(text: &str) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// Whether `line` (trimmed at the start) is the header `[name]`, a comment allowed after it.
+fn header_is(line: &str, name: &str) -> bool {
+    let Some(rest) = line
+        .strip_prefix('[')
+        .and_then(|r| r.trim_start().strip_prefix(name))
+    else {
+        return false;
+    };
+    let Some(after) = rest.trim_start().strip_prefix(']') else {
+        return false;
+    };
+    let after = after.trim();
+    after.is_empty() || after.starts_with('#')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_agents;
+
+    #[test]
+    fn agents_tables_go_and_the_rest_stays() {
+        let text = "[town]\nname = \"t\"\n\n[agents]\n\n[agents.a]\nrole = \"worker\"\n\
+                    [agents.a.exec]\nallow = [\"x\"]\n\n[host]\nconnections = 8\n";
+        let cut = without_agents(text).unwrap();
+        assert_eq!(cut, "[town]\nname = \"t\"\n\n[host]\nconnections = 8\n");
+        // What an `[agents]` table holds is agents too.
+        let inline =
+            "[agents] # the town's agents\nb = { role = \"worker\" }\n[limits]\nfuel = 1\n";
+        assert_eq!(without_agents(inline).unwrap(), "[limits]\nfuel = 1\n");
+    }
+
+    #[test]
+    fn what_headers_cannot_tell_apart_is_loaded_whole() {
+        for text in [
+            "[agents.\"a b\"]\nrole = \"w\"\n",
+            "[[agents]]\nname = \"a\"\n",
+            "[agentsx]\n",
+            "[town]\nagents.a.role = \"w\"\n",
+        ] {
+            assert!(without_agents(text).is_none(), "{text}");
+        }
+    }
 }
