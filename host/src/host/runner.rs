@@ -23,11 +23,12 @@ use super::supervisor::Activity;
 use crate::runtime::{Grants, Instance, Lookup, Plugin, Runtime};
 use crate::store::applier::{Fence, Op};
 use crate::store::keys::GROUP;
-use crate::store::limits::{Limits, READ_BATCH};
+use crate::store::limits::Limits;
 use crate::store::model::{AgentState, Stream};
-use crate::store::streams::{self, Entry};
+use crate::store::streams::Entry;
 use crate::town::Town;
 
+mod read;
 mod switch;
 
 /// How often an agent that cannot be served (its plugin does not load) tries again while it
@@ -317,134 +318,6 @@ impl Runner {
         self.activity.handled.fetch_add(n, Ordering::Relaxed);
         self.activity.busy.store(false, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Reads the next batch: mail held from before, our own leftovers, stale entries of dead
-    /// hosts (when the supervisor asks for a pass), then new mail, urgent before normal: at
-    /// once after a batch, else waiting in the shard's shared read.
-    async fn read(&mut self) -> Result<Vec<Delivery>> {
-        if !self.held.is_empty() {
-            return Ok(std::mem::take(&mut self.held));
-        }
-        let keys = &self.town.db.keys;
-        let streams = [
-            (keys.urgent(&self.name), Stream::Urgent),
-            (keys.inbox(&self.name), Stream::Inbox),
-        ];
-        let lease = self.town.config.host.lease();
-        let mut conn = self.town.db.conn.clone();
-        // A pass over the pending lists goes on from its cursor until it has seen them all.
-        let mid_pass = self.claim_cursor.iter().any(|c| c != "0-0");
-        if !self.recovering && (mid_pass || self.activity.reclaim.swap(false, Ordering::Relaxed)) {
-            let mut out = Vec::new();
-            for (i, (stream, kind)) in streams.iter().enumerate() {
-                let v: redis::Value = redis::cmd("XAUTOCLAIM")
-                    .arg(stream)
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg(lease.as_millis() as u64)
-                    .arg(&self.claim_cursor[i])
-                    .arg("COUNT")
-                    .arg(READ_BATCH)
-                    .query_async(&mut conn)
-                    .await?;
-                let (next, entries) = streams::autoclaim_reply(&v);
-                self.claim_cursor[i] = next;
-                out.extend(entries.into_iter().map(|entry| Delivery {
-                    stream: stream.clone(),
-                    kind: *kind,
-                    entry,
-                    redelivered: true,
-                }));
-            }
-            if !out.is_empty() {
-                tracing::info!(agent = %self.name, n = out.len(), "reclaimed messages of a host that stopped answering");
-                return Ok(out);
-            }
-        }
-        if !(self.recovering || self.hot) {
-            return self.wait().await;
-        }
-        let id = if self.recovering { "0" } else { ">" };
-        let v: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(READ_BATCH)
-            .arg("STREAMS")
-            .arg(&streams[0].0)
-            .arg(&streams[1].0)
-            .arg(id)
-            .arg(id)
-            .query_async(&mut conn)
-            .await?;
-        let mut out = Vec::new();
-        for (stream, entries) in streams::read_reply(&v) {
-            let kind = if stream == streams[0].0 {
-                Stream::Urgent
-            } else {
-                Stream::Inbox
-            };
-            out.extend(entries.into_iter().map(|entry| Delivery {
-                stream: stream.clone(),
-                kind,
-                entry,
-                redelivered: self.recovering,
-            }));
-        }
-        out.sort_by_key(|d| d.kind != Stream::Urgent);
-        if self.recovering && !out.is_empty() {
-            tracing::info!(agent = %self.name, n = out.len(), "resuming messages left in hand by a previous run");
-        }
-        self.hot = !out.is_empty();
-        if self.recovering && out.is_empty() {
-            // Caught up: new mail next (after the reclaim pass, if one is asked for).
-            self.recovering = false;
-        }
-        Ok(out)
-    }
-
-    /// Waits in the shard's shared read for new mail; wakes empty on a poke or a stop, and
-    /// drops the instance after `idle_drop` without mail.
-    async fn wait(&mut self) -> Result<Vec<Delivery>> {
-        self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
-        let holds = self.slot.is_some() || self.live.as_ref().is_some_and(|l| l.instance.is_some());
-        let limit = self.idle_drop.filter(|_| holds);
-        let mut stop = self.stop.clone();
-        let (mailboxes, activity, name, slots) = (
-            self.mailboxes.clone(),
-            self.activity.clone(),
-            self.name.clone(),
-            self.slots.clone(),
-        );
-        let timer = async {
-            match limit {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        // Another agent needs this one's slot (see `super::slots`).
-        let asked = async {
-            if holds {
-                slots.asked().await
-            } else {
-                std::future::pending().await
-            }
-        };
-        let (out, drop_it) = tokio::select! {
-            r = mailboxes.wait(&name) => (r?, false),
-            _ = activity.wake.notified() => (Vec::new(), false),
-            _ = stop.changed() => (Vec::new(), false),
-            _ = timer => (Vec::new(), true),
-            _ = asked => (Vec::new(), true),
-        };
-        if drop_it {
-            tracing::debug!(agent = %self.name, "idle: instance dropped");
-            self.drop_instance();
-        }
-        self.hot = !out.is_empty();
-        Ok(out)
     }
 
     /// Handles a batch on a blocking thread (keeping the leases fresh meanwhile) and applies it.

@@ -3,15 +3,18 @@
 //! the town is idle (`--until-idle`). It lists the agents only when their number changes or an
 //! event says one was spawned, so an idle town of many agents costs it a few commands a second.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use redis::AsyncCommands;
-use serde_json::json;
 use tokio::sync::watch;
+
+mod name;
+
+pub(super) use name::claim_name;
+use name::write_heartbeat;
 
 use super::mailboxes::Mailboxes;
 use super::runner::Runner;
@@ -20,7 +23,6 @@ use super::{HostOptions, PeerCache};
 use crate::runtime::{Lookup, Runtime};
 use crate::store::applier::Op;
 use crate::store::config::RedisTarget;
-use crate::store::model::now_ms;
 use crate::town::Town;
 
 /// What the supervisor knows about a runner.
@@ -251,81 +253,6 @@ impl Supervisor {
     }
 }
 
-/// Claims host name `name` for this process (instance `instance`), or refuses naming the live
-/// process that holds it. A holder whose heartbeat says it ran on this machine with a pid that
-/// is gone has crashed: its claim is taken at once, so a restart after a crash is not delayed.
-pub(super) async fn claim_name(town: &Town, name: &str, instance: &str) -> Result<()> {
-    let ttl = town.config.host.lease();
-    let Some(other) = town.db.claim_host(name, instance, None, ttl).await? else {
-        return Ok(());
-    };
-    let mut c = town.db.conn.clone();
-    let beat: Option<String> = c.hget(town.db.keys.hosts(), name).await?;
-    let beat: serde_json::Value = beat
-        .and_then(|b| serde_json::from_str(&b).ok())
-        .unwrap_or_default();
-    let pid = beat["pid"].as_i64().unwrap_or(0) as i32;
-    let here = beat["machine"].as_str() == Some(super::default_host_name().as_str());
-    let crashed = beat["instance"].as_str() == Some(other.as_str())
-        && here
-        && pid > 0
-        && !alive(pid, beat["pid_start"].as_u64());
-    if crashed
-        && town
-            .db
-            .claim_host(name, instance, Some(&other), ttl)
-            .await?
-            .is_none()
-    {
-        tracing::info!(
-            host = name,
-            "took over the name from a process that is gone (pid {pid})"
-        );
-        return Ok(());
-    }
-    let who = match beat["seen_ms"].as_u64() {
-        Some(seen) => format!(
-            "pid {} on {}, last heartbeat {} ms ago",
-            beat["pid"],
-            beat["machine"].as_str().unwrap_or("?"),
-            now_ms().saturating_sub(seen)
-        ),
-        None => format!("instance {other}, no heartbeat yet"),
-    };
-    Err(crate::store::error::fail(
-        format!("host name `{name}` is in use by another live `tt host` ({who})"),
-        format!(
-            "stop that one first, or start this one with --name OTHER; a claim lapses {} ms \
-             after its process stops renewing it",
-            ttl.as_millis()
-        ),
-    ))
-}
-
-/// Whether process `pid` runs: it exists, is not a zombie (killed, not yet reaped) and, when
-/// `start` is known, is the process that started then: a pid reused by another process, or by
-/// a thread of one (busy machines cycle through pids fast), is not it.
-fn alive(pid: i32, start: Option<u64>) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // "pid (comm) S ...": the fields after the last ')', state first.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let zombie = matches!(fields.first(), Some(&("Z" | "X")));
-    let same = start.is_none_or(|s| fields.get(19).and_then(|f| f.parse::<u64>().ok()) == Some(s));
-    exists && !zombie && same
-}
-
-/// When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat).
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 impl Supervisor {
     /// Says once, as a town event and a log line, which agents have mail they cannot be
     /// served (and the fix); says again when the reason changes.
@@ -458,47 +385,4 @@ async fn stuck_mail(town: &Town, runners: &Runners) -> Result<Vec<(String, Strin
     }
     stuck.sort();
     Ok(stuck)
-}
-
-async fn write_heartbeat(
-    town: &Town,
-    (host, instance): (&str, &str),
-    started: u64,
-    runners: &Runners,
-    instances: usize,
-) {
-    let agents: BTreeMap<&String, u64> = runners
-        .iter()
-        .filter(|(_, (a, _))| a.serving())
-        .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
-        .collect();
-    // What `tt status` marks: the agents this host cannot serve, and why.
-    let blocked: BTreeMap<&String, String> = runners
-        .iter()
-        .filter_map(|(n, (a, _))| Some((n, blocked(a)?)))
-        .collect();
-    let beat = json!({
-        "name": host, "instance": instance, "machine": super::default_host_name(),
-        "pid": std::process::id(), "pid_start": start_ticks(std::process::id() as i32),
-        "started_ms": started, "seen_ms": now_ms(),
-        "agents": agents, "blocked": blocked, "instances": instances,
-    });
-    let mut c = town.db.conn.clone();
-    let _: Result<(), _> = c.hset(town.db.keys.hosts(), host, beat.to_string()).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reused_pid_is_not_the_process_that_claimed_the_name() {
-        let me = std::process::id() as i32;
-        let start = start_ticks(me);
-        assert!(start.is_some());
-        assert!(alive(me, start));
-        assert!(alive(me, None));
-        assert!(!alive(me, start.map(|s| s + 1)));
-        assert!(!alive(i32::MAX, None));
-    }
 }

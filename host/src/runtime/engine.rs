@@ -2,7 +2,10 @@
 //!
 //! [`Runtime`] owns the wasmtime engine (epoch interruption on, fuel only when some agent asks
 //! for it, a ticker thread advancing the epoch), the on-disk cache of compiled components (by
-//! digest and the engine's compatibility hash), and compiles each plugin once per process.
+//! digest and the engine's compatibility hash), and compiles each plugin once per process. A
+//! plugin is also linked once per set of granted capabilities (the linker depends on nothing
+//! else): ten thousand agents of one role share one `InstancePre`, where building a linker with
+//! every WASI function for each of them was most of a big town's start-up CPU.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -11,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::Engine;
 
 use super::bindings;
@@ -23,11 +26,21 @@ use crate::store::model::Digest;
 /// How often the epoch advances; the resolution of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// What linking a plugin for a set of capabilities gives; shared by every agent it serves.
+#[derive(Clone)]
+pub(super) struct Linked {
+    pub(super) imports: Vec<String>,
+    pub(super) pre: InstancePre<State>,
+    pub(super) has_init: bool,
+}
+
 pub struct Runtime {
     pub(super) engine: Engine,
     cache_dir: Option<PathBuf>,
     pub(super) fuel: bool,
     compiled: Mutex<HashMap<Digest, Component>>,
+    /// Linked plugins by digest and granted capabilities: imports, pre-instance, has `init`.
+    linked: Mutex<HashMap<(Digest, Vec<&'static str>), Linked>>,
     /// Held while compiling, so agents starting together compile a plugin once, not once each.
     compiling: Mutex<()>,
     _ticker: std::thread::JoinHandle<()>,
@@ -57,6 +70,7 @@ impl Runtime {
             cache_dir,
             fuel,
             compiled: Mutex::new(HashMap::new()),
+            linked: Mutex::new(HashMap::new()),
             compiling: Mutex::new(()),
             _ticker: ticker,
         })
@@ -72,6 +86,19 @@ impl Runtime {
         let dir = self.cache_dir.as_ref()?;
         // The compatibility hash covers the wasmtime version and every setting that matters.
         Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// A plugin of `digest` linked before for the same granted capabilities.
+    pub(super) fn already_linked(&self, digest: Digest, grants: &Grants) -> Option<Linked> {
+        let linked = self.linked.lock().unwrap_or_else(|p| p.into_inner());
+        linked.get(&(digest, grants.names())).cloned()
+    }
+
+    pub(super) fn keep_linked(&self, digest: Digest, grants: &Grants, linked: Linked) {
+        self.linked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((digest, grants.names()), linked);
     }
 
     fn already_compiled(&self, digest: &Digest) -> Option<Component> {

@@ -9,7 +9,7 @@ use wasmtime::component::InstancePre;
 use super::bindings::{WIT_VERSION, WIT_VERSIONS};
 use super::builtin::Source;
 use super::capabilities::{self, Grants};
-use super::engine::{check_is_component, Runtime};
+use super::engine::{check_is_component, Linked, Runtime};
 use super::instance::State;
 use crate::store::error;
 use crate::store::model::Digest;
@@ -65,6 +65,15 @@ impl Runtime {
         grants: &Grants,
     ) -> Result<Plugin> {
         let (digest, component, _) = self.compile(path, bytes)?;
+        if let Some(l) = self.already_linked(digest, grants) {
+            return Ok(Plugin {
+                digest,
+                path: path.to_path_buf(),
+                imports: l.imports,
+                pre: l.pre,
+                has_init: l.has_init,
+            });
+        }
         let ty = component.component_type();
         let imports: Vec<String> = ty
             .imports(&self.engine)
@@ -103,12 +112,19 @@ impl Runtime {
                 format!("it must be built against tinytown:agent@{WIT_VERSION} (wit/agent.wit)"),
             )
         })?;
+        let has_init = exports.iter().any(|e| e == "init");
+        let linked = Linked {
+            imports: imports.clone(),
+            pre: pre.clone(),
+            has_init,
+        };
+        self.keep_linked(digest, grants, linked);
         Ok(Plugin {
             digest,
             path: path.to_path_buf(),
             imports,
             pre,
-            has_init: exports.iter().any(|e| e == "init"),
+            has_init,
         })
     }
 }
