@@ -248,6 +248,13 @@ impl Runner {
             }
             _ => {}
         }
+        if self.live.is_some() {
+            // A candidate made ready meanwhile is switched to now (or refused, and said).
+            self.finish_switch().await;
+            if agent.shadow == self.wanted_shadow {
+                self.finish_shadow(false).await;
+            }
+        }
         let stuck = !self.held.is_empty() && self.live.is_none();
         if wanted.is_none() || stuck {
             self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +263,16 @@ impl Runner {
             return Ok(());
         }
         if !self.ready {
+            // An agent with mail when the host starts (waiting, or in the hand of a host that
+            // stopped) loads its plugin now: one that cannot be served is said at once, not
+            // when its mail is next read (a lease later, for mail another host held).
+            if self.live.is_none()
+                && self.pending.is_none()
+                && self.town.mailbox_depth(&self.name).await? != (0, 0)
+            {
+                self.start_switch(wanted.clone(), &agent.role);
+                self.finish_switch().await;
+            }
             // What `tests/common/fleet.rs` counts: this host can serve the agent from here on
             // (its plugin loads with the first message).
             tracing::info!(agent = %self.name, "ready: waiting for mail");
@@ -309,7 +326,10 @@ impl Runner {
             self.wanted_shadow = agent.shadow.clone();
             self.start_shadow(agent.shadow.clone());
         }
-        self.finish_shadow(first).await;
+        // Nothing handled yet (the plugin loaded with this mail or at start): the shadow is
+        // awaited, so it sees the first message too.
+        let nothing_handled = self.activity.handled.load(Ordering::Relaxed) == 0;
+        self.finish_shadow(first || nothing_handled).await;
         if self.slot.is_none() {
             self.slot = Some(self.slots.take().await);
         }

@@ -9,10 +9,11 @@
 //! Python component's `init` takes tens of them). A shadow likewise starts comparing from the
 //! first batch after it is ready. `tt bench swap` measures the pause.
 //!
-//! While a plugin serves, the job runs on a thread of its own at a lower CPU priority than the
-//! serving threads (nice [`BACKGROUND_NICE`]): on a machine whose cores are busy serving, the
-//! milliseconds of CPU a candidate's preparation takes would otherwise be taken from the mail,
-//! and show as a pause of that length.
+//! While a plugin serves, the job runs on a thread of its own, not on one of the runtime's
+//! workers: instantiating a component and running its `init` are milliseconds of CPU without an
+//! await, which would hold a worker the serving tasks need. (Running it at a lower CPU priority
+//! was tried: it made no difference to `tt bench swap`, and with the whole test suite loading
+//! the machine a swap test once waited two minutes for a preparation, likely starved.)
 //!
 //! A candidate that fails to load, instantiate or `init` here (it passed `tt swap`'s
 //! validation, but this host's config or limits differ, or its `init` fails now) leaves the old
@@ -39,10 +40,6 @@ use crate::store::limits::Limits;
 use crate::store::model::Digest;
 use crate::town::Town;
 
-/// The nice value of a job preparing a plugin while another one serves (0 is the serving
-/// threads'; 19 the lowest priority). Not the lowest, so a busy host still gets it done.
-const BACKGROUND_NICE: i32 = 10;
-
 /// A plugin being made ready off the serving path.
 pub(super) struct Pending {
     done: oneshot::Receiver<Result<Ready>>,
@@ -63,8 +60,8 @@ impl Drop for Pending {
 }
 
 impl Pending {
-    /// Runs `job` off the serving path: on a low-priority thread of its own when something
-    /// serves (`background`), else as a task of the runtime (nothing to keep the CPU for).
+    /// Runs `job` off the serving path: on a thread of its own when something serves
+    /// (`background`), else as a task of the runtime (nothing else to keep the workers for).
     fn start(mut job: Job, background: bool) -> Pending {
         let (tx, done) = oneshot::channel();
         let path = job.path.clone();
@@ -72,17 +69,17 @@ impl Pending {
         job.own_thread =
             background && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
         let own_thread = job.own_thread;
+        let activity = job.activity.clone();
         let work = async move {
             let _ = tx.send(job.run().await);
+            // An idle runner switches (or says why it does not) now, not with its next mail.
+            activity.wake.notify_one();
         };
         let task = if own_thread {
             // The job's own awaits (Redis, timers) are driven by the runtime's workers.
             let spawned = std::thread::Builder::new()
                 .name("tt-prepare".into())
-                .spawn(move || {
-                    lower_priority();
-                    handle.block_on(work)
-                });
+                .spawn(move || handle.block_on(work));
             if let Err(e) = spawned {
                 // `done` reports the job gone; the runner tries again on its next round.
                 tracing::warn!("cannot start a thread to prepare {path}: {e}");
@@ -105,17 +102,6 @@ impl Pending {
             }
         };
         Some(r.unwrap_or_else(|_| Err(anyhow::anyhow!("the job preparing {} ended", self.path))))
-    }
-}
-
-/// Makes the calling thread yield the CPU to the serving threads (Linux: the nice value is
-/// per thread). Best effort: a thread that cannot be lowered still does the job.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on this thread's own id; no memory is passed.
-    unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
     }
 }
 
@@ -150,8 +136,9 @@ struct Job {
     path: String,
     limits: Limits,
     target: Target,
-    /// Runs on a thread of its own: loads right here, not on the runtime's blocking pool
-    /// (whose threads serve at normal priority).
+    /// The runner's: woken when the job is done.
+    activity: Arc<crate::host::supervisor::Activity>,
+    /// Runs on a thread of its own: loads right here, not on the runtime's blocking pool.
     own_thread: bool,
 }
 
@@ -240,6 +227,7 @@ impl Runner {
             path: path.to_string(),
             limits: self.limits,
             target,
+            activity: self.activity.clone(),
             own_thread: false,
         }
     }
