@@ -56,23 +56,40 @@ enum Attempt {
     Fail(LlmError, Option<u16>),
 }
 
+/// One HTTP client per (connect timeout, timeout), shared by every provider of the process:
+/// building one reads and parses the system's root certificates (milliseconds of CPU: a
+/// thousand agents granted a model spent seconds on it), and a shared one pools connections.
+fn shared_client(connect: Duration, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    type Clients =
+        std::sync::Mutex<std::collections::HashMap<(Duration, Duration), reqwest::Client>>;
+    static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
+    let mut clients = CLIENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = clients.get(&(connect, timeout)) {
+        return Ok(c.clone());
+    }
+    let c = reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(timeout)
+        .build()?;
+    clients.insert((connect, timeout), c.clone());
+    Ok(c)
+}
+
 impl Provider {
     pub fn new(name: &str, c: &ProviderConfig, key: Option<Secret>) -> anyhow::Result<Provider> {
         // reqwest is built without a crypto provider of its own; the host's is ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = Duration::from_millis(c.timeout_ms.unwrap_or(TIMEOUT_MS));
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(
-                c.connect_timeout_ms.unwrap_or(CONNECT_TIMEOUT_MS),
-            ))
-            .timeout(timeout)
-            .build()
-            .map_err(|e| {
-                crate::store::error::fail(
-                    format!("[llm.providers.{name}]: cannot build an HTTP client: {e}"),
-                    "this is a bug in tinytown; please report it",
-                )
-            })?;
+        let connect = Duration::from_millis(c.connect_timeout_ms.unwrap_or(CONNECT_TIMEOUT_MS));
+        let http = shared_client(connect, timeout).map_err(|e| {
+            crate::store::error::fail(
+                format!("[llm.providers.{name}]: cannot build an HTTP client: {e}"),
+                "this is a bug in tinytown; please report it",
+            )
+        })?;
         Ok(Provider {
             name: name.to_string(),
             kind: c.kind,
