@@ -40,6 +40,9 @@ use crate::store::limits::Limits;
 use crate::store::model::Digest;
 use crate::town::Town;
 
+/// Plugin loads running at once on the runtime's blocking threads.
+static LOADING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// A plugin being made ready off the serving path.
 pub(super) struct Pending {
     done: oneshot::Receiver<Result<Ready>>,
@@ -167,6 +170,10 @@ impl Job {
         let plugin = if self.own_thread {
             self.runtime.load_source(&self.agent, &source, &grants)?
         } else {
+            // A thousand agents getting their first mail at once would each take a blocking
+            // thread (the pool grows to 512); a few loads at a time keep the threads few, and
+            // a plugin compiled and linked once loads in a fraction of a millisecond after.
+            let _turn = LOADING.acquire().await?;
             let (runtime, name, grants) =
                 (self.runtime.clone(), self.agent.clone(), grants.clone());
             tokio::task::spawn_blocking(move || runtime.load_source(&name, &source, &grants))
