@@ -84,7 +84,8 @@ impl Pending {
                 .name("tt-prepare".into())
                 .spawn(move || handle.block_on(work));
             if let Err(e) = spawned {
-                // `done` reports the job gone; the runner tries again on its next round.
+                // `done` reports the job gone: the candidate is refused (and said) like one
+                // that cannot start here; swapping it again tries again.
                 tracing::warn!("cannot start a thread to prepare {path}: {e}");
             }
             None
