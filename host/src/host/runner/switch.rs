@@ -95,17 +95,21 @@ impl Pending {
         Pending { done, task, path }
     }
 
-    /// The job's result: waited for when `wait`, else only if it is already there.
-    async fn result(&mut self, wait: bool) -> Option<Result<Ready>> {
+    /// The result of the job in `slot` with the path it was started for: waited for when
+    /// `wait`, else only if it is already there. The slot is emptied once the job answers.
+    async fn take(slot: &mut Option<Pending>, wait: bool) -> Option<(String, Result<Ready>)> {
+        let pending = slot.as_mut()?;
         let r = if wait {
-            (&mut self.done).await.map_err(drop)
+            (&mut pending.done).await.map_err(drop)
         } else {
-            match self.done.try_recv() {
+            match pending.done.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => return None,
                 r => r.map_err(drop),
             }
         };
-        Some(r.unwrap_or_else(|_| Err(anyhow::anyhow!("the job preparing {} ended", self.path))))
+        let path = slot.take().map(|mut p| std::mem::take(&mut p.path))?;
+        let done = r.unwrap_or_else(|_| Err(anyhow::anyhow!("the job preparing {path} ended")));
+        Some((path, done))
     }
 }
 
@@ -267,17 +271,9 @@ impl Runner {
     /// and its fix.
     pub(super) async fn finish_switch(&mut self) {
         let wait = self.live.is_none();
-        let Some(pending) = self.pending.as_mut() else {
+        let Some((path, done)) = Pending::take(&mut self.pending, wait).await else {
             return;
         };
-        let Some(done) = pending.result(wait).await else {
-            return;
-        };
-        let path = self
-            .pending
-            .take()
-            .map(|p| p.path.clone())
-            .unwrap_or_default();
         let ready = match done {
             Ok(ready) => ready,
             Err(e) => return self.refuse_switch(&e).await,
@@ -362,17 +358,9 @@ impl Runner {
     /// Puts the shadow made ready by [`Runner::start_shadow`] beside the live plugin once it is
     /// ready (waiting for it when `wait`).
     pub(super) async fn finish_shadow(&mut self, wait: bool) {
-        let Some(pending) = self.pending_shadow.as_mut() else {
+        let Some((path, done)) = Pending::take(&mut self.pending_shadow, wait).await else {
             return;
         };
-        let Some(done) = pending.result(wait).await else {
-            return;
-        };
-        let path = self
-            .pending_shadow
-            .take()
-            .map(|p| p.path.clone())
-            .unwrap_or_default();
         match done {
             Ok(ready) => {
                 tracing::info!(agent = %self.name, plugin = %path, digest = %ready.plugin.digest.short(), "shadow loaded");
