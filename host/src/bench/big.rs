@@ -17,6 +17,7 @@ use super::{ms, percentile, BenchOptions};
 use crate::store::applier::Op;
 use crate::store::config::ServeMode;
 use crate::store::model::Kind;
+use crate::store::procfs;
 use crate::store::streams;
 
 /// What one town measured.
@@ -122,29 +123,16 @@ impl HostProcess {
 
     /// CPU time (user + system) so far.
     fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
-        // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(0))
-            .collect();
+        let f = procfs::stat(self.0.id()).unwrap_or_default();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         // SAFETY: sysconf reads a constant.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-        Duration::from_secs_f64(ticks as f64 / hz)
+        Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / hz)
     }
 
     /// A `/proc/PID/status` memory field (`VmRSS`, `VmHWM`) in MiB.
     fn mem_mib(&self, field: &str) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
+        procfs::status(self.0.id(), field).unwrap_or(0) as f64 / 1024.0
     }
 
     /// Stops it as a service manager would (SIGTERM) and waits.

@@ -60,15 +60,9 @@ fn llm_section(port: u16) -> Result<crate::store::llm::LlmSection> {
     ))?)
 }
 
-fn status_field(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+/// This process's thread count.
+fn thread_count() -> u64 {
+    crate::store::procfs::status("self", "Threads").unwrap_or(0)
 }
 
 pub(super) async fn suite(opts: &BenchOptions) -> Result<()> {
@@ -118,13 +112,13 @@ async fn waiting(opts: &BenchOptions, n: usize) -> Result<()> {
         }
     }
     s.town.db.apply_ops("owner", ops).await?;
-    let (rss0, threads0) = (super::rss_kib(), status_field("Threads:"));
+    let (rss0, threads0) = (super::rss_kib(), thread_count());
     let t = Instant::now();
     let (stop, handle) = start_host(&s.town);
     let (mut rss, mut threads) = (0, 0);
     while !(calls.load(Ordering::Relaxed) >= n && s.drained(&names).await?) {
         rss = rss.max(super::rss_kib());
-        threads = threads.max(status_field("Threads:"));
+        threads = threads.max(thread_count());
         if t.elapsed() > Duration::from_secs(120) {
             anyhow::bail!(
                 "only {} of {n} model calls were made in 120 s",

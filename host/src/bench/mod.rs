@@ -46,14 +46,7 @@ pub struct BenchOptions {
 }
 
 pub(crate) fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    crate::store::procfs::status("self", "VmRSS").unwrap_or(0)
 }
 
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -195,15 +195,7 @@ impl Embedded {
 
 /// Zombies (an exited child not yet reaped) still answer kill(pid, 0); /proc tells them apart.
 fn is_running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+    super::procfs::stat(pid).is_some_and(|f| f.first().is_none_or(|s| s != "Z"))
 }
 
 /// The `redis-server` the embedded Redis runs: `$TT_REDIS_SERVER`, else the first on PATH.

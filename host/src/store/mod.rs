@@ -7,7 +7,8 @@
 //!   town's rules and retention, [`repo`] a repository town's `[repo]`.
 //! - [`model`] is the town's records and their checks; [`keys`] names every Redis key;
 //!   [`streams`] reads stream replies.
-//! - [`conn`] connects (single server or cluster); [`embedded`] runs the private `redis-server`.
+//! - [`conn`] connects (single server or cluster); [`embedded`] runs the private `redis-server`;
+//!   [`procfs`] reads a process's `/proc` entries.
 //! - [`applier`] is the one write path (typed ops, one atomic Lua call per batch of units);
 //!   [`lease`] fences exclusive agents; [`budget`] reserves and settles model spend; [`sweep`] keeps the town within its retention policy.
 //! - [`builtin`] is the table of the roles shipped inside `tt` (their bytes and digests).
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod llm;
 pub mod model;
 pub mod policy;
+pub mod procfs;
 pub mod repo;
 pub mod script;
 pub mod streams;

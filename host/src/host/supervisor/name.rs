@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{blocked, Runners};
 use crate::store::model::now_ms;
+use crate::store::procfs;
 use crate::town::Town;
 
 /// Claims host name `name` for this process (instance `instance`), or refuses naming the live
@@ -69,22 +70,15 @@ pub(in crate::host) async fn claim_name(town: &Town, name: &str, instance: &str)
 fn alive(pid: i32, start: Option<u64>) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let exists = unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // "pid (comm) S ...": the fields after the last ')', state first.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let zombie = matches!(fields.first(), Some(&("Z" | "X")));
+    let fields = procfs::stat(pid).unwrap_or_default();
+    let zombie = matches!(fields.first().map(String::as_str), Some("Z" | "X"));
     let same = start.is_none_or(|s| fields.get(19).and_then(|f| f.parse::<u64>().ok()) == Some(s));
     exists && !zombie && same
 }
 
 /// When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat).
 fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    procfs::stat(pid)?.get(19)?.parse().ok()
 }
 
 pub(super) async fn write_heartbeat(

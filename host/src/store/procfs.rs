@@ -1,0 +1,39 @@
+//! A process's `/proc` entries, read in one place: whether the embedded Redis or a host's
+//! process still runs (a zombie does not), when it started (a reused pid is another process),
+//! and its CPU time and memory (`tt bench`). `pid` is a number or `self`.
+
+use std::fmt::Display;
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces and `)`):
+/// the state is `[0]`, user and system CPU ticks `[11]` and `[12]`, the start time `[19]`.
+pub fn stat(pid: impl Display) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// A number of `/proc/PID/status`: `VmRSS`, `VmHWM` (KiB), `Threads`.
+pub fn status(pid: impl Display, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_process_reads_as_running_with_memory_and_threads() {
+        let me = std::process::id();
+        let stat = super::stat(me).unwrap();
+        assert!(matches!(stat[0].as_str(), "R" | "S"), "{stat:?}");
+        assert!(stat[19].parse::<u64>().is_ok());
+        assert!(super::status("self", "VmRSS").unwrap() > 0);
+        assert!(super::status(me, "Threads").unwrap() >= 1);
+        assert!(super::stat(u32::MAX).is_none());
+        assert!(super::status("self", "NoSuchField").is_none());
+    }
+}
