@@ -43,6 +43,9 @@ pub struct Runtime {
     linked: Mutex<HashMap<(Digest, Vec<&'static str>), Linked>>,
     /// Held while compiling, so agents starting together compile a plugin once, not once each.
     compiling: Mutex<()>,
+    /// The digest of each plugin file loaded, with the file's stamp then: a file unchanged
+    /// since is not read and hashed again (ten thousand agents load the same file).
+    pub(super) digests: Mutex<HashMap<PathBuf, (String, Digest)>>,
     _ticker: std::thread::JoinHandle<()>,
 }
 
@@ -71,6 +74,7 @@ impl Runtime {
             fuel,
             compiled: Mutex::new(HashMap::new()),
             linked: Mutex::new(HashMap::new()),
+            digests: Mutex::new(HashMap::new()),
             compiling: Mutex::new(()),
             _ticker: ticker,
         })

@@ -13,6 +13,7 @@ use super::engine::{check_is_component, Linked, Runtime};
 use super::instance::State;
 use crate::store::error;
 use crate::store::model::Digest;
+use crate::store::stamp::Stamp;
 
 /// A compiled plugin, ready to instantiate with a given grant set.
 #[derive(Clone)]
@@ -36,14 +37,47 @@ impl Plugin {
 
 impl Runtime {
     /// Loads a plugin for an agent with `grants`: compiles, links, and checks its exports.
+    /// A file unchanged since it was last loaded for the same capabilities is not read again.
     pub fn load(&self, agent: &str, path: &Path, grants: &Grants) -> Result<Plugin> {
+        // Stamped before reading: a change made while it is read gets a stamp of its own.
+        let stamp = Stamp::of(path).filter(|s| s.settled);
+        if let Some(stamp) = &stamp {
+            let known = self
+                .digests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(path)
+                .filter(|(text, _)| *text == stamp.text)
+                .map(|(_, digest)| *digest);
+            if let Some(plugin) = known.and_then(|d| self.linked_plugin(d, path, grants)) {
+                return Ok(plugin);
+            }
+        }
         let bytes = std::fs::read(path).map_err(|e| {
             error::fail(
                 format!("plugin {} of agent `{agent}`: {e}", path.display()),
                 "build the plugins (`bash plugins/build.sh`) or fix the plugin path",
             )
         })?;
-        self.load_bytes(agent, path, &bytes, grants)
+        let plugin = self.load_bytes(agent, path, &bytes, grants)?;
+        if let Some(stamp) = stamp {
+            self.digests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(path.to_path_buf(), (stamp.text, plugin.digest));
+        }
+        Ok(plugin)
+    }
+
+    /// The plugin of `digest` when it was linked before for `grants`.
+    fn linked_plugin(&self, digest: Digest, path: &Path, grants: &Grants) -> Option<Plugin> {
+        self.already_linked(digest, grants).map(|l| Plugin {
+            digest,
+            path: path.to_path_buf(),
+            imports: l.imports,
+            pre: l.pre,
+            has_init: l.has_init,
+        })
     }
 
     /// Loads a file or a built-in (compiled into the cache on first use, like a file).
@@ -65,14 +99,8 @@ impl Runtime {
         grants: &Grants,
     ) -> Result<Plugin> {
         let (digest, component, _) = self.compile(path, bytes)?;
-        if let Some(l) = self.already_linked(digest, grants) {
-            return Ok(Plugin {
-                digest,
-                path: path.to_path_buf(),
-                imports: l.imports,
-                pre: l.pre,
-                has_init: l.has_init,
-            });
+        if let Some(plugin) = self.linked_plugin(digest, path, grants) {
+            return Ok(plugin);
         }
         let ty = component.component_type();
         let imports: Vec<String> = ty

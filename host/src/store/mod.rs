@@ -31,5 +31,6 @@ pub mod policy;
 pub mod procfs;
 pub mod repo;
 pub mod script;
+pub mod stamp;
 pub mod streams;
 pub mod sweep;
