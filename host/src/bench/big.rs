@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::scratch::{Scratch, Spec};
-use super::{ms, percentile, BenchOptions};
+use super::{ms, percentile, us, BenchOptions};
 use crate::store::applier::Op;
 use crate::store::config::ServeMode;
 use crate::store::model::Kind;
@@ -36,6 +36,9 @@ struct Figures {
     p99: Duration,
     /// Messages per second with every agent busy.
     busy_rate: f64,
+    /// CPU per message while busy (host, Redis), and what Redis spent its time on.
+    busy_cpu: (Duration, Duration),
+    busy_commands: String,
     send_median: Duration,
 }
 
@@ -97,6 +100,13 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
         format!("{:.0} msg/s", base.busy_rate),
         "target: not below 10 agents",
     );
+    line(
+        "CPU per busy message, host + Redis",
+        format!("{} + {}", us(big.busy_cpu.0), us(big.busy_cpu.1)),
+        format!("{} + {}", us(base.busy_cpu.0), us(base.busy_cpu.1)),
+        "",
+    );
+    println!("  Redis while busy, top commands: {}", big.busy_commands);
     line(
         "tt send, whole process, median",
         ms(big.send_median),
@@ -280,6 +290,11 @@ async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figure
     // Every agent busy: the same total for every town size.
     let total = 20_000usize.max(n * 2);
     let per = total.div_ceil(n);
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await?;
+    let (host0, redis0) = (host.cpu(), redis_cpu(&s).await?);
     let t = Instant::now();
     s.fill(&names, per, "x").await?;
     // A run that cannot finish (say, instances refused by the kernel) still prints the rest.
@@ -292,13 +307,54 @@ async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figure
             for l in &lines[lines.len().saturating_sub(5)..] {
                 println!("    {l}");
             }
+            for (agent, what) in stuck(&s, &names).await?.iter().take(5) {
+                println!("    mail of {agent} not handled: {what}");
+            }
             f64::NAN
         }
     };
+    let sent = (per * n) as u32;
+    f.busy_cpu = (
+        host.cpu().saturating_sub(host0) / sent,
+        redis_cpu(&s).await?.saturating_sub(redis0) / sent,
+    );
+    f.busy_commands = top_commands(&s).await?;
     f.peak_mib = host.mem_mib("VmHWM");
     host.stop()?;
     f.send_median = cli_send(&s, &names[n / 2]).await?;
     Ok(f)
+}
+
+/// The agents whose mail is still in their mailboxes: unread (lag) or read and not acknowledged
+/// (pending), per stream.
+async fn stuck(s: &Scratch, agents: &[String]) -> Result<Vec<(String, String)>> {
+    let mut c = s.town.db.conn.clone();
+    let mut out = Vec::new();
+    for a in agents {
+        let mut what = Vec::new();
+        for key in [s.town.db.keys.urgent(a), s.town.db.keys.inbox(a)] {
+            let v: redis::Value = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&key)
+                .query_async(&mut c)
+                .await?;
+            for g in streams::array(&v) {
+                let g = streams::flat_map(g);
+                let field = |k: &str| g.get(k).and_then(streams::int).unwrap_or(0);
+                if field("lag") > 0 || field("pending") > 0 {
+                    what.push(format!(
+                        "{key}: {} unread, {} pending",
+                        field("lag"),
+                        field("pending")
+                    ));
+                }
+            }
+        }
+        if !what.is_empty() {
+            out.push((a.clone(), what.join("; ")));
+        }
+    }
+    Ok(out)
 }
 
 /// Waits until the host's heartbeat says it serves all `n` relay agents.

@@ -61,6 +61,11 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// A duration in microseconds, for per-message costs.
+pub(crate) fn us(d: Duration) -> String {
+    format!("{} µs", d.as_micros())
+}
+
 /// The suites `tt bench SUITE` runs alone.
 pub const SUITES: [&str; 7] = ["exec", "soak", "serve", "replay", "llm", "swap", "scale"];
 
