@@ -1810,8 +1810,8 @@ fn config_values_out_of_range_are_refused_naming_the_field() {
         ),
         ("[retention]\nsweep_ms = 1\n", "[retention] sweep_ms = 1"),
         (
-            "[host]\nconnections = 2\n",
-            "[host] connections = 2: use 3 or more",
+            "[host]\nconnections = 1\n",
+            "[host] connections = 1: use 2 or more",
         ),
         (
             "[host]\nmax_instances = 0\n",

@@ -1,34 +1,43 @@
-//! Many agents' mailboxes read over a few connections.
+//! Every agent's mailbox waited on over one connection, at a cost that does not grow with the
+//! number of agents.
 //!
 //! A connection per agent does not scale: ten thousand agents would hold ten thousand Redis
-//! connections (Redis refuses clients past `maxclients`, 10,000 by default) and each would wake
-//! every read timeout to find nothing. Instead the agents are spread over a fixed number of
-//! shards (`[host] connections` minus the command and event connections), and each shard's
-//! reader blocks in one `XREADGROUP ... STREAMS <urgent> <inbox> ... > >` over the streams of
-//! every agent of its shard that is waiting for mail. Redis answers on the first arrival, with
-//! what every stream of the call holds; each waiting agent with entries gets them (urgent
-//! first) and leaves the call until it asks again.
+//! connections (Redis refuses clients past `maxclients`, 10,000 by default). One blocking
+//! `XREADGROUP` over many agents' streams does not scale either: Redis registers and
+//! unregisters the caller on every stream named, so each wake-up costs in proportion to the
+//! agents waiting (about 1.5 ms for 330 agents), and it happens for every message.
 //!
-//! Fairness: `COUNT` bounds what one call takes from each stream, and an agent that is
-//! handling mail is not in the call at all (its runner reads its next batch itself, without
-//! blocking, on the command connection), so a busy agent cannot crowd out the others of its
-//! shard. Idleness: an idle town is one blocked call per shard, woken only by mail, by an agent
-//! joining the call (`CLIENT UNBLOCK`, so it does not wait for the block to end) or by the
-//! block timing out every [`BLOCK`].
+//! So the write that puts a message in a mailbox also rings the town's bell: one entry naming
+//! the agent in a capped stream (`Keys::bell`, written by the applier in the same script, so
+//! the message is there when its bell is heard). The host's one reader blocks on the bell
+//! (`XREAD`, a single stream), and for the bells of its agents that are waiting it reads their
+//! mailboxes (`XREADGROUP` without blocking, urgent first, `COUNT`-bounded per stream, many
+//! agents per call) and hands each its batch. An idle town is one blocked call, woken by mail or
+//! by the block timing out every [`BLOCK`].
 //!
-//! Entries a reader took for an agent that stopped waiting meanwhile are kept for its next
-//! wait (they are pending for this host: nothing is lost either way).
+//! An agent that is not waiting when its bell rings (it is handling mail) is marked, and its
+//! next wait reads its mailbox before waiting; so is every agent's first wait. A busy agent
+//! reads its next batch itself, without blocking ([`super::runner`]), so it cannot crowd out
+//! the others. Every [`RESYNC`], after a failed read and when bells were trimmed before this
+//! host read them, every waiting mailbox is read, so no mail waits for a bell that was lost.
+//!
+//! The bell also names the agents whose record changed (spawned, stopped, swapped, given a
+//! shadow): the reader passes them to the supervisor ([`super::upkeep`]), so a host needs no
+//! connection following the town's events, whose every entry it would have to read.
+//!
+//! Entries read for an agent that stopped waiting meanwhile are kept for its next wait (they
+//! are pending for this host: nothing is lost either way).
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::runner::Delivery;
+use super::upkeep::Change;
 use crate::store::conn::Conn;
 use crate::store::keys::GROUP;
 use crate::store::limits::READ_BATCH;
@@ -36,320 +45,432 @@ use crate::store::model::Stream;
 use crate::store::streams;
 use crate::town::Town;
 
-/// How long one shard's read blocks when nothing wakes it.
-const BLOCK: Duration = Duration::from_secs(5);
-/// On a cluster `CLIENT UNBLOCK` cannot be aimed at the reader's node, so reads block for less.
-const CLUSTER_BLOCK: Duration = Duration::from_millis(250);
+/// How long one wait on the bell blocks when nothing rings (short: on a cluster a moved slot
+/// is only noticed by the next call, and a call on a quiet bell costs next to nothing).
+const BLOCK: Duration = Duration::from_secs(1);
+/// How often every waiting mailbox is read whatever the bell said.
+const RESYNC: Duration = Duration::from_secs(30);
+/// Bells taken per read of the bell.
+const BELLS_PER_READ: usize = 1000;
+/// Agents whose mailboxes one `XREADGROUP` reads.
+const AGENTS_PER_READ: usize = 256;
 
-type Reply = Result<Vec<Delivery>, String>;
+/// Wakes a wait: `None` when there is mail in its mailbox's `kept`, else why its mailbox could
+/// not be read. The mail itself stays in `kept` until the wait takes it, so a wait that is
+/// dropped just after it was woken loses nothing.
+type Wake = Option<String>;
 
 struct Waiter {
     id: u64,
-    tx: oneshot::Sender<Reply>,
+    tx: oneshot::Sender<Wake>,
 }
 
-#[derive(Default)]
-struct Shard {
-    waiting: Mutex<HashMap<String, Waiter>>,
-    /// Entries read for an agent that was no longer waiting: its next wait returns them.
-    kept: Mutex<HashMap<String, Vec<Delivery>>>,
-    /// Wakes the reader when an agent joins and the reader is not in a call.
-    joined: Notify,
-    /// The reader's client id while it is in a blocking call (0 when not, or when a joiner
-    /// has taken it upon itself to end the call).
-    blocked_in: AtomicU64,
-    /// Counts the reader's calls: a joiner ending one stops when the next has begun.
-    calls: AtomicU64,
+/// What the host knows of one of its agents' mailboxes.
+struct Mailbox {
+    waiter: Option<Waiter>,
+    /// Mail may have come while nobody waited: the next wait reads before it waits.
+    rang: bool,
+    /// Entries read for it and not yet taken by a wait.
+    kept: Vec<Delivery>,
 }
 
-/// The host's mailbox readers (one per shard).
+impl Mailbox {
+    /// Not known before: its first wait reads whatever came before the host listened.
+    fn new() -> Mailbox {
+        Mailbox {
+            waiter: None,
+            rang: true,
+            kept: Vec::new(),
+        }
+    }
+
+    /// What was read for it, urgent first (it may come from several reads).
+    fn take(&mut self) -> Vec<Delivery> {
+        let mut batch = std::mem::take(&mut self.kept);
+        batch.sort_by_key(|d| d.kind != Stream::Urgent);
+        batch
+    }
+}
+
+/// The host's mailboxes and their reader.
 pub(super) struct Mailboxes {
-    shards: Vec<Arc<Shard>>,
     town: Arc<Town>,
+    consumer: String,
+    boxes: Mutex<HashMap<String, Mailbox>>,
     next_id: AtomicU64,
 }
 
 /// Removes a wait that ended without an answer (the runner was woken otherwise).
 struct Registration<'a> {
-    shard: &'a Shard,
+    mailboxes: &'a Mailboxes,
     agent: &'a str,
     id: u64,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        let mut w = self.shard.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if w.get(self.agent).is_some_and(|x| x.id == self.id) {
-            w.remove(self.agent);
+        let mut boxes = self.mailboxes.boxes();
+        if let Some(b) = boxes.get_mut(self.agent) {
+            if b.waiter.as_ref().is_some_and(|w| w.id == self.id) {
+                b.waiter = None;
+            }
         }
     }
 }
 
 impl Mailboxes {
-    /// Starts `readers` shard readers for consumer `consumer`; they stop with `stop`.
+    /// Starts listening on the bell for consumer `consumer` (from its newest entry: what came
+    /// before is read by each agent's first wait); the reader stops with `stop`.
+    /// Changes of agents' records heard on the bell go to `changes`.
     pub(super) async fn start(
         town: Arc<Town>,
         consumer: &str,
-        readers: usize,
+        changes: mpsc::UnboundedSender<Change>,
         stop: watch::Receiver<bool>,
     ) -> Result<Arc<Mailboxes>> {
-        let cluster = town.db.is_cluster();
-        let block = if cluster { CLUSTER_BLOCK } else { BLOCK };
-        let mut shards = Vec::new();
-        for _ in 0..readers.max(1) {
-            let shard = Arc::new(Shard::default());
-            let conn = town.db.dedicated(block).await?;
-            let reader = Reader {
-                shard: shard.clone(),
-                town: town.clone(),
-                consumer: consumer.to_string(),
-                conn,
-                block,
-                unblockable: !cluster,
-                client: None,
-            };
-            tokio::spawn(reader.run(stop.clone()));
-            shards.push(shard);
-        }
-        Ok(Arc::new(Mailboxes {
-            shards,
+        let mut conn = town.db.dedicated(BLOCK).await?;
+        let newest: redis::Value = redis::cmd("XREVRANGE")
+            .arg(town.db.keys.bell())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let last = streams::entries(&newest)
+            .pop()
+            .map_or_else(|| "0-0".to_string(), |e| e.id);
+        let mailboxes = Arc::new(Mailboxes {
             town,
+            consumer: consumer.to_string(),
+            boxes: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-        }))
+        });
+        let reader = Reader {
+            mailboxes: mailboxes.clone(),
+            changes,
+            conn,
+            last,
+            resynced: Instant::now(),
+        };
+        tokio::spawn(reader.run(stop));
+        Ok(mailboxes)
     }
 
-    fn shard(&self, agent: &str) -> &Shard {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        agent.hash(&mut h);
-        &self.shards[(h.finish() as usize) % self.shards.len()]
+    fn boxes(&self) -> MutexGuard<'_, HashMap<String, Mailbox>> {
+        self.boxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits for `agent`'s next new mail (urgent first). Cancel-safe: dropping the future
-    /// leaves the call, and entries read meanwhile are kept for the next wait. `Err` when its
+    /// leaves the wait, and entries read meanwhile are kept for the next wait. `Err` when its
     /// mailbox cannot be read (say, the agent was pruned and its streams are gone).
-    pub(super) async fn wait(&self, agent: &str) -> Result<Vec<Delivery>> {
-        let shard = self.shard(agent);
+    pub(super) async fn wait(self: &Arc<Self>, agent: &str) -> Result<Vec<Delivery>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        {
-            // Under the waiting lock, as the reader keeps entries: none can slip in between.
-            let mut waiting = shard.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            let kept = shard
-                .kept
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(agent);
-            if let Some(kept) = kept {
-                return Ok(kept);
+        let rx = {
+            let mut boxes = self.boxes();
+            let b = boxes.entry(agent.to_string()).or_insert_with(Mailbox::new);
+            if !b.kept.is_empty() {
+                return Ok(b.take());
             }
-            waiting.insert(agent.to_string(), Waiter { id, tx });
-        }
-        let _registration = Registration { shard, agent, id };
-        shard.joined.notify_one();
-        self.unblock(shard).await;
-        match rx.await {
-            Ok(Ok(batch)) => Ok(batch),
-            Ok(Err(e)) => Err(anyhow::anyhow!("{e}")),
-            Err(_) => Ok(Vec::new()),
-        }
-    }
-}
-
-impl Mailboxes {
-    /// Ends the shard reader's blocking call (if it is in one) so that its next call includes
-    /// the agent that just joined. One joiner ends each call (the first to take its client id
-    /// from `blocked_in`); the others that join meanwhile are in the next call anyway, so ten
-    /// thousand agents joining at once cost one `CLIENT UNBLOCK` per call, not one each.
-    /// `CLIENT UNBLOCK` may reach Redis before the call does; then it is sent again while the
-    /// reader is still in that call.
-    async fn unblock(&self, shard: &Shard) {
-        let client = shard.blocked_in.load(Ordering::SeqCst);
-        let call = shard.calls.load(Ordering::SeqCst);
-        if client == 0
-            || shard
-                .blocked_in
-                .compare_exchange(client, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-        {
-            return;
-        }
-        let mut c = self.town.db.conn.clone();
-        for _ in 0..100 {
-            let done: i64 = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(client)
-                .query_async(&mut c)
-                .await
-                .unwrap_or(1);
-            if done == 1 || shard.calls.load(Ordering::SeqCst) != call {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
-
-struct Reader {
-    shard: Arc<Shard>,
-    town: Arc<Town>,
-    consumer: String,
-    conn: Conn,
-    block: Duration,
-    unblockable: bool,
-    /// This reader's client id, asked once per connection (`CLIENT UNBLOCK` needs it).
-    client: Option<u64>,
-}
-
-impl Reader {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(100);
-        while !*stop.borrow() {
-            let agents: Vec<String> = {
-                let w = self.shard.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                w.keys().cloned().collect()
-            };
-            if agents.is_empty() {
-                tokio::select! {
-                    _ = self.shard.joined.notified() => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-            let read = tokio::select! {
-                r = self.read(&agents) => r,
-                _ = stop.changed() => break,
-            };
-            self.shard.blocked_in.store(0, Ordering::SeqCst);
-            if read.is_err() {
-                // The connection may have been made again: its id is asked anew.
-                self.client = None;
-            }
-            match read {
-                Ok(found) => {
-                    backoff = Duration::from_millis(100);
-                    self.hand_out(found);
-                }
-                Err(e) => {
-                    let text = crate::store::error::one_line(&e);
-                    // A mailbox without its group fails the whole call: tell its agent, whose
-                    // runner looks again, and read the others.
-                    if let Some(agent) = agents.iter().find(|a| self.names_mailbox(&text, a)) {
-                        let waiter = self
-                            .shard
-                            .waiting
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(agent);
-                        if let Some(w) = waiter {
-                            let _ = w.tx.send(Err(text));
-                        }
-                        continue;
+            // Registered under the lock the reader takes to hear a bell: a bell heard from
+            // here on reads for this wait, one heard before marked the mailbox.
+            let (tx, rx) = oneshot::channel();
+            b.waiter = Some(Waiter { id, tx });
+            if std::mem::take(&mut b.rang) {
+                // Read in a task of its own, so that entries read are never dropped with a
+                // wait that ends meanwhile.
+                let (this, agent) = (self.clone(), agent.to_string());
+                tokio::spawn(async move {
+                    let mut c = this.town.db.conn.clone();
+                    let one = [agent];
+                    match read(&this.town, &this.consumer, &mut c, &one).await {
+                        Ok(found) => this.hand_out(found),
+                        Err(e) => this.fail(&one[0], crate::store::error::one_line(&e)),
                     }
-                    tracing::warn!("mailbox read: {text}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                });
+            }
+            rx
+        };
+        let _registration = Registration {
+            mailboxes: self,
+            agent,
+            id,
+        };
+        match rx.await {
+            Ok(Some(e)) => Err(anyhow::anyhow!("{e}")),
+            Ok(None) | Err(_) => {
+                let mut boxes = self.boxes();
+                Ok(boxes.get_mut(agent).map(Mailbox::take).unwrap_or_default())
             }
         }
     }
 
-    fn names_mailbox(&self, error: &str, agent: &str) -> bool {
-        let k = &self.town.db.keys;
-        [k.urgent(agent), k.inbox(agent)]
-            .iter()
-            .any(|s| error.contains(&format!("'{s}'")))
-    }
-
-    /// One blocking read over the mailboxes of `agents`; the entries found, by agent.
-    async fn read(&mut self, agents: &[String]) -> Result<HashMap<String, Vec<Delivery>>> {
-        if self.unblockable {
-            let id = match self.client {
-                Some(id) => id,
-                None => {
-                    let id: u64 = redis::cmd("CLIENT")
-                        .arg("ID")
-                        .query_async(&mut self.conn)
-                        .await?;
-                    *self.client.insert(id)
-                }
-            };
-            self.shard.calls.fetch_add(1, Ordering::SeqCst);
-            self.shard.blocked_in.store(id, Ordering::SeqCst);
-            // An agent that joined before the id was published would wait for the block.
-            let late = {
-                let asked: std::collections::HashSet<&String> = agents.iter().collect();
-                let w = self.shard.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                w.keys().any(|a| !asked.contains(a))
-            };
-            if late {
-                return Ok(HashMap::new());
-            }
-        }
-        let k = &self.town.db.keys;
-        let mut owner: HashMap<String, (&str, Stream)> = HashMap::new();
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(READ_BATCH)
-            .arg("BLOCK")
-            .arg(self.block.as_millis() as u64)
-            .arg("STREAMS");
-        for a in agents {
-            for (key, kind) in [(k.urgent(a), Stream::Urgent), (k.inbox(a), Stream::Inbox)] {
-                cmd.arg(&key);
-                owner.insert(key, (a.as_str(), kind));
-            }
-        }
-        for _ in 0..agents.len() * 2 {
-            cmd.arg(">");
-        }
-        let v: redis::Value = cmd.query_async(&mut self.conn).await?;
-        let mut found: HashMap<String, Vec<Delivery>> = HashMap::new();
-        for (stream, entries) in streams::read_reply(&v) {
-            let Some((agent, kind)) = owner.get(&stream) else {
+    /// Puts what was read for each agent in its mailbox's `kept` and wakes its wait. (An agent
+    /// no longer served here leaves its entries pending, for whoever serves it.)
+    fn hand_out(&self, found: HashMap<String, Vec<Delivery>>) {
+        let mut boxes = self.boxes();
+        for (agent, batch) in found {
+            let Some(b) = boxes.get_mut(&agent).filter(|_| !batch.is_empty()) else {
                 continue;
             };
-            let out = found.entry(agent.to_string()).or_default();
-            out.extend(entries.into_iter().map(|entry| Delivery {
+            b.kept.extend(batch);
+            if let Some(w) = b.waiter.take() {
+                let _ = w.tx.send(None);
+            }
+        }
+    }
+
+    /// Tells `agent`'s wait that its mailbox could not be read (or, when it no longer waits,
+    /// has its next wait read again).
+    fn fail(&self, agent: &str, why: String) {
+        let mut boxes = self.boxes();
+        let Some(b) = boxes.get_mut(agent) else {
+            return;
+        };
+        match b.waiter.take() {
+            Some(w) => {
+                let _ = w.tx.send(Some(why));
+            }
+            None => b.rang = true,
+        }
+    }
+
+    /// The agent is about to read its mailbox itself: a bell heard before is answered by that.
+    pub(super) fn reading(&self, agent: &str) {
+        if let Some(b) = self.boxes().get_mut(agent) {
+            b.rang = false;
+        }
+    }
+
+    /// The agent is no longer served here (its runner ended).
+    pub(super) fn close(&self, agent: &str) {
+        self.boxes().remove(agent);
+    }
+}
+
+/// Reads the new mail of `agents` without blocking: what each has.
+async fn read(
+    town: &Town,
+    consumer: &str,
+    conn: &mut Conn,
+    agents: &[String],
+) -> Result<HashMap<String, Vec<Delivery>>> {
+    let k = &town.db.keys;
+    let mut owner: HashMap<String, (&str, Stream)> = HashMap::new();
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(READ_BATCH)
+        .arg("STREAMS");
+    for a in agents {
+        for (key, kind) in [(k.urgent(a), Stream::Urgent), (k.inbox(a), Stream::Inbox)] {
+            cmd.arg(&key);
+            owner.insert(key, (a.as_str(), kind));
+        }
+    }
+    for _ in 0..agents.len() * 2 {
+        cmd.arg(">");
+    }
+    let v: redis::Value = cmd.query_async(conn).await?;
+    let mut found: HashMap<String, Vec<Delivery>> = HashMap::new();
+    for (stream, entries) in streams::read_reply(&v) {
+        let Some((agent, kind)) = owner.get(&stream) else {
+            continue;
+        };
+        found
+            .entry(agent.to_string())
+            .or_default()
+            .extend(entries.into_iter().map(|entry| Delivery {
                 stream: stream.clone(),
                 kind: *kind,
                 entry,
                 redelivered: false,
             }));
+    }
+    Ok(found)
+}
+
+struct Reader {
+    mailboxes: Arc<Mailboxes>,
+    changes: mpsc::UnboundedSender<Change>,
+    conn: Conn,
+    /// The last bell heard.
+    last: String,
+    resynced: Instant,
+}
+
+impl Reader {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut resync = false;
+        while !*stop.borrow() {
+            let heard = tokio::select! {
+                r = self.listen() => r,
+                _ = stop.changed() => break,
+            };
+            let rung = match heard {
+                Ok((rung, lost)) => {
+                    backoff = Duration::from_millis(100);
+                    resync |= lost;
+                    rung
+                }
+                Err(e) => {
+                    let text = crate::store::error::one_line(&e);
+                    tracing::warn!("mailbox bell: {text}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // A bell rung meanwhile may be lost with the connection's reply.
+                    resync = true;
+                    continue;
+                }
+            };
+            let answered = if resync || self.resynced.elapsed() >= RESYNC {
+                let all: Vec<String> = self.mailboxes.boxes().keys().cloned().collect();
+                if resync {
+                    // Changes may have been lost too: every agent looks at its record again,
+                    // and the supervisor for new agents.
+                    for agent in all.iter().cloned().chain([String::new()]) {
+                        let spawned = agent.is_empty();
+                        let _ = self.changes.send(Change { agent, spawned });
+                    }
+                }
+                self.resynced = Instant::now();
+                self.answer(all).await
+            } else {
+                self.answer(rung.into_iter().collect()).await
+            };
+            // A read that failed is made good by reading every mailbox next time.
+            resync = !answered;
         }
-        Ok(found)
     }
 
-    /// Gives each agent what was read for it, urgent first.
-    fn hand_out(&self, found: HashMap<String, Vec<Delivery>>) {
-        for (agent, mut batch) in found {
-            if batch.is_empty() {
-                continue;
+    /// Waits for bells: the agents with new mail they name (changes of records go to the
+    /// supervisor), and whether bells this host had not heard were trimmed away (it fell more
+    /// than the bell's length behind).
+    async fn listen(&mut self) -> Result<(HashSet<String>, bool)> {
+        let bell = self.mailboxes.town.db.keys.bell();
+        let v: redis::Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(BELLS_PER_READ)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&bell)
+            .arg(&self.last)
+            .query_async(&mut self.conn)
+            .await?;
+        let entries: Vec<_> = streams::read_reply(&v)
+            .into_iter()
+            .flat_map(|(_, e)| e)
+            .collect();
+        let mut lost = false;
+        if entries.len() >= BELLS_PER_READ {
+            // Behind: were bells after the last one heard trimmed before they were read?
+            let info: redis::Value = redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(&bell)
+                .query_async(&mut self.conn)
+                .await?;
+            let deleted = streams::flat_map(&info)
+                .get("max-deleted-entry-id")
+                .and_then(streams::text)
+                .unwrap_or_default();
+            lost = id_after(&deleted, &self.last);
+        }
+        if let Some(e) = entries.last() {
+            self.last = e.id.clone();
+        }
+        let mut rung = HashSet::new();
+        for e in &entries {
+            let field = |name: &[u8]| {
+                e.fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            };
+            if let Some(agent) = field(b"a") {
+                rung.insert(agent);
+            } else if let Some(agent) = field(b"c") {
+                let spawned = field(b"spawned").as_deref() == Some("1");
+                let _ = self.changes.send(Change { agent, spawned });
             }
-            batch.sort_by_key(|d| d.kind != Stream::Urgent);
-            let mut batch = Some(batch);
-            while let Some(b) = batch.take() {
-                let mut waiting = self.shard.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(w) = waiting.remove(&agent) else {
-                    // Nobody waits: kept for the agent's next wait (under the waiting lock,
-                    // which that wait takes to look here).
-                    self.shard
-                        .kept
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(agent.clone())
-                        .or_default()
-                        .extend(b);
-                    break;
-                };
-                drop(waiting);
-                // A waiter that went away meanwhile: try whoever waits now.
-                if let Err(Ok(b)) = w.tx.send(Ok(b)) {
-                    batch = Some(b);
+        }
+        Ok((rung, lost))
+    }
+
+    /// Reads the mailboxes of the `agents` (rung, or all of them) that wait here, and marks
+    /// the others for their next wait. False when a read failed.
+    async fn answer(&mut self, agents: Vec<String>) -> bool {
+        let mut waiting = Vec::new();
+        {
+            let mut boxes = self.mailboxes.boxes();
+            for a in agents {
+                if let Some(b) = boxes.get_mut(&a) {
+                    if b.waiter.is_some() {
+                        waiting.push(a);
+                    } else {
+                        b.rang = true;
+                    }
                 }
             }
         }
+        for chunk in waiting.chunks(AGENTS_PER_READ) {
+            let mut chunk = chunk.to_vec();
+            while !chunk.is_empty() {
+                let m = &self.mailboxes;
+                match read(&m.town, &m.consumer, &mut self.conn, &chunk).await {
+                    Ok(found) => {
+                        m.hand_out(found);
+                        break;
+                    }
+                    Err(e) => {
+                        let text = crate::store::error::one_line(&e);
+                        // A mailbox without its group fails the whole call: tell its agent,
+                        // whose runner looks again, and read the others.
+                        let Some(i) = chunk.iter().position(|a| names_mailbox(m, &text, a)) else {
+                            tracing::warn!("mailbox read: {text}");
+                            return false;
+                        };
+                        m.fail(&chunk.remove(i), text);
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+fn names_mailbox(m: &Mailboxes, error: &str, agent: &str) -> bool {
+    let k = &m.town.db.keys;
+    [k.urgent(agent), k.inbox(agent)]
+        .iter()
+        .any(|s| error.contains(&format!("'{s}'")))
+}
+
+/// Whether stream id `a` comes after `b` (ids are `ms-seq`; a missing part counts as 0).
+fn id_after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parse(a) > parse(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_after;
+
+    #[test]
+    fn stream_ids_compare_by_time_then_sequence() {
+        assert!(id_after("1700000000001-0", "1700000000000-9"));
+        assert!(id_after("5-10", "5-9"));
+        assert!(!id_after("5-9", "5-9"));
+        assert!(!id_after("0-0", "5-1"));
+        assert!(!id_after("", "5-1"));
     }
 }

@@ -5,8 +5,8 @@
 //! consumer group, hands each batch to the agent's Wasm instance in a task of its own, and
 //! applies every message's actions together with its acknowledgement in one Lua call
 //! (idempotent by message id). Agents run concurrently, so a slow or failing one never holds up
-//! another. The mailboxes of all agents are read over a bounded number of connections
-//! ([`mailboxes`]), and what the host does for every agent (leases, reclaims, noticing changes)
+//! another. The mailboxes of all agents are waited on over one connection, woken by the bell
+//! each message rings ([`mailboxes`]), and what the host does for every agent (leases, reclaims, noticing changes)
 //! is done for all at once ([`upkeep`]): an idle agent costs a parked task, not a connection
 //! or a timer.
 //!
@@ -18,7 +18,7 @@
 //!
 //! - [`supervisor`]: the host's own loop (a runner per agent, heartbeats, Redis revival, idle).
 //! - [`runner`]: one agent's loop: plugin and shadow, reading the mailbox.
-//! - [`mailboxes`]: many agents' mailboxes read in shared blocking calls, a few connections.
+//! - [`mailboxes`]: every agent's mailbox waited on over one connection, woken by the bell.
 //! - [`upkeep`]: leases renewed together, reclaim passes after a host dies, record changes.
 //! - [`handling`]: one batch as a task: call the role, journal it, turn actions into a unit.
 //! - [`actions`]: the WIT contract <-> the town's messages and applier ops.
@@ -143,16 +143,10 @@ pub async fn run_until(
     supervisor::claim_name(&town, &opts.name, &instance).await?;
     spawn_declared(&town).await?;
     let lookup: Arc<dyn Lookup> = Arc::new(TownLookup { town: town.clone() });
-    // One connection for commands and one for the events; the rest read mailboxes.
-    let readers = town.config.host.connections.saturating_sub(2).max(1);
-    let mailboxes =
-        mailboxes::Mailboxes::start(town.clone(), &opts.name, readers, stop_rx.clone()).await?;
+    // Two connections: one for commands, one waiting on the bell for every agent.
     let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(upkeep::follow_changes(
-        town.clone(),
-        changes_tx,
-        stop_rx.clone(),
-    ));
+    let mailboxes =
+        mailboxes::Mailboxes::start(town.clone(), &opts.name, changes_tx, stop_rx.clone()).await?;
     let mut sup = Supervisor {
         town: town.clone(),
         runtime,

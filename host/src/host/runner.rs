@@ -2,7 +2,7 @@
 //! our own leftovers first, then stale entries of dead hosts when the supervisor asks, then new
 //! mail, urgent before normal. Each batch goes to [`super::handling`].
 //!
-//! An idle runner costs nothing: it waits in its shard's shared read ([`super::mailboxes`])
+//! An idle runner costs nothing: it waits for the host's mailbox reader ([`super::mailboxes`])
 //! or for a poke from the supervisor (its agent's record changed, its lease changed, a dead
 //! host's mail is to be reclaimed), with no timer of its own. Its plugin is loaded when the
 //! first mail arrives, and its instance is dropped after `[host] idle_instance_ms` without
@@ -84,7 +84,7 @@ pub(super) struct Runner {
     exclusive: bool,
     /// Mail read but not handled yet (the plugin would not load): handled first.
     held: Vec<Delivery>,
-    /// The last read found mail: the next one is tried at once, without waiting in the shard.
+    /// The last read found mail: the next one is tried at once, without waiting for the reader.
     hot: bool,
     /// Said once that it waits for mail.
     ready: bool,
@@ -169,6 +169,7 @@ impl Runner {
         }
         // Done first: the supervisor renews no lease of a runner that is done.
         self.activity.done.store(true, Ordering::Relaxed);
+        self.mailboxes.close(&self.name);
         let held = self.activity.lease.lock().ok().and_then(|mut l| l.take());
         if let Some(holder) = held {
             let _ = self.town.db.release_lease(&self.name, &holder).await;

@@ -7,79 +7,26 @@
 //!   host starts, when it takes an agent's lease from another holder, and when another host's
 //!   claim of its name lapses (it died): right away and once more a lease later, which covers
 //!   what it took in its last moments. No host dies, no pass;
-//! - **changes**: one connection follows the town's event stream (`XREAD BLOCK`); a change of
-//!   an agent's record (state, plugin, shadow, prune) wakes that agent's runner, and a spawn
-//!   makes the supervisor look for new agents. Idle runners do not poll their record.
+//! - **changes**: a change of an agent's record (state, plugin, shadow, prune) rings the bell
+//!   the mailbox reader waits on ([`super::mailboxes`]); it wakes that agent's runner, and a
+//!   spawn makes the supervisor look for new agents. Idle runners do not poll their record.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use redis::AsyncCommands;
-use tokio::sync::{mpsc, watch};
 
 use super::supervisor::{Activity, Supervisor};
-use crate::town::Town;
 
-/// How long the event follower's read blocks when the town is quiet.
-const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
-
-/// A change the event follower saw: the agent it names and the kind of change.
+/// A change the mailbox reader heard on the bell (`super::mailboxes`): the agent it names
+/// and the kind of change.
 pub(super) struct Change {
     pub(super) agent: String,
     /// A new agent (a spawn): the supervisor starts its runner.
     pub(super) spawned: bool,
-}
-
-/// Follows the town's events on a connection of its own, sending the changes of agents'
-/// records to the supervisor; ends with `stop`.
-pub(super) async fn follow_changes(
-    town: Arc<Town>,
-    tx: mpsc::UnboundedSender<Change>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut follower = loop {
-        match town.follow(None, FOLLOW_BLOCK).await {
-            Ok(f) => break f,
-            Err(e) => {
-                tracing::warn!("following events: {}", crate::store::error::one_line(&e));
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-        }
-    };
-    while !*stop.borrow() {
-        let events = tokio::select! {
-            r = follower.next() => r,
-            _ = stop.changed() => return,
-        };
-        let events = match events {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!("following events: {}", crate::store::error::one_line(&e));
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        for e in events {
-            let kind = e.fields.get("type").map(String::as_str);
-            if !matches!(kind, Some("agent" | "swap" | "shadow")) {
-                continue;
-            }
-            let Some(agent) = e.fields.get("agent") else {
-                continue;
-            };
-            let spawned = kind == Some("agent") && e.fields.contains_key("role");
-            let _ = tx.send(Change {
-                agent: agent.clone(),
-                spawned,
-            });
-        }
-    }
 }
 
 /// What the supervisor keeps for the work it does for all agents.

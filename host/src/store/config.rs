@@ -128,7 +128,7 @@ impl RedisSection {
 }
 
 /// The fewest connections a host can work with (`[host] connections`).
-pub const MIN_HOST_CONNECTIONS: usize = 3;
+pub const MIN_HOST_CONNECTIONS: usize = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -137,9 +137,9 @@ pub struct HostSection {
     pub lease_ms: u64,
     /// How often a host writes its heartbeat and refreshes the leases of messages in hand.
     pub heartbeat_ms: u64,
-    /// The most Redis connections one host process opens, whatever the number of agents: one
-    /// for commands, one following the town's events, the rest for blocking mailbox reads,
-    /// each shared by many agents (`host::mailboxes`).
+    /// The most Redis connections one host process may open, whatever the number of agents.
+    /// It opens two: one for commands (shared by every agent, pipelined) and one waiting on
+    /// the town's bell for all its agents' mail and record changes (`host::mailboxes`).
     pub connections: usize,
     /// An agent's instance is dropped after this long without a message (0: never); the next
     /// message creates a fresh one. Its state lives in Redis, so only memory is given back.
@@ -168,7 +168,7 @@ impl HostSection {
         if self.connections < MIN_HOST_CONNECTIONS {
             return Err(format!(
                 "[host] connections = {}: use {MIN_HOST_CONNECTIONS} or more (one for commands, \
-                 one for events, at least one for mailbox reads)",
+                 one waiting on the bell for every agent's mail)",
                 self.connections
             ));
         }

@@ -110,6 +110,11 @@ impl Keys {
     pub fn events(&self) -> String {
         self.key(&["events"])
     }
+    /// Capped stream naming the agent of every message put in a mailbox (`a`), written with
+    /// the message: hosts wait on it for all their agents at once (`host::mailboxes`).
+    pub fn bell(&self) -> String {
+        self.key(&["bell"])
+    }
     /// Dead-letter stream: messages that could not be handled, with the reason.
     pub fn dlq(&self) -> String {
         self.key(&["dlq"])

@@ -1,6 +1,6 @@
 //! Reading an agent's next batch: mail held from before, our own leftovers (after a restart),
 //! a reclaim pass over dead hosts' entries when the supervisor asks, then new mail: at once
-//! after a batch (the agent is busy), else waiting in its shard's shared read
+//! after a batch (the agent is busy), else waiting for the host's mailbox reader
 //! ([`crate::host::mailboxes`]), where an idle agent also gives its instance up.
 
 use std::sync::atomic::Ordering;
@@ -16,7 +16,7 @@ use crate::store::streams;
 impl Runner {
     /// Reads the next batch: mail held from before, our own leftovers, stale entries of dead
     /// hosts (when the supervisor asks for a pass), then new mail, urgent before normal: at
-    /// once after a batch, else waiting in the shard's shared read.
+    /// once after a batch, else waiting for the host's mailbox reader.
     pub(super) async fn read(&mut self) -> Result<Vec<Delivery>> {
         if !self.held.is_empty() {
             return Ok(std::mem::take(&mut self.held));
@@ -60,7 +60,13 @@ impl Runner {
         if !(self.recovering || self.hot) {
             return self.wait().await;
         }
-        let id = if self.recovering { "0" } else { ">" };
+        let id = if self.recovering {
+            "0"
+        } else {
+            // What rang meanwhile is read now.
+            self.mailboxes.reading(&self.name);
+            ">"
+        };
         let v: redis::Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
@@ -100,7 +106,7 @@ impl Runner {
         Ok(out)
     }
 
-    /// Waits in the shard's shared read for new mail; wakes empty on a poke or a stop, and
+    /// Waits for the host's mailbox reader to bring new mail; wakes empty on a poke or a stop, and
     /// drops the instance after `idle_drop` without mail.
     async fn wait(&mut self) -> Result<Vec<Delivery>> {
         self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);

@@ -98,6 +98,7 @@ fn canonical(name: &str) -> &str {
 pub(crate) fn keys(k: &Keys, units: &[Unit], facts: &Facts) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     out.insert(k.events());
+    out.insert(k.bell());
     // Who a task could belong to during this call: its owner now, or anyone an op assigns to.
     let mut owners: BTreeSet<String> = facts
         .owners

@@ -26,6 +26,7 @@ function OPS.dlq_retry(op)
       end
     end
     call(unpack(args))
+    ring(f.agent)
     call('XDEL', key('dlq'), id)
     event({type = 'dlq-retry', agent = f.agent, msg = f['orig.id'], by = s(op.by)})
   end)

@@ -49,6 +49,16 @@ local GROUP = 'tt'
 
 local function key(...) return P .. table.concat({...}, ':') end
 
+-- The bell tells the hosts what they wait for (Rust: `host::mailboxes`): `a` names an agent
+-- with new mail, `c` one whose record changed (`spawned` = 1: a new agent). Kept long enough
+-- for a host far behind to read (one that falls further behind reads every mailbox it serves
+-- and looks at every agent again).
+local BELLS_KEPT = 100000
+local function ring(agent)
+  call('XADD', key('bell'), 'MAXLEN', '~', BELLS_KEPT, '*', 'a', agent)
+end
+local CHANGES = {agent = true, swap = true, shadow = true}
+
 -- MOVES (state -> {state = true}) and TERMINAL are generated from `TaskState` in Rust and
 -- inserted here.
 --@MOVES@
@@ -95,6 +105,7 @@ end
 
 local function later(f) V.plan[#V.plan + 1] = f end
 
+
 local function event(fields)
   local args = {'XADD', key('events'), 'MAXLEN', '~', EVENTS_KEPT, '*', 'ts', NOW}
   if HUMAN then
@@ -108,6 +119,10 @@ local function event(fields)
     end
   end
   call(unpack(args))
+  if CHANGES[fields.type] and fields.agent then
+    local spawned = (fields.type == 'agent' and fields.role) and '1' or '0'
+    call('XADD', key('bell'), 'MAXLEN', '~', BELLS_KEPT, '*', 'c', fields.agent, 'spawned', spawned)
+  end
 end
 
 local function preview(text)
@@ -231,6 +246,7 @@ local function send(m)
     call('XADD', stream, '*', 'id', id, 'from', s(m.from) or '?', 'to', to,
       'kind', s(m.kind) or 'task', 'body', body, 'prio', m.urgent and 'urgent' or 'normal',
       'task', s(m.task) or '', 'corr', s(m.corr) or '', 'ts', NOW)
+    ring(to)
     V.ids[#V.ids + 1] = id
     event({type = 'sent', msg = id, from = s(m.from), to = to, kind = s(m.kind),
       task = s(m.task), urgent = m.urgent and '1' or nil, body = preview(body)})
