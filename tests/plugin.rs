@@ -178,3 +178,33 @@ fn check_against_an_agent_shows_its_grants_and_confinement() {
         &["agent `nobody` is not declared"],
     );
 }
+
+#[test]
+fn a_plugin_file_rewritten_in_place_is_loaded_anew() {
+    use tinytown::runtime::{Grants, Runtime};
+    use tinytown::store::model::Digest;
+    use tinytown::store::stamp::SETTLE;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(Some(dir.path().join("cache")), false).unwrap();
+    let (noop, relay) = (
+        std::fs::read(plugin_path("noop")).unwrap(),
+        std::fs::read(plugin_path("relay")).unwrap(),
+    );
+    let path = dir.path().join("role.wasm");
+    let load = || runtime.load("a", &path, &Grants::none()).unwrap().digest;
+    std::fs::write(&path, &noop).unwrap();
+    assert_eq!(load(), Digest::of(&noop));
+    // Unchanged and settled: known by its stamp (not read again), still the same plugin.
+    std::thread::sleep(SETTLE * 2);
+    assert_eq!(load(), Digest::of(&noop));
+    assert_eq!(load(), Digest::of(&noop));
+    // Rewritten at once, in place: a new stamp, so read again.
+    std::fs::write(&path, &relay).unwrap();
+    assert_eq!(load(), Digest::of(&relay));
+    std::thread::sleep(SETTLE * 2);
+    assert_eq!(load(), Digest::of(&relay));
+    // Gone: the load fails and names the file, whatever was known of it.
+    std::fs::remove_file(&path).unwrap();
+    let e = runtime.load("a", &path, &Grants::none()).err().unwrap();
+    assert!(format!("{e:#}").contains("role.wasm"), "{e:#}");
+}
