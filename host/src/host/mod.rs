@@ -6,9 +6,9 @@
 //! applies every message's actions together with its acknowledgement in one Lua call
 //! (idempotent by message id). Agents run concurrently, so a slow or failing one never holds up
 //! another. The mailboxes of all agents are waited on over one connection, woken by the bell
-//! each message rings ([`mailboxes`]), and what the host does for every agent (leases, reclaims, noticing changes)
-//! is done for all at once ([`upkeep`]): an idle agent costs a parked task, not a connection
-//! or a timer.
+//! each message rings ([`mailboxes`]), and what the host does for every agent (leases,
+//! reclaims, noticing changes) is done for all at once ([`upkeep`]): an idle agent costs a
+//! parked task, not a connection or a timer.
 //!
 //! Nothing is lost: a message leaves the pending list only in the same atomic step that applies
 //! its effects. A retryable error or a trap is retried with backoff on a fresh instance; after

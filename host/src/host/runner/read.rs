@@ -106,8 +106,8 @@ impl Runner {
         Ok(out)
     }
 
-    /// Waits for the host's mailbox reader to bring new mail; wakes empty on a poke or a stop, and
-    /// drops the instance after `idle_drop` without mail.
+    /// Waits for the host's mailbox reader to bring new mail; wakes empty on a poke or a stop,
+    /// and drops the instance after `idle_drop` without mail.
     async fn wait(&mut self) -> Result<Vec<Delivery>> {
         self.activity.empty_reads.fetch_add(1, Ordering::Relaxed);
         let holds = self.slot.is_some() || self.live.as_ref().is_some_and(|l| l.instance.is_some());
