@@ -84,7 +84,7 @@ impl Mailbox {
         }
     }
 
-    /// What was read for it, urgent first (it may come from several reads).
+    /// What was read for it, urgent first (it may come from several reads, each urgent first).
     fn take(&mut self) -> Vec<Delivery> {
         let mut batch = std::mem::take(&mut self.kept);
         batch.sort_by_key(|d| d.kind != Stream::Urgent);
@@ -183,7 +183,7 @@ impl Mailboxes {
                 tokio::spawn(async move {
                     let mut c = this.town.db.conn.clone();
                     let one = [agent];
-                    match read(&this.town, &this.consumer, &mut c, &one).await {
+                    match read(&this.town, &this.consumer, &mut c, &one, ">").await {
                         Ok(found) => this.hand_out(found),
                         Err(e) => this.fail(&one[0], crate::store::error::one_line(&e)),
                     }
@@ -248,12 +248,15 @@ impl Mailboxes {
     }
 }
 
-/// Reads the new mail of `agents` without blocking: what each has.
-async fn read(
+/// Reads the mailboxes of `agents` without blocking, from `from` (`>`: new mail; `0`: what
+/// this host was given before and has not acknowledged, so redelivered): what each has, urgent
+/// first.
+pub(super) async fn read(
     town: &Town,
     consumer: &str,
     conn: &mut Conn,
     agents: &[String],
+    from: &str,
 ) -> Result<HashMap<String, Vec<Delivery>>> {
     let k = &town.db.keys;
     let mut owner: HashMap<String, (&str, Stream)> = HashMap::new();
@@ -271,7 +274,7 @@ async fn read(
         }
     }
     for _ in 0..agents.len() * 2 {
-        cmd.arg(">");
+        cmd.arg(from);
     }
     let v: redis::Value = cmd.query_async(conn).await?;
     let mut found: HashMap<String, Vec<Delivery>> = HashMap::new();
@@ -286,8 +289,11 @@ async fn read(
                 stream: stream.clone(),
                 kind: *kind,
                 entry,
-                redelivered: false,
+                redelivered: from != ">",
             }));
+    }
+    for batch in found.values_mut() {
+        batch.sort_by_key(|d| d.kind != Stream::Urgent);
     }
     Ok(found)
 }
@@ -420,7 +426,7 @@ impl Reader {
             let mut chunk = chunk.to_vec();
             while !chunk.is_empty() {
                 let m = &self.mailboxes;
-                match read(&m.town, &m.consumer, &mut self.conn, &chunk).await {
+                match read(&m.town, &m.consumer, &mut self.conn, &chunk, ">").await {
                     Ok(found) => {
                         m.hand_out(found);
                         break;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Result;
 
 use super::{Delivery, Runner};
+use crate::host::mailboxes;
 use crate::store::keys::GROUP;
 use crate::store::limits::READ_BATCH;
 use crate::store::model::Stream;
@@ -67,34 +68,11 @@ impl Runner {
             self.mailboxes.reading(&self.name);
             ">"
         };
-        let v: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(READ_BATCH)
-            .arg("STREAMS")
-            .arg(&streams[0].0)
-            .arg(&streams[1].0)
-            .arg(id)
-            .arg(id)
-            .query_async(&mut conn)
-            .await?;
-        let mut out = Vec::new();
-        for (stream, entries) in streams::read_reply(&v) {
-            let kind = if stream == streams[0].0 {
-                Stream::Urgent
-            } else {
-                Stream::Inbox
-            };
-            out.extend(entries.into_iter().map(|entry| Delivery {
-                stream: stream.clone(),
-                kind,
-                entry,
-                redelivered: self.recovering,
-            }));
-        }
-        out.sort_by_key(|d| d.kind != Stream::Urgent);
+        let one = std::slice::from_ref(&self.name);
+        let out = mailboxes::read(&self.town, &self.consumer, &mut conn, one, id)
+            .await?
+            .remove(&self.name)
+            .unwrap_or_default();
         if self.recovering && !out.is_empty() {
             tracing::info!(agent = %self.name, n = out.len(), "resuming messages left in hand by a previous run");
         }
