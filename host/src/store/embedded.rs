@@ -195,7 +195,7 @@ impl Embedded {
 
 /// Zombies (an exited child not yet reaped) still answer kill(pid, 0); /proc tells them apart.
 fn is_running(pid: i32) -> bool {
-    super::procfs::stat(pid).is_some_and(|f| f.first().is_none_or(|s| s != "Z"))
+    super::procfs::stat(pid).is_some_and(|f| !super::procfs::ended(&f))
 }
 
 /// The `redis-server` the embedded Redis runs: `$TT_REDIS_SERVER`, else the first on PATH.

@@ -12,6 +12,12 @@ pub fn stat(pid: impl Display) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
+/// Whether `stat` (from [`stat`]) is a process that has ended: a zombie (killed, not yet
+/// reaped, so it still answers `kill(pid, 0)`) or dead.
+pub fn ended(stat: &[String]) -> bool {
+    matches!(stat.first().map(String::as_str), Some("Z" | "X"))
+}
+
 /// A number of `/proc/PID/status`: `VmRSS`, `VmHWM` (KiB), `Threads`.
 pub fn status(pid: impl Display, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -30,6 +36,8 @@ mod tests {
         let me = std::process::id();
         let stat = super::stat(me).unwrap();
         assert!(matches!(stat[0].as_str(), "R" | "S"), "{stat:?}");
+        assert!(!super::ended(&stat));
+        assert!(super::ended(&["Z".to_string()]));
         assert!(stat[19].parse::<u64>().is_ok());
         assert!(super::status("self", "VmRSS").unwrap() > 0);
         assert!(super::status(me, "Threads").unwrap() >= 1);

@@ -71,7 +71,7 @@ fn alive(pid: i32, start: Option<u64>) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let exists = unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM };
     let fields = procfs::stat(pid).unwrap_or_default();
-    let zombie = matches!(fields.first().map(String::as_str), Some("Z" | "X"));
+    let zombie = procfs::ended(&fields);
     let same = start.is_none_or(|s| fields.get(19).and_then(|f| f.parse::<u64>().ok()) == Some(s));
     exists && !zombie && same
 }
