@@ -176,6 +176,15 @@ async fn redis_cpu(s: &Scratch) -> Result<Duration> {
     ))
 }
 
+/// Starts Redis's command statistics afresh, for [`top_commands`] over a window.
+async fn reset_stats(s: &Scratch) -> Result<()> {
+    let mut c = s.town.db.conn.clone();
+    Ok(redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await?)
+}
+
 /// The three commands Redis spent most time on since its stats were reset, with their calls.
 async fn top_commands(s: &Scratch) -> Result<String> {
     let mut c = s.town.db.conn.clone();
@@ -247,11 +256,7 @@ async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figure
     // The runners' first reads (their own leftovers, a reclaim pass) end within moments.
     tokio::time::sleep(Duration::from_secs(2)).await;
     f.connections = clients(&s).await?.saturating_sub(clients0);
-    let mut c = s.town.db.conn.clone();
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut c)
-        .await?;
+    reset_stats(&s).await?;
     let idle1 = cpu_over(&s, Some(&host), idle).await?;
     f.idle_commands = top_commands(&s).await?;
     f.idle_cpu = (idle1.0, (idle1.1 - idle0.1).max(0.0));
@@ -290,10 +295,7 @@ async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figure
     // Every agent busy: the same total for every town size.
     let total = 20_000usize.max(n * 2);
     let per = total.div_ceil(n);
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut c)
-        .await?;
+    reset_stats(&s).await?;
     let (host0, redis0) = (host.cpu(), redis_cpu(&s).await?);
     let t = Instant::now();
     s.fill(&names, per, "x").await?;

@@ -40,16 +40,13 @@ impl Config {
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Config::load(dir);
         };
-        match without_agents(&text) {
-            Some(cut) => match parsed(&cut) {
-                Some(config) => {
-                    keep(&cache, &stamp, &cut);
-                    Ok(config)
-                }
-                None => Config::load(dir),
-            },
-            None => Config::load(dir),
+        if let Some(cut) = without_agents(&text) {
+            if let Some(config) = parsed(&cut) {
+                keep(&cache, &stamp, &cut);
+                return Ok(config);
+            }
         }
+        Config::load(dir)
     }
 }
 
