@@ -78,6 +78,35 @@ fn send_each(probe: &Probe, agents: &[String], normal: usize) -> Sent {
     sent
 }
 
+/// Waits until everything `sent` reached the sink, calling `watch` at every look (the host must
+/// keep running), then checks that each agent handled all its mail and the sink got each
+/// forward once.
+fn all_forwarded(
+    host: &mut Host,
+    probe: &Probe,
+    agents: &[String],
+    sent: &Sent,
+    every: Duration,
+    mut watch: impl FnMut(),
+) {
+    let total = sent.total();
+    poll(
+        "every message forwarded to the sink",
+        Duration::from_secs(300),
+        every,
+        || {
+            host.assert_running();
+            watch();
+            match probe.depth("sink").0 {
+                n if n >= total => Ok(()),
+                n => Err(format!("{n} of {total} forwarded")),
+            }
+        },
+    );
+    probe.wait_all_handled(agents, total, Duration::from_secs(60));
+    probe.assert_forwarded(sent, "sink", agents.len());
+}
+
 /// The Redis clients other than the probe's own connection (a `redis-cli PING` of the host's
 /// liveness check is not one of the host's connections).
 fn host_clients(probe: &Probe) -> usize {
@@ -118,24 +147,17 @@ fn thousands_of_agents_get_exactly_their_mail_urgent_first_over_few_connections(
     // first it handles.
     let sent = send_each(&probe, &agents, 2);
     let mut host = Host::start(&town, "h1", 1);
-    let total = sent.total();
     let mut most = 0;
-    poll(
-        "every message forwarded to the sink",
-        Duration::from_secs(300),
+    all_forwarded(
+        &mut host,
+        &probe,
+        &agents,
+        &sent,
         Duration::from_millis(100),
         || {
-            host.assert_running();
             most = most.max(host_clients(&probe));
-            let (waiting, _) = probe.depth("sink");
-            match waiting {
-                n if n >= total => Ok(()),
-                n => Err(format!("{n} of {total} forwarded")),
-            }
         },
     );
-    probe.wait_all_handled(&agents, total, Duration::from_secs(60));
-    probe.assert_forwarded(&sent, "sink", agents.len());
     assert!(
         most <= connections,
         "the host held {most} Redis connections; [host] connections = {connections}"
@@ -334,23 +356,17 @@ fn more_busy_agents_than_instance_slots_all_get_their_mail_within_the_bound() {
     town.write_config(&config.replace("[host]\n", &format!("[host]\nmax_instances = {max}\n")));
     let sent = send_each(&probe, &agents, 20);
     let mut host = Host::start(&town, "h1", 1);
-    let total = sent.total();
     let mut most = 0u64;
-    poll(
-        "every message forwarded to the sink",
-        Duration::from_secs(300),
+    all_forwarded(
+        &mut host,
+        &probe,
+        &agents,
+        &sent,
         Duration::from_millis(20),
         || {
-            host.assert_running();
             most = most.max(live_instances(&probe, "h1"));
-            match probe.depth("sink").0 {
-                n if n >= total => Ok(()),
-                n => Err(format!("{n} of {total} forwarded")),
-            }
         },
     );
-    probe.wait_all_handled(&agents, total, Duration::from_secs(60));
-    probe.assert_forwarded(&sent, "sink", agents.len());
     // Idle agents keep their instances while no other needs the slot: the next heartbeats
     // (`heartbeat_ms = 200`) count them.
     poll(
