@@ -88,9 +88,10 @@ pub fn default_host_name() -> String {
 
 /// The agents the built-in roles talk to by default (see [`crate::runtime::builtin`]).
 pub async fn builtin_peers(town: &Town) -> Result<crate::runtime::builtin::Peers> {
+    let mut found = town.agents_of_roles(&["reviewer", "conductor"]).await?;
     Ok(crate::runtime::builtin::Peers {
-        reviewers: town.agents_of_role("reviewer").await?,
-        conductors: town.agents_of_role("conductor").await?,
+        conductors: found.pop().unwrap_or_default(),
+        reviewers: found.pop().unwrap_or_default(),
     })
 }
 

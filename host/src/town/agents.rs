@@ -108,13 +108,13 @@ impl Town {
         Ok(names)
     }
 
-    /// The names of the agents of `role` that are served (not stopped, cold or interrupted),
-    /// in name order.
-    /// One pipelined round trip for all agents, whatever their number.
-    pub async fn agents_of_role(&self, role: &str) -> Result<Vec<String>> {
+    /// The served agents (not stopped, cold or interrupted) of each of `roles`, in name order:
+    /// one read of every agent's role and state, whatever the number of roles asked.
+    pub async fn agents_of_roles(&self, roles: &[&str]) -> Result<Vec<Vec<String>>> {
+        let mut out = vec![Vec::new(); roles.len()];
         let names = self.agent_names().await?;
         if names.is_empty() {
-            return Ok(names);
+            return Ok(out);
         }
         let mut p = redis::pipe();
         for name in &names {
@@ -125,19 +125,18 @@ impl Town {
         }
         let mut c = self.db.conn.clone();
         let found: Vec<(Option<String>, Option<String>)> = p.query_async(&mut c).await?;
-        Ok(names
-            .into_iter()
-            .zip(found)
-            .filter(|(_, (r, state))| {
-                r.as_deref() == Some(role)
-                    && state
-                        .as_deref()
-                        .and_then(crate::store::model::AgentState::parse)
-                        .unwrap_or(crate::store::model::AgentState::Idle)
-                        .is_served()
-            })
-            .map(|(n, _)| n)
-            .collect())
+        for (name, (role, state)) in names.into_iter().zip(found) {
+            let served = state
+                .as_deref()
+                .and_then(crate::store::model::AgentState::parse)
+                .unwrap_or(crate::store::model::AgentState::Idle)
+                .is_served();
+            let at = roles.iter().position(|r| role.as_deref() == Some(*r));
+            if let (true, Some(i)) = (served, at) {
+                out[i].push(name);
+            }
+        }
+        Ok(out)
     }
 
     /// Every agent with its mailbox depths and tasks in hand, read in one pipelined round trip
