@@ -387,3 +387,84 @@ fn more_busy_agents_than_instance_slots_all_get_their_mail_within_the_bound() {
     );
     host.sigterm(Duration::from_secs(60));
 }
+
+/// The applier calls Redis has run so far.
+fn applier_calls(town: &TestTown) -> u64 {
+    let stats = town.redis(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A command's unit as the group-commit tests send it: one message to `to`, with an
+/// idempotency key (only units that apply once, however often sent, go together).
+fn unit_to(to: &str, idem: &str) -> tinytown::store::applier::Unit {
+    tinytown::store::applier::Unit {
+        ops: vec![Op::send(to, Kind::Info, format!("for {to}"))],
+        by: Some("conductor".into()),
+        human: true,
+        idem: Some(idem.into()),
+        ..Default::default()
+    }
+}
+
+/// Group commit (`applier::together`): the units of callers waiting at once go in one call.
+#[test]
+fn units_waiting_together_are_applied_in_one_call_with_each_callers_results() {
+    let (town, _probe, agents) = big_town(3, 4, 5_000);
+    let before = applier_calls(&town);
+    // One thread: all three are waiting before the committer takes any.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt.block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        let calls = agents.iter().map(|a| {
+            t.db.apply_together(vec![unit_to(a, &format!("k-{a}"))], 200)
+        });
+        futures::future::join_all(calls).await
+    });
+    assert_eq!(
+        applier_calls(&town) - before,
+        1,
+        "one call for three callers"
+    );
+    for (a, r) in agents.iter().zip(results) {
+        let applied = r.unwrap();
+        assert_eq!(applied.len(), 1, "each caller gets its own unit's result");
+        assert_eq!(applied[0].message_ids().len(), 1);
+        assert_eq!(town.xlen(&format!("inbox:{a}")), 1, "{a} got its message");
+    }
+}
+
+/// A shared call that fails part-way (one caller's unit is refused after another's applied):
+/// each caller applies alone, gets its own outcome, and nothing is applied twice.
+#[test]
+fn a_failed_shared_call_gives_each_caller_its_own_outcome_and_applies_nothing_twice() {
+    let (town, _probe, agents) = big_town(1, 4, 5_000);
+    let before = applier_calls(&town);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (good, bad) = rt.block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        tokio::join!(
+            t.db.apply_together(vec![unit_to(&agents[0], "good")], 200),
+            t.db.apply_together(vec![unit_to("nobody", "bad")], 200),
+        )
+    });
+    // The shared call, then each caller's own.
+    assert_eq!(applier_calls(&town) - before, 3);
+    assert_eq!(good.unwrap()[0].message_ids().len(), 1);
+    let bad = format!("{:#}", bad.unwrap_err());
+    assert!(bad.contains("nobody"), "the refusal names the agent: {bad}");
+    assert_eq!(
+        town.xlen(&format!("inbox:{}", agents[0])),
+        1,
+        "applied in the shared call and not again"
+    );
+}

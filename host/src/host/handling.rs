@@ -129,7 +129,9 @@ impl HandleCtx {
                 bytes += sizes[end];
                 end += 1;
             }
-            match self.town.db.apply(&all[start..end]).await {
+            // With other agents' handlings waiting too, in one call (`applier::together`).
+            let together = self.town.db.apply_together(all[start..end].to_vec(), bytes);
+            match together.await {
                 Ok(r) => applied.extend((start..end).zip(r)),
                 Err(e) => {
                     // One by one, smallest first: a unit too big for Redis (which may close

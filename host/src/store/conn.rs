@@ -102,6 +102,8 @@ pub struct Db {
     pub(crate) rules_json: String,
     /// The merge queue's agent in a repository town (`Rules::merger`): approvals go to it.
     pub(crate) merger: Option<String>,
+    /// Applies handled messages of many agents together (`applier::together`).
+    pub(crate) committer: crate::store::applier::Committer,
 }
 
 impl Db {
@@ -156,6 +158,7 @@ impl Db {
             target,
             rules_json: serde_json::to_string(&Rules::of(config))?,
             merger: config.repo.as_ref().map(|r| r.merger.clone()),
+            committer: Default::default(),
         })
     }
 

@@ -16,6 +16,7 @@
 
 mod declare;
 mod op;
+mod together;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use op::Op;
+pub(crate) use together::Committer;
 
 use declare::{Facts, Needs};
 
