@@ -361,6 +361,7 @@ impl Mail<'_> {
     async fn run(&mut self, total: usize) -> Result<Run> {
         let (s, n) = (self.s, self.names.len());
         let per = total.div_ceil(n);
+        settled(s).await?;
         reset_stats(s).await?;
         let (host0, redis0) = (self.host.cpu(), redis_cpu(s).await?);
         let t = Instant::now();
@@ -425,6 +426,27 @@ async fn stuck(s: &Scratch, agents: &[String]) -> Result<Vec<(String, String)>> 
     Ok(out)
 }
 
+/// Waits (up to a minute) for Redis's background saves to end: a busy run writes enough to
+/// start a rewrite of the append-only file, whose child would take a core from what follows.
+async fn settled(s: &Scratch) -> Result<()> {
+    let mut c = s.town.db.conn.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(&mut c)
+            .await?;
+        let busy = ["aof_rewrite_in_progress:1", "rdb_bgsave_in_progress:1"]
+            .iter()
+            .any(|f| info.lines().any(|l| l.trim() == *f));
+        if !busy {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Waits until the host's heartbeat says it serves all `n` relay agents.
 async fn served(s: &Scratch, n: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -483,6 +505,7 @@ async fn forwarded(
 
 /// The median of 20 `tt send` runs to `agent`, whole process.
 async fn cli_send(s: &Scratch, agent: &str) -> Result<Duration> {
+    settled(s).await?;
     let exe = std::env::current_exe()?;
     let mut times = Vec::new();
     for i in 0..20 {
