@@ -22,6 +22,7 @@ mod big;
 mod exec;
 mod latency;
 mod llm;
+mod redis_stats;
 mod replay;
 mod scaling;
 mod scratch;
