@@ -396,22 +396,12 @@ async fn forwarded(
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen < n {
         anyhow::ensure!(Instant::now() < deadline, "{seen} of {n} forwards arrived");
-        let v: redis::Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(10_000)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(sink)
-            .arg(&*last)
-            .query_async(reader)
-            .await?;
-        for (_, entries) in streams::read_reply(&v) {
-            if let Some(e) = entries.last() {
-                *last = e.id.clone();
-            }
-            seen += entries.len();
+        let entries =
+            streams::read_after(reader, sink, last, Some(10_000), Duration::from_secs(1)).await?;
+        if let Some(e) = entries.last() {
+            *last = e.id.clone();
         }
+        seen += entries.len();
     }
     Ok(())
 }

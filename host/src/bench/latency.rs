@@ -45,23 +45,16 @@ pub(super) async fn latency(opts: &BenchOptions) -> Result<()> {
     let mut last = "0-0".to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     while lat.len() < n && Instant::now() < deadline {
-        let v: redis::Value = redis::cmd("XREAD")
-            .arg("BLOCK")
-            .arg(200)
-            .arg("STREAMS")
-            .arg(&sink)
-            .arg(&last)
-            .query_async(&mut reader)
-            .await?;
+        let entries =
+            streams::read_after(&mut reader, &sink, &last, None, Duration::from_millis(200))
+                .await?;
         let now = Instant::now();
-        for (_, entries) in streams::read_reply(&v) {
-            for e in entries {
-                last = e.id.clone();
-                let body = e.text_map().get("body").cloned().unwrap_or_default();
-                if let Ok(i) = body.parse::<usize>() {
-                    if let Some(t) = sent_at.lock().unwrap().get(i).copied().flatten() {
-                        lat.push(now - t);
-                    }
+        for e in entries {
+            last = e.id.clone();
+            let body = e.text_map().get("body").cloned().unwrap_or_default();
+            if let Ok(i) = body.parse::<usize>() {
+                if let Some(t) = sent_at.lock().unwrap().get(i).copied().flatten() {
+                    lat.push(now - t);
                 }
             }
         }

@@ -92,25 +92,17 @@ pub(super) async fn swap_pause(opts: &BenchOptions) -> Result<()> {
             let mut conn = town.db.dedicated(Duration::from_secs(1)).await?;
             let mut last = "0-0".to_string();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let v: redis::Value = redis::cmd("XREAD")
-                    .arg("BLOCK")
-                    .arg(100)
-                    .arg("STREAMS")
-                    .arg(&sink)
-                    .arg(&last)
-                    .query_async(&mut conn)
-                    .await?;
+                let block = Duration::from_millis(100);
+                let entries = streams::read_after(&mut conn, &sink, &last, None, block).await?;
                 let now = Instant::now();
-                for (_, entries) in streams::read_reply(&v) {
-                    for e in entries {
-                        last = e.id.clone();
-                        let body = e.text_map().remove("body").unwrap_or_default();
-                        if let Ok(i) = body.parse() {
-                            arrivals
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((i, now));
-                        }
+                for e in entries {
+                    last = e.id.clone();
+                    let body = e.text_map().remove("body").unwrap_or_default();
+                    if let Ok(i) = body.parse() {
+                        arrivals
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, now));
                     }
                 }
             }

@@ -357,20 +357,14 @@ impl Reader {
     /// than the bell's length behind).
     async fn listen(&mut self) -> Result<(HashSet<String>, bool)> {
         let bell = self.mailboxes.town.db.keys.bell();
-        let v: redis::Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(BELLS_PER_READ)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&bell)
-            .arg(&self.last)
-            .query_async(&mut self.conn)
-            .await?;
-        let entries: Vec<_> = streams::read_reply(&v)
-            .into_iter()
-            .flat_map(|(_, e)| e)
-            .collect();
+        let entries = streams::read_after(
+            &mut self.conn,
+            &bell,
+            &self.last,
+            Some(BELLS_PER_READ),
+            BLOCK,
+        )
+        .await?;
         let mut lost = false;
         if entries.len() >= BELLS_PER_READ {
             // Behind: were bells after the last one heard trimmed before they were read?

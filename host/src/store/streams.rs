@@ -1,4 +1,5 @@
-//! Reading Redis stream replies (XRANGE, XREADGROUP, XAUTOCLAIM) into plain Rust values.
+//! Reading Redis stream replies (XRANGE, XREADGROUP, XAUTOCLAIM) into plain Rust values, and
+//! the one blocking read of a single stream ([`read_after`]).
 //!
 //! Field values stay raw bytes here: whether they are a valid message is decided in one place,
 //! [`crate::store::model::Message::decode`].
@@ -81,6 +82,30 @@ pub fn read_reply(v: &Value) -> Vec<(String, Vec<Entry>)> {
             })
             .collect(),
     }
+}
+
+/// The entries of stream `key` after id `last` (at most `count`, when given), waiting up to
+/// `block` for the first: `XREAD` of one stream, no consumer group.
+pub async fn read_after<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+    last: &str,
+    count: Option<usize>,
+    block: std::time::Duration,
+) -> redis::RedisResult<Vec<Entry>> {
+    let mut cmd = redis::cmd("XREAD");
+    if let Some(n) = count {
+        cmd.arg("COUNT").arg(n);
+    }
+    let v: Value = cmd
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(last)
+        .query_async(conn)
+        .await?;
+    Ok(read_reply(&v).into_iter().flat_map(|(_, e)| e).collect())
 }
 
 /// XAUTOCLAIM's reply: the next cursor and the claimed entries.

@@ -143,19 +143,9 @@ impl Town {
     /// Events after `last` (exclusive), waiting up to `block` for new ones.
     pub async fn events_after(&self, last: &str, block: Duration) -> Result<Vec<Event>> {
         let mut c = self.db.dedicated(block).await?;
-        let v: redis::Value = redis::cmd("XREAD")
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(self.db.keys.events())
-            .arg(last)
-            .query_async(&mut c)
-            .await?;
-        Ok(streams::read_reply(&v)
-            .into_iter()
-            .flat_map(|(_, es)| es)
-            .map(Event::from)
-            .collect())
+        let key = self.db.keys.events();
+        let entries = streams::read_after(&mut c, &key, last, None, block).await?;
+        Ok(entries.into_iter().map(Event::from).collect())
     }
 
     /// Follows the event stream from just after `from` (a stream id), or from now when `None`.
@@ -226,21 +216,10 @@ impl Follower {
     /// The next events after [`Follower::last`], waiting up to the block time; empty when none
     /// came.
     pub async fn next(&mut self) -> Result<Vec<Event>> {
-        let v: redis::Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(500)
-            .arg("BLOCK")
-            .arg(self.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(&self.last)
-            .query_async(&mut self.conn)
-            .await?;
-        let events: Vec<Event> = streams::read_reply(&v)
-            .into_iter()
-            .flat_map(|(_, es)| es)
-            .map(Event::from)
-            .collect();
+        let entries =
+            streams::read_after(&mut self.conn, &self.key, &self.last, Some(500), self.block)
+                .await?;
+        let events: Vec<Event> = entries.into_iter().map(Event::from).collect();
         if let Some(e) = events.last() {
             self.last = e.id.clone();
         }
