@@ -410,16 +410,21 @@ fn unit_to(to: &str, idem: &str) -> tinytown::store::applier::Unit {
     }
 }
 
+/// A runtime on this thread alone: callers that start together are all waiting before the
+/// committer (a task of its own) takes any.
+fn one_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Group commit (`applier::together`): the units of callers waiting at once go in one call.
 #[test]
 fn units_waiting_together_are_applied_in_one_call_with_each_callers_results() {
     let (town, _probe, agents) = big_town(3, 4, 5_000);
     let before = applier_calls(&town);
-    // One thread: all three are waiting before the committer takes any.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_thread();
     let results = rt.block_on(async {
         let t = tinytown::town::Town::open(town.path()).await.unwrap();
         let calls = agents.iter().map(|a| {
@@ -446,10 +451,7 @@ fn units_waiting_together_are_applied_in_one_call_with_each_callers_results() {
 fn a_failed_shared_call_gives_each_caller_its_own_outcome_and_applies_nothing_twice() {
     let (town, _probe, agents) = big_town(1, 4, 5_000);
     let before = applier_calls(&town);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_thread();
     let (good, bad) = rt.block_on(async {
         let t = tinytown::town::Town::open(town.path()).await.unwrap();
         tokio::join!(

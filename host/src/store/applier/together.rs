@@ -72,7 +72,7 @@ impl Db {
                 Ok(Err(units)) => units,
                 Err(_) => anyhow::bail!("the town's committer stopped (its runtime is ending)"),
             },
-            // Its committer went with an earlier runtime.
+            // The committer has ended (its runtime is shutting down): alone, as before it.
             Err(mpsc::error::SendError(c)) => c.units,
         };
         self.apply(&units).await
