@@ -143,6 +143,23 @@ fn dead_letters_events_finished_tasks_and_dead_hosts_are_capped() {
 }
 
 #[test]
+fn the_embedded_redis_rewrites_its_append_only_file_after_a_quarter_of_maxmemory() {
+    let town = town("maxmemory_mb = 2048\n");
+    town.ok(&["list"]);
+    let min_size = |town: &TestTown| {
+        town.redis(&["CONFIG", "GET", "auto-aof-rewrite-min-size"])
+            .lines()
+            .nth(1)
+            .map(str::to_string)
+    };
+    assert_eq!(min_size(&town).as_deref(), Some("536870912"));
+    // A server started under an older config is set again by the next command.
+    town.redis(&["CONFIG", "SET", "auto-aof-rewrite-min-size", "64mb"]);
+    town.ok(&["list"]);
+    assert_eq!(min_size(&town).as_deref(), Some("536870912"));
+}
+
+#[test]
 fn the_embedded_redis_has_a_maxmemory_and_the_host_warns_near_it() {
     let town = town("maxmemory_mb = 16\n");
     town.ok(&["list"]);

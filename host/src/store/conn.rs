@@ -21,7 +21,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use crate::store::config::{Config, RedisTarget};
-use crate::store::embedded::Embedded;
+use crate::store::embedded::{self, Embedded};
 use crate::store::error;
 use crate::store::keys::Keys;
 use crate::store::policy::Rules;
@@ -132,17 +132,15 @@ impl Db {
                     .map_err(|e| connect_err(config, e))?,
             ),
         };
-        // The embedded server may have been started under an older config: its maxmemory
-        // follows tinytown.toml.
+        // The embedded server may have been started under an older config.
         if matches!(config.redis.target(), RedisTarget::Embedded { .. }) {
             let mut c = conn.clone();
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxmemory")
-                .arg(format!("{}mb", config.retention.maxmemory_mb))
-                .arg("maxmemory-policy")
-                .arg("noeviction")
-                .query_async::<()>(&mut c)
+            let mut set = redis::cmd("CONFIG");
+            set.arg("SET");
+            for (name, value) in embedded::settings(config.retention.maxmemory_mb) {
+                set.arg(name).arg(value);
+            }
+            set.query_async::<()>(&mut c)
                 .await
                 .map_err(|e| connect_err(config, e))?;
         }
