@@ -24,7 +24,7 @@ use crate::runtime::{Grants, Instance, Lookup, Plugin, Runtime};
 use crate::store::applier::{Fence, Op};
 use crate::store::keys::GROUP;
 use crate::store::limits::Limits;
-use crate::store::model::{AgentState, Stream};
+use crate::store::model::{Agent, AgentState, Stream};
 use crate::store::streams::Entry;
 use crate::town::Town;
 
@@ -74,6 +74,9 @@ pub(super) struct Runner {
     pending: Option<switch::Pending>,
     /// The recorded shadow being made ready.
     pending_shadow: Option<switch::Pending>,
+    /// The agent's record as last read: read again when a change of it is heard
+    /// ([`Activity::changed`]) or after an error, not on every round.
+    record: Option<Agent>,
     /// Plugin path and digest recorded for the agent when we last looked.
     wanted: Option<(String, Option<String>)>,
     /// The same for its shadow.
@@ -84,7 +87,8 @@ pub(super) struct Runner {
     exclusive: bool,
     /// Mail read but not handled yet (the plugin would not load): handled first.
     held: Vec<Delivery>,
-    /// The last read found mail: the next one is tried at once, without waiting for the reader.
+    /// The last read filled a stream's batch: the next one is tried at once, without waiting
+    /// for the reader.
     hot: bool,
     /// Said once that it waits for mail.
     ready: bool,
@@ -137,6 +141,7 @@ impl Runner {
             live: None,
             pending: None,
             pending_shadow: None,
+            record: None,
             wanted: None,
             wanted_shadow: None,
             recovering: true,
@@ -160,6 +165,7 @@ impl Runner {
                     // the messages (they stay pending), try again, starting with them.
                     self.recovering = true;
                     self.hot = false;
+                    self.record = None;
                     tracing::warn!(agent = %self.name, "{}; retrying in {:?}", crate::store::error::one_line(&e), backoff);
                     self.activity.busy.store(false, Ordering::Relaxed);
                     tokio::time::sleep(backoff).await;
@@ -219,7 +225,7 @@ impl Runner {
     /// One round: check the agent's state, wait for a batch, load the plugin if it is not yet,
     /// handle the batch, apply it.
     async fn step(&mut self) -> Result<()> {
-        let Some(agent) = self.town.agent(&self.name).await? else {
+        let Some(agent) = self.record().await? else {
             // Pruned: nothing left to serve.
             self.unload();
             self.activity.done.store(true, Ordering::Relaxed);
@@ -299,6 +305,7 @@ impl Runner {
                     from: Some(vec![AgentState::Closing]),
                 };
                 self.town.db.apply_ops(&self.name, vec![op]).await?;
+                self.record = None;
                 return Ok(());
             }
         }
@@ -339,6 +346,16 @@ impl Runner {
         self.activity.handled.fetch_add(n, Ordering::Relaxed);
         self.activity.busy.store(false, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The agent's record: the one read before unless a change of it was heard since. The
+    /// change is taken before reading, so one written meanwhile is read next time.
+    async fn record(&mut self) -> Result<Option<Agent>> {
+        let changed = self.activity.changed.swap(false, Ordering::Relaxed);
+        if changed || self.record.is_none() {
+            self.record = self.town.agent(&self.name).await?;
+        }
+        Ok(self.record.clone())
     }
 
     /// Handles a batch on a blocking thread (keeping the leases fresh meanwhile) and applies it.

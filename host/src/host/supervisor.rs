@@ -43,6 +43,8 @@ pub(super) struct Activity {
     pub(super) blocked: std::sync::Mutex<Option<String>>,
     /// Wakes the runner when it waits: its record or lease changed, a reclaim is asked.
     pub(super) wake: tokio::sync::Notify,
+    /// The agent's record changed (or may have: bells were lost): the runner reads it again.
+    pub(super) changed: AtomicBool,
     /// Served under a lease (`mode = "exclusive"`, the default).
     pub(super) exclusive: AtomicBool,
     /// The lease this host holds on the agent (`<host>/<instance>:<token>`), if it does.

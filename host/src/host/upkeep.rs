@@ -135,6 +135,7 @@ impl Supervisor {
         while let Ok(change) = self.changes.try_recv() {
             spawned |= change.spawned;
             if let Some((a, _)) = self.runners.get(&change.agent) {
+                a.changed.store(true, Ordering::Relaxed);
                 a.wake.notify_one();
             }
         }

@@ -1,6 +1,6 @@
 //! Reading an agent's next batch: mail held from before, our own leftovers (after a restart),
 //! a reclaim pass over dead hosts' entries when the supervisor asks, then new mail: at once
-//! after a batch (the agent is busy), else waiting for the host's mailbox reader
+//! after a full batch (the agent is busy), else waiting for the host's mailbox reader
 //! ([`crate::host::mailboxes`]), where an idle agent also gives its instance up.
 
 use std::sync::atomic::Ordering;
@@ -76,7 +76,7 @@ impl Runner {
         if self.recovering && !out.is_empty() {
             tracing::info!(agent = %self.name, n = out.len(), "resuming messages left in hand by a previous run");
         }
-        self.hot = !out.is_empty();
+        self.hot = more_may_wait(&out);
         if self.recovering && out.is_empty() {
             // Caught up: new mail next (after the reclaim pass, if one is asked for).
             self.recovering = false;
@@ -122,7 +122,17 @@ impl Runner {
             tracing::debug!(agent = %self.name, "idle: instance dropped");
             self.drop_instance();
         }
-        self.hot = !out.is_empty();
+        self.hot = more_may_wait(&out);
         Ok(out)
     }
+}
+
+/// Whether mail may be left after a read that brought `batch`: it filled a stream's `COUNT`.
+/// Mail that came after the read rang the bell, which marks the mailbox for the next wait
+/// ([`mailboxes`]): reading again after every batch would cost a read per batch, mostly empty
+/// in a town of many agents with a little mail each.
+fn more_may_wait(batch: &[Delivery]) -> bool {
+    [Stream::Urgent, Stream::Inbox]
+        .iter()
+        .any(|k| batch.iter().filter(|d| d.kind == *k).count() >= READ_BATCH)
 }

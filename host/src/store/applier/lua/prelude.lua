@@ -57,7 +57,7 @@ local BELLS_KEPT = 100000
 local function ring(agent)
   call('XADD', key('bell'), 'MAXLEN', '~', BELLS_KEPT, '*', 'a', agent)
 end
-local CHANGES = {agent = true, swap = true, shadow = true}
+local CHANGES = {agent = true, swap = true, ['swap-refused'] = true, shadow = true}
 
 -- MOVES (state -> {state = true}) and TERMINAL are generated from `TaskState` in Rust and
 -- inserted here.
