@@ -22,7 +22,7 @@ use crate::store::procfs;
 use crate::store::streams;
 
 /// What one town measured.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Figures {
     start: Duration,
     /// The host's resident memory: idle after start, and its peak over the whole run.
@@ -35,9 +35,10 @@ struct Figures {
     idle_commands: String,
     p50: Duration,
     p99: Duration,
-    /// Every agent's first mail ([`FIRST`] messages in all), then every agent busy ([`BUSY`]).
+    /// Every agent's first mail ([`FIRST`] messages in all), then every agent busy ([`BUSY`]),
+    /// [`TURNS`] times.
     first: Run,
-    busy: Run,
+    busy: Vec<Run>,
     send_median: Duration,
 }
 
@@ -49,12 +50,17 @@ const BUSY: usize = 100_000;
 
 /// One run of mail to every agent: its rate, CPU per message (host, Redis), and what Redis
 /// spent its time on.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Run {
     rate: f64,
     cpu: (Duration, Duration),
     commands: String,
 }
+
+/// Busy runs of each town, taken in turn with the baseline's: this machine's speed drifts by
+/// as much as a half over minutes (a shared VM), so one run of each, minutes apart, compares
+/// the machine as much as the towns. The median of each is reported, and every turn.
+const TURNS: usize = 3;
 
 /// Runs the suite for each count of `agents`, with an idle window of `idle`.
 pub(super) async fn suite(opts: &BenchOptions, agents: &[usize], idle: Duration) -> Result<()> {
@@ -64,9 +70,16 @@ pub(super) async fn suite(opts: &BenchOptions, agents: &[usize], idle: Duration)
          idle window {} s",
         idle.as_secs()
     );
-    let base = measure(opts, 10, idle).await?;
+    let mut base = Subject::start(opts, 10, idle).await?;
     for &n in agents {
-        let big = measure(opts, n, idle).await?;
+        let mut big = Subject::start(opts, n, idle).await?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..TURNS {
+            ours.push(base.busy().await?);
+            theirs.push(big.busy().await?);
+        }
+        let big = big.finish(theirs).await?;
+        let base = base.figures(ours).await?;
         report(n, &big, &base, connections);
     }
     Ok(())
@@ -108,13 +121,14 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
         format!("{} / {}", ms(base.p50), ms(base.p99)),
         "target p99 < 5 ms",
     );
+    let (busy_big, busy_base) = (median(&big.busy), median(&base.busy));
     for (what, total, b, s, target) in [
         ("first mail", FIRST, &big.first, &base.first, ""),
         (
             "every agent busy",
             BUSY,
-            &big.busy,
-            &base.busy,
+            &busy_big,
+            &busy_base,
             "target: not below 10 agents",
         ),
     ] {
@@ -134,12 +148,29 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
         println!("    Redis's top commands: {}", b.commands);
         println!("    (10 agents: {})", s.commands);
     }
+    let turns: Vec<String> = (big.busy.iter().zip(&base.busy))
+        .map(|(b, s)| format!("{:.0} / {:.0}", b.rate, s.rate))
+        .collect();
+    println!(
+        "    every agent busy, the median of {TURNS} turns with the 10-agent town's: {} msg/s",
+        turns.join(", ")
+    );
     line(
         "tt send, whole process, median",
         ms(big.send_median),
         ms(base.send_median),
         "target < 5 ms",
     );
+}
+
+/// The run of median rate (a run that did not finish, NaN, counts as the slowest).
+fn median(runs: &[Run]) -> Run {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| {
+        let rate = |r: &Run| if r.rate.is_nan() { f64::MIN } else { r.rate };
+        rate(a).total_cmp(&rate(b))
+    });
+    sorted.get(sorted.len() / 2).cloned().unwrap_or_default()
 }
 
 /// The host: `tt host` in a process of its own, for its own memory and CPU.
@@ -200,108 +231,133 @@ async fn cpu_over(s: &Scratch, host: Option<&HostProcess>, window: Duration) -> 
     Ok((pct(p1.saturating_sub(p0)), pct(r1.saturating_sub(r0))))
 }
 
-async fn measure(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Figures> {
-    let names: Vec<String> = (0..n).map(|i| format!("r{i:05}")).collect();
-    let mut specs: Vec<Spec> = names
-        .iter()
-        .map(|a| (a.as_str(), "relay", &[("next", "sink")][..]))
-        .collect();
-    specs.push(("sink", "", &[]));
-    let s = Scratch::with(opts, &specs, |c| {
-        for (name, a) in c.agents.iter_mut() {
-            if name != "sink" {
-                a.mode = ServeMode::Exclusive;
+/// A town being measured: its scratch Redis, its host, and the sink's inbox read so far.
+struct Subject {
+    s: Scratch,
+    host: HostProcess,
+    names: Vec<String>,
+    reader: crate::store::conn::Conn,
+    sink: String,
+    last: String,
+    f: Figures,
+}
+
+impl Subject {
+    /// A town of `n` relay agents, measured up to its first mail: start, memory, connections,
+    /// idle CPU over `idle`, latency, every agent's first mail.
+    async fn start(opts: &BenchOptions, n: usize, idle: Duration) -> Result<Subject> {
+        let names: Vec<String> = (0..n).map(|i| format!("r{i:05}")).collect();
+        let mut specs: Vec<Spec> = names
+            .iter()
+            .map(|a| (a.as_str(), "relay", &[("next", "sink")][..]))
+            .collect();
+        specs.push(("sink", "", &[]));
+        let s = Scratch::with(opts, &specs, |c| {
+            for (name, a) in c.agents.iter_mut() {
+                if name != "sink" {
+                    a.mode = ServeMode::Exclusive;
+                }
             }
-        }
-    })
-    .await?;
-    let mut f = Figures::default();
-    // Baselines before the host: the bench's own connections, Redis's CPU.
-    let clients0 = clients(&s).await?;
-    let idle0 = cpu_over(&s, None, idle).await?;
-    let t = Instant::now();
-    let host = HostProcess::start(&s)?;
-    served(&s, n).await?;
-    f.start = t.elapsed();
-    // The runners' first reads (their own leftovers, a reclaim pass) end within moments.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    f.connections = clients(&s).await?.saturating_sub(clients0);
-    reset_stats(&s).await?;
-    let idle1 = cpu_over(&s, Some(&host), idle).await?;
-    f.idle_commands = top_commands(&s).await?;
-    f.idle_cpu = (idle1.0, (idle1.1 - idle0.1).max(0.0));
-    f.rss_mib = host.mem_mib("VmRSS");
-    let sink = s.town.db.keys.inbox("sink");
-    let mut reader = s.town.db.dedicated(Duration::from_secs(5)).await?;
-    let mut last = "0-0".to_string();
-    // One message at a time to a random agent (the first to each loads its plugin: a warm-up
-    // round of the same agents comes first, so the figure is a served agent's).
-    let mut x: u64 = 0x5eed ^ n as u64;
-    let picks: Vec<&String> = (0..300)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            &names[((x >> 33) % n as u64) as usize]
         })
-        .collect();
-    let mut lat = Vec::new();
-    for round in 0..2 {
-        for a in &picks {
-            let t = Instant::now();
-            s.town
-                .db
-                .apply_human("conductor", vec![Op::send(*a, Kind::Task, "ping")])
-                .await?;
-            forwarded(&mut reader, &sink, &mut last, 1).await?;
-            if round == 1 {
-                lat.push(t.elapsed());
+        .await?;
+        let mut f = Figures::default();
+        // Baselines before the host: the bench's own connections, Redis's CPU.
+        let clients0 = clients(&s).await?;
+        let idle0 = cpu_over(&s, None, idle).await?;
+        let t = Instant::now();
+        let host = HostProcess::start(&s)?;
+        served(&s, n).await?;
+        f.start = t.elapsed();
+        // The runners' first reads (their own leftovers, a reclaim pass) end within moments.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        f.connections = clients(&s).await?.saturating_sub(clients0);
+        reset_stats(&s).await?;
+        let idle1 = cpu_over(&s, Some(&host), idle).await?;
+        f.idle_commands = top_commands(&s).await?;
+        f.idle_cpu = (idle1.0, (idle1.1 - idle0.1).max(0.0));
+        f.rss_mib = host.mem_mib("VmRSS");
+        let sink = s.town.db.keys.inbox("sink");
+        let mut reader = s.town.db.dedicated(Duration::from_secs(5)).await?;
+        let mut last = "0-0".to_string();
+        // One message at a time to a random agent (the first to each loads its plugin: a warm-up
+        // round of the same agents comes first, so the figure is a served agent's).
+        let mut x: u64 = 0x5eed ^ n as u64;
+        let picks: Vec<&String> = (0..300)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                &names[((x >> 33) % n as u64) as usize]
+            })
+            .collect();
+        let mut lat = Vec::new();
+        for round in 0..2 {
+            for a in &picks {
+                let t = Instant::now();
+                s.town
+                    .db
+                    .apply_human("conductor", vec![Op::send(*a, Kind::Task, "ping")])
+                    .await?;
+                forwarded(&mut reader, &sink, &mut last, 1).await?;
+                if round == 1 {
+                    lat.push(t.elapsed());
+                }
             }
         }
+        lat.sort();
+        f.p50 = percentile(&lat, 0.5);
+        f.p99 = percentile(&lat, 0.99);
+        let mut t = Subject {
+            s,
+            host,
+            names,
+            reader,
+            sink,
+            last,
+            f,
+        };
+        t.f.first = t.run(FIRST).await?;
+        Ok(t)
     }
-    lat.sort();
-    f.p50 = percentile(&lat, 0.5);
-    f.p99 = percentile(&lat, 0.99);
-    // Mail to every agent, the same total for every town size.
-    let mut mail = Mail {
-        s: &s,
-        host: &host,
-        names: &names,
-        reader: &mut reader,
-        sink: &sink,
-        last: &mut last,
-    };
-    f.first = mail.run(FIRST).await?;
-    f.busy = mail.run(BUSY).await?;
-    f.peak_mib = host.mem_mib("VmHWM");
-    host.stop()?;
-    f.send_median = cli_send(&s, &names[n / 2]).await?;
-    Ok(f)
+
+    /// One run with every agent busy.
+    async fn busy(&mut self) -> Result<Run> {
+        self.run(BUSY).await
+    }
+
+    /// Its figures with these `busy` runs, the host still serving: its peak memory so far and
+    /// `tt send`.
+    async fn figures(&self, busy: Vec<Run>) -> Result<Figures> {
+        let mut f = Figures {
+            busy,
+            peak_mib: self.host.mem_mib("VmHWM"),
+            ..self.f.clone()
+        };
+        f.send_median = cli_send(&self.s, &self.names[self.names.len() / 2]).await?;
+        Ok(f)
+    }
+
+    /// Its figures, and its host stopped as a service manager would stop it.
+    async fn finish(self, busy: Vec<Run>) -> Result<Figures> {
+        let f = self.figures(busy).await?;
+        self.host.stop()?;
+        Ok(f)
+    }
 }
 
-/// What a run of mail to every agent needs: the town, its host and agents, and the sink's
-/// inbox read so far.
-struct Mail<'a> {
-    s: &'a Scratch,
-    host: &'a HostProcess,
-    names: &'a [String],
-    reader: &'a mut crate::store::conn::Conn,
-    sink: &'a str,
-    last: &'a mut String,
-}
-
-impl Mail<'_> {
-    /// Sends `total` messages spread evenly over the agents and waits for every forward.
+impl Subject {
+    /// Sends `total` messages spread evenly over the agents (the same total for every town
+    /// size) and waits for every forward.
     async fn run(&mut self, total: usize) -> Result<Run> {
-        let (s, n) = (self.s, self.names.len());
+        let (s, n) = (&self.s, self.names.len());
         let per = total.div_ceil(n);
         settled(s).await?;
         reset_stats(s).await?;
         let (host0, redis0) = (self.host.cpu(), redis_cpu(s).await?);
         let t = Instant::now();
-        s.fill(self.names, per, "x").await?;
+        s.fill(&self.names, per, "x").await?;
         // A run that cannot finish (say, instances refused by the kernel) still prints the rest.
-        let rate = match forwarded(self.reader, self.sink, self.last, per * n).await {
+        let rate = match forwarded(&mut self.reader, &self.sink, &mut self.last, per * n).await {
             Ok(()) => (per * n) as f64 / t.elapsed().as_secs_f64(),
             Err(e) => {
                 println!("  (a run of {n} agents did not finish: {e:#}; the host's last words:)");
@@ -310,7 +366,7 @@ impl Mail<'_> {
                 for l in &lines[lines.len().saturating_sub(5)..] {
                     println!("    {l}");
                 }
-                for (agent, what) in stuck(s, self.names).await?.iter().take(5) {
+                for (agent, what) in stuck(s, &self.names).await?.iter().take(5) {
                     println!("    mail of {agent} not handled: {what}");
                 }
                 f64::NAN
