@@ -76,7 +76,7 @@ pub(super) struct Runner {
     pending_shadow: Option<switch::Pending>,
     /// The agent's record as last read: read again when a change of it is heard
     /// ([`Activity::changed`]) or after an error, not on every round.
-    record: Option<Agent>,
+    record: Option<Arc<Agent>>,
     /// Plugin path and digest recorded for the agent when we last looked.
     wanted: Option<(String, Option<String>)>,
     /// The same for its shadow.
@@ -350,10 +350,10 @@ impl Runner {
 
     /// The agent's record: the one read before unless a change of it was heard since. The
     /// change is taken before reading, so one written meanwhile is read next time.
-    async fn record(&mut self) -> Result<Option<Agent>> {
+    async fn record(&mut self) -> Result<Option<Arc<Agent>>> {
         let changed = self.activity.changed.swap(false, Ordering::Relaxed);
         if changed || self.record.is_none() {
-            self.record = self.town.agent(&self.name).await?;
+            self.record = self.town.agent(&self.name).await?.map(Arc::new);
         }
         Ok(self.record.clone())
     }
