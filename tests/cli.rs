@@ -1805,6 +1805,10 @@ fn config_values_out_of_range_are_refused_naming_the_field() {
         ),
         ("[retention]\nevents = 0\n", "[retention] events = 0"),
         (
+            "[retention]\njournal_total = 0\n",
+            "[retention] journal_total = 0",
+        ),
+        (
             "[retention]\nmaxmemory_mb = 4\n",
             "[retention] maxmemory_mb = 4",
         ),

@@ -143,6 +143,31 @@ fn dead_letters_events_finished_tasks_and_dead_hosts_are_capped() {
 }
 
 #[test]
+fn each_journal_is_cut_to_its_share_of_the_town_journal_budget() {
+    // Two agents (c and people) share a budget of 6: three entries each, below `journal`.
+    let town = town("sweep_ms = 3600000\njournal = 100\njournal_total = 6\n");
+    send(&town, "c", "count", 10);
+    host_until_idle(&town, Duration::from_secs(60));
+    assert_eq!(
+        town.xlen("journal:c"),
+        10,
+        "capped per agent only, until a sweep"
+    );
+    // The next host's sweep at its start cuts it to its share; the newest entries stay.
+    let newest = town.redis(&["XREVRANGE", &town.key("journal:c"), "+", "-", "COUNT", "3"]);
+    host_until_idle(&town, Duration::from_secs(60));
+    assert_eq!(town.xlen("journal:c"), 3);
+    let kept = town.redis(&["XREVRANGE", &town.key("journal:c"), "+", "-", "COUNT", "3"]);
+    assert_eq!(stream_ids(&kept), stream_ids(&newest));
+    assert_eq!(
+        town.ok(&["journal", "c", "-n", "10"])
+            .matches("count")
+            .count(),
+        3
+    );
+}
+
+#[test]
 fn the_embedded_redis_rewrites_its_append_only_file_after_a_quarter_of_maxmemory() {
     let town = town("maxmemory_mb = 2048\n");
     town.ok(&["list"]);

@@ -38,6 +38,10 @@ pub struct RetentionSection {
     /// Most journal entries per agent (handlings with each import call's request and answer,
     /// and the actions returned: `tt journal`, `tt replay`); 0 turns the journal off.
     pub journal: u64,
+    /// Most journal entries in the whole town: each agent keeps at most its share (this over
+    /// the number of agents) after a sweep, so a town of 10,000 agents keeps no more journal
+    /// than one of 100.
+    pub journal_total: u64,
     /// Finished (completed, failed, cancelled) tasks are removed after this; their counts by
     /// state stay in `tt status`.
     pub finished_task_secs: u64,
@@ -59,6 +63,7 @@ impl Default for RetentionSection {
             dead_letter_secs: 30 * 86_400,
             shadow_records: 10_000,
             journal: 1_000,
+            journal_total: 100_000,
             finished_task_secs: 7 * 86_400,
             dead_host_secs: 86_400,
             maxmemory_mb: 1024,
@@ -75,6 +80,7 @@ impl RetentionSection {
             ("events", self.events),
             ("dead_letters", self.dead_letters),
             ("shadow_records", self.shadow_records),
+            ("journal_total", self.journal_total),
             ("maxmemory_mb", self.maxmemory_mb),
         ];
         for (field, v) in positive {

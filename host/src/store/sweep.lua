@@ -3,7 +3,8 @@
 --
 -- ARGV[1] key prefix   ARGV[2] now (ms)
 -- ARGV[3] JSON {agents = [...], finished = [...], mailbox_history, events, dead_letters,
---               dead_letter_ms, shadow_records, finished_task_ms, dead_host_ms}
+--               dead_letter_ms, shadow_records, journal, journal_total, finished_task_ms,
+--               dead_host_ms}
 -- KEYS: every key it touches (the key guard refuses others): the agents' mailboxes and shadow
 -- records, the town-wide streams and sets, and the tasks of `finished`, the finished tasks old
 -- enough to go as Rust read them just before (`store/sweep.rs`). Each is checked again here,
@@ -52,6 +53,13 @@ local function floor(stream)
   return min
 end
 
+-- Each agent's share of the town's journal budget (at least one entry while the journal is on).
+local journal_keep = 0
+if R.journal > 0 then
+  local agents = math.max(1, call('SCARD', key('agents')))
+  journal_keep = math.max(1, math.min(R.journal, math.floor(R.journal_total / agents)))
+end
+
 local trimmed = 0
 for _, agent in ipairs(R.agents) do
   for _, kind in ipairs({'urgent', 'inbox'}) do
@@ -60,6 +68,9 @@ for _, agent in ipairs(R.agents) do
     if min then trimmed = trimmed + call('XTRIM', stream, 'MINID', min) end
   end
   trimmed = trimmed + call('XTRIM', key('shadow', agent), 'MAXLEN', R.shadow_records)
+  if journal_keep > 0 then
+    trimmed = trimmed + call('XTRIM', key('journal', agent), 'MAXLEN', journal_keep)
+  end
 end
 
 trimmed = trimmed + call('XTRIM', key('events'), 'MAXLEN', R.events)

@@ -7,6 +7,9 @@
 //!   group's last-delivered id nor its oldest pending entry (Redis 7.0 has no `XACKDEL`), and
 //!   keeping the last `mailbox_history` entries for `tt inbox` and audits;
 //! - shadow records, events and dead letters are capped by count (dead letters also by age);
+//! - each swept agent's journal is cut to its share of `journal_total` (the town's budget over
+//!   its number of agents): the per-agent cap alone would let a big town's journals outgrow
+//!   its `maxmemory`;
 //! - finished tasks older than `finished_task_secs` are removed, their counts by state kept
 //!   (`tt status`);
 //! - hosts silent for `dead_host_secs` are dropped from the heartbeat hash.
@@ -38,7 +41,7 @@ const ARCHIVE_BATCH: usize = 500;
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Swept {
-    /// Stream entries trimmed (mailboxes, shadow records, events, dead letters).
+    /// Stream entries trimmed (mailboxes, shadow records, journals, events, dead letters).
     pub trimmed: u64,
     /// Finished tasks removed.
     pub archived: u64,
@@ -78,6 +81,7 @@ impl Db {
             .map_err(error::from_redis)?;
         let k = &self.keys;
         let mut keys = vec![
+            k.agents(),
             k.events(),
             k.dlq(),
             k.finished(),
@@ -86,7 +90,7 @@ impl Db {
             k.hosts(),
         ];
         for a in agents {
-            keys.extend([k.urgent(a), k.inbox(a), k.shadow(a)]);
+            keys.extend([k.urgent(a), k.inbox(a), k.shadow(a), k.journal(a)]);
         }
         keys.extend(finished.iter().map(|id| k.task(id)));
         keys.sort();
@@ -99,6 +103,8 @@ impl Db {
             "dead_letters": policy.dead_letters,
             "dead_letter_ms": policy.dead_letter_secs.saturating_mul(1000),
             "shadow_records": policy.shadow_records,
+            "journal": policy.journal,
+            "journal_total": policy.journal_total,
             "finished_task_ms": finished_task_ms,
             "dead_host_ms": policy.dead_host_secs.saturating_mul(1000),
         });

@@ -17,7 +17,7 @@ for _, k in ipairs(KEYS) do DECLARED[k] = true end
 local KEY_AT = {
   GET = 1, SET = 1, INCR = 1, PEXPIRE = 1, EXPIRE = 1,
   HGET = 1, HSET = 1, HMGET = 1, HGETALL = 1, HDEL = 1, HEXISTS = 1, HINCRBY = 1,
-  SADD = 1, SREM = 1, SMEMBERS = 1,
+  SADD = 1, SREM = 1, SMEMBERS = 1, SCARD = 1,
   ZADD = 1, ZREM = 1, ZSCORE = 1, ZRANGEBYSCORE = 1,
   XADD = 1, XRANGE = 1, XREVRANGE = 1, XTRIM = 1, XACK = 1, XDEL = 1, XLEN = 1, XPENDING = 1,
   XGROUP = 2, XINFO = 2,
