@@ -82,7 +82,7 @@ pub(super) async fn suite(opts: &BenchOptions, agents: &[usize], idle: Duration)
         let base = base.figures(ours).await?;
         report(n, &big, &base, connections);
     }
-    Ok(())
+    base.host.stop()
 }
 
 fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {

@@ -18,8 +18,9 @@
 //! An agent that is not waiting when its bell rings (it is handling mail) is marked, and its
 //! next wait reads its mailbox before waiting; so is every agent's first wait. An agent whose
 //! last read filled a batch reads its next one itself, without blocking ([`super::runner`]), so
-//! a busy agent cannot crowd out the others. Every [`RESYNC`], after a failed read and when bells were trimmed before this
-//! host read them, every waiting mailbox is read, so no mail waits for a bell that was lost.
+//! a busy agent cannot crowd out the others. Every [`RESYNC`], after a failed read and when
+//! bells were trimmed before this host read them, every waiting mailbox is read, so no mail
+//! waits for a bell that was lost.
 //!
 //! The bell also names the agents whose record changed (spawned, stopped, swapped, given a
 //! shadow): the reader passes them to the supervisor ([`super::upkeep`]), so a host needs no
