@@ -17,7 +17,7 @@
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::declare::Needs;
 use super::{Applied, Unit};
@@ -27,6 +27,11 @@ use crate::store::conn::Db;
 const CALL_BYTES: usize = 8 << 20;
 /// The most units one shared call takes: enough to pay a call's overhead over many.
 const CALL_UNITS: usize = 512;
+/// Shared calls sent before the first of them is answered. With one, Redis waited while the
+/// host read a call's reply and encoded the next (a big town's busy Redis was idle a third of
+/// the time); with two, the next call is queued behind the one being run. Callers are never
+/// in two calls at once (each waits for its reply), so the order between calls changes nothing.
+const IN_FLIGHT: usize = 2;
 
 /// One caller's units waiting for the committer.
 struct Commit {
@@ -79,10 +84,16 @@ impl Db {
     }
 }
 
-/// Applies what waits, one call at a time, until every sender is gone.
+/// Applies what waits, [`IN_FLIGHT`] calls at a time, until every sender is gone.
 async fn commit(db: Db, mut rx: mpsc::UnboundedReceiver<Commit>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut next: Option<Commit> = None;
     loop {
+        // Taken before gathering: what arrives while every call is in flight waits for the
+        // next one, which takes all of it.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let first = match next.take() {
             Some(c) => c,
             None => match rx.recv().await {
@@ -101,27 +112,36 @@ async fn commit(db: Db, mut rx: mpsc::UnboundedReceiver<Commit>) {
             count += c.units.len();
             batch.push(c);
         }
-        let mut units = Vec::with_capacity(count);
-        let mut callers = Vec::with_capacity(batch.len());
-        for c in batch {
-            callers.push((c.units.len(), c.reply));
-            units.extend(c.units);
-        }
-        match db.apply(&units).await {
-            Ok(applied) if applied.len() == count => {
-                let mut applied = applied.into_iter();
-                for (n, reply) in callers {
-                    let _ = reply.send(Ok(applied.by_ref().take(n).collect()));
-                }
+        let db = db.clone();
+        tokio::spawn(async move {
+            apply(&db, batch, count).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One shared call: each caller gets its results, or its units back when the call failed.
+async fn apply(db: &Db, batch: Vec<Commit>, count: usize) {
+    let mut units = Vec::with_capacity(count);
+    let mut callers = Vec::with_capacity(batch.len());
+    for c in batch {
+        callers.push((c.units.len(), c.reply));
+        units.extend(c.units);
+    }
+    match db.apply(&units).await {
+        Ok(applied) if applied.len() == count => {
+            let mut applied = applied.into_iter();
+            for (n, reply) in callers {
+                let _ = reply.send(Ok(applied.by_ref().take(n).collect()));
             }
-            result => {
-                if let Err(e) = result {
-                    tracing::debug!("a shared applier call failed; its callers go alone: {e:#}");
-                }
-                let mut units = units.into_iter();
-                for (n, reply) in callers {
-                    let _ = reply.send(Err(units.by_ref().take(n).collect()));
-                }
+        }
+        result => {
+            if let Err(e) = result {
+                tracing::debug!("a shared applier call failed; its callers go alone: {e:#}");
+            }
+            let mut units = units.into_iter();
+            for (n, reply) in callers {
+                let _ = reply.send(Err(units.by_ref().take(n).collect()));
             }
         }
     }
