@@ -338,6 +338,75 @@ fn bench_scale_refuses_an_empty_town_size() {
 }
 
 /// The live instances host `host`'s last heartbeat counted.
+/// A host further behind the bell than the bell keeps (100,000 entries, trimmed with the
+/// applier's `MAXLEN ~`) has lost bells naming its agents. It must notice and read every
+/// mailbox at once: a lost bell otherwise leaves its mail waiting for the periodic resync, half
+/// a minute later (what `tt bench scale` saw as a busy run ending 15 s late).
+#[test]
+fn a_host_whose_unheard_bells_were_trimmed_reads_every_mailbox_at_once() {
+    let (town, probe, agents) = big_town(2, 2, 30_000);
+    let mut host = Host::start(&town, "h1", 1);
+    poll(
+        "the host to serve every agent",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || match host.plugins_loaded() {
+            n if n >= agents.len() => Ok(()),
+            n => Err(format!("{n} ready")),
+        },
+    );
+    // A message whose bell is trimmed before the host can hear it: written with more than the
+    // bell keeps after it, in one script (one step of Redis: the reader cannot read between).
+    let lost = r#"
+        redis.call('XADD', KEYS[1], '*', 'id', 'm-lost', 'from', 'conductor', 'to', ARGV[1],
+          'kind', 'info', 'body', 'its bell was trimmed', 'prio', 'normal', 'task', '',
+          'corr', '', 'ts', ARGV[2])
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'a', ARGV[1])
+        for i = 1, 102000 do
+          redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'a', 'nobody')
+        end
+        local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1][2]
+        return first[2]
+    "#;
+    let agent = &agents[1];
+    let mut p = redis::pipe();
+    p.cmd("EVAL")
+        .arg(lost)
+        .arg(2)
+        .arg(probe.stream("inbox", agent))
+        .arg(probe.town.db.keys.bell())
+        .arg(agent)
+        .arg(common::fleet::now_ms());
+    let first: Vec<String> = probe.query(&p);
+    assert_eq!(first, ["nobody"], "the bell naming {agent} was trimmed");
+    let written = Instant::now();
+    poll(
+        "the message whose bell was lost to be handled",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            host.assert_running();
+            match probe.handled(std::slice::from_ref(agent))[0] {
+                1 => Ok(()),
+                n => Err(format!("{n} handled")),
+            }
+        },
+    );
+    // The periodic resync would have found it too, but only up to half a minute later.
+    assert!(
+        written.elapsed() < Duration::from_secs(10),
+        "the mail of a lost bell waited {:?}; the host's log:\n{}",
+        written.elapsed(),
+        host.log()
+    );
+    assert!(
+        host.log().contains("reading every mailbox"),
+        "the host says it lost bells: {}",
+        host.log()
+    );
+    host.sigterm(Duration::from_secs(60));
+}
+
 fn live_instances(probe: &Probe, host: &str) -> u64 {
     let (beat,): (Option<String>,) =
         probe.query(redis::pipe().hget(probe.town.db.keys.hosts(), host));

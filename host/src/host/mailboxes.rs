@@ -368,17 +368,30 @@ impl Reader {
         .await?;
         let mut lost = false;
         if entries.len() >= BELLS_PER_READ {
-            // Behind: were bells after the last one heard trimmed before they were read?
+            // Behind: were bells after the last one heard trimmed before they were read? The
+            // applier trims with `MAXLEN ~`, which moves the stream's first entry and leaves
+            // `max-deleted-entry-id` (only `XDEL` sets it) alone: the first entry coming after
+            // the last bell heard says that bell is gone, and maybe others after it.
             let info: redis::Value = redis::cmd("XINFO")
                 .arg("STREAM")
                 .arg(&bell)
                 .query_async(&mut self.conn)
                 .await?;
-            let deleted = streams::flat_map(&info)
-                .get("max-deleted-entry-id")
-                .and_then(streams::text)
-                .unwrap_or_default();
-            lost = id_after(&deleted, &self.last);
+            let info = streams::flat_map(&info);
+            let id = |field: &str| info.get(field).and_then(streams::text);
+            let first = id("recorded-first-entry-id").or_else(|| {
+                let entry = info.get("first-entry")?;
+                streams::text(streams::array(entry).first()?)
+            });
+            let deleted = id("max-deleted-entry-id").unwrap_or_default();
+            lost = id_after(&deleted, &self.last)
+                || first.is_some_and(|first| id_after(&first, &self.last));
+            if lost {
+                tracing::info!(
+                    "bells this host had not heard were trimmed (it fell more than the bell's \
+                     length behind): reading every mailbox"
+                );
+            }
         }
         if let Some(e) = entries.last() {
             self.last = e.id.clone();
