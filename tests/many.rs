@@ -338,6 +338,48 @@ fn bench_scale_refuses_an_empty_town_size() {
 }
 
 /// The live instances host `host`'s last heartbeat counted.
+/// One applier call rings the bell once for each agent it gives mail, however many messages
+/// it gives: the bell is read only after the call, and a host reads the whole mailbox.
+#[test]
+fn a_call_rings_the_bell_once_for_each_agent_it_gives_mail() {
+    let (_town, probe, agents) = big_town(2, 2, 30_000);
+    let bell = probe.town.db.keys.bell();
+    let rung = |after: &str| -> Vec<String> {
+        let mut p = redis::pipe();
+        p.cmd("XRANGE").arg(&bell).arg(format!("({after}")).arg("+");
+        let v: Vec<redis::Value> = probe.query(&p);
+        tinytown::store::streams::entries(&v[0])
+            .into_iter()
+            .filter_map(|e| e.text_map().remove("a"))
+            .collect()
+    };
+    let mut p = redis::pipe();
+    p.cmd("XREVRANGE").arg(&bell).arg("+").arg("-").arg("COUNT").arg(1);
+    let v: Vec<redis::Value> = probe.query(&p);
+    let last = tinytown::store::streams::entries(&v[0])
+        .pop()
+        .map_or_else(|| "0-0".to_string(), |e| e.id);
+    let (a, b) = (&agents[0], &agents[1]);
+    let ids = probe.apply(vec![
+        Op::send(a, Kind::Info, "one"),
+        Op::send(b, Kind::Info, "two"),
+        Op::send(a, Kind::Info, "three"),
+        Op::Send {
+            to: a.clone(),
+            kind: Kind::Info,
+            body: "four".into(),
+            urgent: true,
+            task: None,
+            corr: None,
+        },
+    ]);
+    assert_eq!(ids.len(), 4, "every message sent");
+    let mut heard = rung(&last);
+    heard.sort();
+    assert_eq!(heard, [a.clone(), b.clone()], "one bell for each agent");
+    assert_eq!(probe.depth(a), (3, 0), "{a}'s three messages wait");
+}
+
 /// A host further behind the bell than the bell keeps (100,000 entries, trimmed with the
 /// applier's `MAXLEN ~`) has lost bells naming its agents. It must notice and read every
 /// mailbox at once: a lost bell otherwise leaves its mail waiting for the periodic resync, half

@@ -52,9 +52,14 @@ local function key(...) return P .. table.concat({...}, ':') end
 -- The bell tells the hosts what they wait for (Rust: `host::mailboxes`): `a` names an agent
 -- with new mail, `c` one whose record changed (`spawned` = 1: a new agent). Kept long enough
 -- for a host far behind to read (one that falls further behind reads every mailbox it serves
--- and looks at every agent again).
+-- and looks at every agent again). A call rings once for each agent it gives mail: nobody reads
+-- the bell before the call ends, so one bell says as much as one per message (a call of 500
+-- messages to 50 agents rang 500 bells, and a busy big town's hosts fell behind the bell).
 local BELLS_KEPT = 100000
+local RUNG = {}
 local function ring(agent)
+  if RUNG[agent] then return end
+  RUNG[agent] = true
   call('XADD', key('bell'), 'MAXLEN', '~', BELLS_KEPT, '*', 'a', agent)
 end
 local CHANGES = {agent = true, swap = true, ['swap-refused'] = true, shadow = true}
