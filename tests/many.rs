@@ -354,7 +354,12 @@ fn a_call_rings_the_bell_once_for_each_agent_it_gives_mail() {
             .collect()
     };
     let mut p = redis::pipe();
-    p.cmd("XREVRANGE").arg(&bell).arg("+").arg("-").arg("COUNT").arg(1);
+    p.cmd("XREVRANGE")
+        .arg(&bell)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1);
     let v: Vec<redis::Value> = probe.query(&p);
     let last = tinytown::store::streams::entries(&v[0])
         .pop()
