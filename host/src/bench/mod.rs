@@ -26,6 +26,7 @@ mod redis_stats;
 mod replay;
 mod scaling;
 mod scratch;
+mod sink;
 mod soak;
 mod swap;
 mod throughput;
