@@ -7,13 +7,14 @@
 //! unregisters the caller on every stream named, so each wake-up costs in proportion to the
 //! agents waiting (about 1.5 ms for 330 agents), and it happens for every message.
 //!
-//! So the write that puts a message in a mailbox also rings the town's bell: one entry naming
-//! the agent in a capped stream (`Keys::bell`, written by the applier in the same script, so
-//! the message is there when its bell is heard). The host's one reader blocks on the bell
-//! (`XREAD`, a single stream), and for the bells of its agents that are waiting it reads their
-//! mailboxes (`XREADGROUP` without blocking, urgent first, `COUNT`-bounded per stream, many
-//! agents per call) and hands each its batch. An idle town is one blocked call, woken by mail or
-//! by the block timing out every [`BLOCK`].
+//! So the write that puts mail in a mailbox also rings the town's bell: one entry naming the
+//! agent in a capped stream (`Keys::bell`, written by the applier in the same script, so the
+//! mail is there when its bell is heard; once per script call and agent, however many messages
+//! the call gives it, since a wait reads the whole mailbox). The host's one reader blocks on the
+//! bell (`XREAD`, a single stream), and for the bells of its agents that are waiting it reads
+//! their mailboxes (`XREADGROUP` without blocking, urgent first, `COUNT`-bounded per stream,
+//! many agents per call) and hands each its batch. An idle town is one blocked call, woken by
+//! mail or by the block timing out every [`BLOCK`].
 //!
 //! An agent that is not waiting when its bell rings (it is handling mail) is marked, and its
 //! next wait reads its mailbox before waiting; so is every agent's first wait. An agent whose
