@@ -28,9 +28,9 @@ const CALL_BYTES: usize = 8 << 20;
 /// The most units one shared call takes: enough to pay a call's overhead over many.
 const CALL_UNITS: usize = 512;
 /// Shared calls sent before the first of them is answered. With one, Redis waited while the
-/// host read a call's reply and encoded the next (a big town's busy Redis was idle a third of
-/// the time); with two, the next call is queued behind the one being run. Callers are never
-/// in two calls at once (each waits for its reply), so the order between calls changes nothing.
+/// host read a call's reply and encoded the next; with two, the next call is queued behind the
+/// one being run. Callers are never in two calls at once (each waits for its reply), so the
+/// order between calls changes nothing.
 const IN_FLIGHT: usize = 2;
 
 /// One caller's units waiting for the committer.
