@@ -184,15 +184,7 @@ fn a_busy_agent_does_not_starve_idle_ones_on_its_connection() {
     let (town, probe, agents) = big_town(51, 2, 30_000);
     let (busy, idle) = agents.split_first().unwrap();
     let mut host = Host::start(&town, "h1", 1);
-    poll(
-        "the host to serve every agent",
-        Duration::from_secs(60),
-        Duration::from_millis(20),
-        || match host.plugins_loaded() {
-            n if n >= agents.len() => Ok(()),
-            n => Err(format!("{n} ready")),
-        },
-    );
+    host.wait_serving(agents.len());
     let backlog = 20_000;
     let mut ops: Vec<Op> = (0..backlog)
         .map(|i| Op::send(busy, Kind::Info, format!("busy {i}")))
@@ -393,15 +385,7 @@ fn a_call_rings_the_bell_once_for_each_agent_it_gives_mail() {
 fn a_host_whose_unheard_bells_were_trimmed_reads_every_mailbox_at_once() {
     let (town, probe, agents) = big_town(2, 2, 30_000);
     let mut host = Host::start(&town, "h1", 1);
-    poll(
-        "the host to serve every agent",
-        Duration::from_secs(60),
-        Duration::from_millis(20),
-        || match host.plugins_loaded() {
-            n if n >= agents.len() => Ok(()),
-            n => Err(format!("{n} ready")),
-        },
-    );
+    host.wait_serving(agents.len());
     // A message whose bell is trimmed before the host can hear it: written with more than the
     // bell keeps after it, in one script (one step of Redis: the reader cannot read between).
     let lost = r#"

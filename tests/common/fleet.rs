@@ -122,6 +122,19 @@ impl Host {
         self.log().matches("ready: waiting for mail").count()
     }
 
+    /// Waits until it is ready to serve `n` agents ([`Host::plugins_loaded`]).
+    pub fn wait_serving(&self, n: usize) {
+        poll(
+            "the host to serve every agent",
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            || match self.plugins_loaded() {
+                k if k >= n => Ok(()),
+                k => Err(format!("{k} ready")),
+            },
+        );
+    }
+
     /// Panics (with the log) if the host exited on its own.
     pub fn assert_running(&mut self) {
         if let Some(s) = self.child.try_wait().expect("polling the host") {
