@@ -271,7 +271,7 @@ fn reservation_id() -> String {
     if getrandom::fill(&mut b).is_err() {
         b[..8].copy_from_slice(&now_ms().to_le_bytes());
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::store::model::hex(&b)
 }
 
 /// The UTC day of a time in ms, `YYYY-MM-DD` (Howard Hinnant's civil-from-days).

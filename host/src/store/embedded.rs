@@ -64,7 +64,7 @@ impl Embedded {
         }
         use sha2::Digest;
         let hash = sha2::Sha256::digest(self.dir.as_os_str().as_encoded_bytes());
-        let short: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let short = crate::store::model::hex(&hash[..8]);
         std::env::temp_dir()
             .join(format!("tt-{short}"))
             .join("redis.sock")

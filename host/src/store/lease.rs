@@ -139,7 +139,7 @@ pub fn new_instance() -> String {
             .unwrap_or(0);
         bytes = ((t as u64) ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::store::model::hex(&bytes)
 }
 
 impl Db {

@@ -142,7 +142,7 @@ impl KeyCheck {
 fn random_hex(bytes: usize) -> Result<String> {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(crate::store::model::hex(&b))
 }
 
 /// Splits `tt_<id>_<secret>`.

@@ -10,7 +10,7 @@ mod names;
 mod task;
 
 pub use agent::{Agent, AgentState};
-pub use digest::Digest;
+pub use digest::{hex, Digest};
 pub use message::{DecodeError, Kind, Message, Stream};
 pub use names::{canonical_name, is_conductor, validate_name, validate_task_id};
 pub use task::{Task, TaskState};
