@@ -143,28 +143,31 @@ fn dead_letters_events_finished_tasks_and_dead_hosts_are_capped() {
 }
 
 #[test]
-fn each_journal_is_cut_to_its_share_of_the_town_journal_budget() {
+fn each_journal_is_kept_to_its_share_of_the_town_journal_budget() {
     // Two agents (c and people) share a budget of 6: three entries each, below `journal`.
     let town = town("sweep_ms = 3600000\njournal = 100\njournal_total = 6\n");
     send(&town, "c", "count", 10);
     host_until_idle(&town, Duration::from_secs(60));
-    assert_eq!(
-        town.xlen("journal:c"),
-        10,
-        "capped per agent only, until a sweep"
-    );
-    // The next host's sweep at its start cuts it to its share; the newest entries stay.
-    let newest = town.redis(&["XREVRANGE", &town.key("journal:c"), "+", "-", "COUNT", "3"]);
-    host_until_idle(&town, Duration::from_secs(60));
-    assert_eq!(town.xlen("journal:c"), 3);
-    let kept = town.redis(&["XREVRANGE", &town.key("journal:c"), "+", "-", "COUNT", "3"]);
-    assert_eq!(stream_ids(&kept), stream_ids(&newest));
+    // Written trimmed to its share, no sweep needed: the newest entries stay.
+    assert_eq!(town.xlen("journal:c"), 3, "written trimmed to its share");
     assert_eq!(
         town.ok(&["journal", "c", "-n", "10"])
             .matches("count")
             .count(),
         3
     );
+    // A third agent: the share is two now. The next host's sweep (at its start) cuts the
+    // journal written under the larger share; the newest entries stay.
+    let newest = town.redis(&["XREVRANGE", &town.key("journal:c"), "+", "-", "COUNT", "2"]);
+    town.ok(&["spawn", "desk", "--role", "mailbox"]);
+    host_until_idle(&town, Duration::from_secs(60));
+    assert_eq!(town.xlen("journal:c"), 2, "cut to the smaller share");
+    let kept = town.redis(&["XREVRANGE", &town.key("journal:c"), "+", "-", "COUNT", "2"]);
+    assert_eq!(stream_ids(&kept), stream_ids(&newest));
+    // New entries are written trimmed to the smaller share.
+    send(&town, "c", "count", 4);
+    host_until_idle(&town, Duration::from_secs(60));
+    assert_eq!(town.xlen("journal:c"), 2);
 }
 
 #[test]

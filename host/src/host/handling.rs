@@ -36,6 +36,8 @@ pub(super) struct HandleCtx {
     pub(super) grants: Grants,
     pub(super) init_config: Vec<(String, String)>,
     pub(super) fence: Option<Fence>,
+    /// The agent's journal share: its journal is trimmed to it as entries are written.
+    pub(super) journal_keep: u64,
     /// Journal entries (their JSON) of this batch's handlings, written together with the
     /// applier call of their units.
     pub(super) journal: std::sync::Mutex<Vec<String>>,
@@ -86,11 +88,10 @@ impl HandleCtx {
             if entries.is_empty() {
                 return;
             }
-            let keep = self.town.config.retention.journal;
             if let Err(e) = self
                 .town
                 .db
-                .journal_append_all(&self.agent, &entries, keep)
+                .journal_append_all(&self.agent, &entries, self.journal_keep.max(1))
                 .await
             {
                 tracing::warn!(agent = %self.agent, "could not journal {} handlings: {e:#}", entries.len());

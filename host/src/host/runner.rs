@@ -376,6 +376,7 @@ impl Runner {
             grants: self.grants.clone(),
             init_config: self.init_config.clone(),
             journal: Default::default(),
+            journal_keep: self.activity.journal_keep.load(Ordering::Relaxed),
             fence: self.lease().map(|holder| Fence {
                 agent: self.name.clone(),
                 holder,

@@ -51,6 +51,10 @@ pub(super) struct Activity {
     pub(super) lease: std::sync::Mutex<Option<String>>,
     /// Make a pass over the agent's pending lists (XAUTOCLAIM) before reading new mail.
     pub(super) reclaim: AtomicBool,
+    /// The agent's share of the town's journal
+    /// ([`crate::store::policy::RetentionSection::journal_share`]): its handlings' entries are
+    /// written trimmed to it.
+    pub(super) journal_keep: AtomicU64,
 }
 
 pub(super) type Runners = HashMap<String, (Arc<Activity>, tokio::task::JoinHandle<()>)>;
@@ -89,12 +93,20 @@ impl Supervisor {
     async fn start_runners(&mut self) -> Result<()> {
         let town = self.town.clone();
         let mut started = false;
-        for name in town.agent_names().await? {
+        let names = town.agent_names().await?;
+        // A new number of agents is a new journal share for each.
+        let keep = town.config.retention.journal_share(names.len() as u64);
+        self.upkeep.journal_share = keep;
+        for (a, _) in self.runners.values() {
+            a.journal_keep.store(keep, Ordering::Relaxed);
+        }
+        for name in names {
             let wanted = self.opts.agents.is_empty() || self.opts.agents.contains(&name);
             if self.runners.contains_key(&name) || !wanted {
                 continue;
             }
             let activity = Arc::new(Activity::default());
+            activity.journal_keep.store(keep, Ordering::Relaxed);
             let runner = Runner::new(
                 (town.clone(), self.runtime.clone(), self.lookup.clone()),
                 &name,
@@ -120,7 +132,6 @@ impl Supervisor {
     /// Trims what this host serves and the town-wide history ([`crate::store::sweep`]), and
     /// warns once (log and event) when Redis nears its maxmemory.
     async fn sweep(&mut self) {
-        // Only mailboxes that took mail since the last sweep can have anything to trim.
         let served = self.mailboxes_to_sweep();
         let town = &self.town;
         let mut chunks: Vec<&[String]> = served.chunks(500).collect();

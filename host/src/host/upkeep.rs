@@ -38,9 +38,11 @@ pub(super) struct Upkeep {
     pub(super) dead: HashMap<String, (Instant, bool)>,
     /// The number of agents when last counted; a change means spawns or prunes.
     pub(super) agents: Option<u64>,
-    /// Messages each agent had handled at the last retention sweep (only those that handled
-    /// more since are swept again).
+    /// Messages each agent had handled when its mailboxes were last swept.
     pub(super) swept: HashMap<String, u64>,
+    /// Each agent's journal share now (set with the number of agents), and at the last sweep.
+    pub(super) journal_share: u64,
+    pub(super) swept_share: u64,
 }
 
 impl Supervisor {
@@ -149,15 +151,25 @@ impl Supervisor {
         Ok(self.upkeep.agents.replace(n) != Some(n))
     }
 
-    /// The served agents that handled mail since the last sweep (all of them, the first time).
+    /// The served agents whose mailboxes and journal may have something to trim: those that
+    /// handled `mailbox_history` messages since their last sweep (a mailbox is cut to its
+    /// history once it holds twice that, so between sweeps it holds at most three times its
+    /// history of applied mail), all of them the first time, and all of them when the journal
+    /// share changed (the town's number of agents did). A busy town of many agents, each
+    /// taking a little mail, is then not swept agent by agent every `sweep_ms`: the journals
+    /// are kept to their share as they are written.
     pub(super) fn mailboxes_to_sweep(&mut self) -> Vec<String> {
+        let every = self.town.config.retention.mailbox_history.max(1);
+        let all = self.upkeep.swept_share != self.upkeep.journal_share;
+        self.upkeep.swept_share = self.upkeep.journal_share;
         let mut out = Vec::new();
         for (name, (a, _)) in &self.runners {
             if !a.serving() {
                 continue;
             }
             let handled = a.handled.load(Ordering::Relaxed);
-            if self.upkeep.swept.insert(name.clone(), handled) != Some(handled) {
+            if sweep_due(self.upkeep.swept.get(name).copied(), handled, every, all) {
+                self.upkeep.swept.insert(name.clone(), handled);
                 out.push(name.clone());
             }
         }
@@ -165,6 +177,34 @@ impl Supervisor {
     }
 }
 
+/// Whether an agent that has handled `handled` messages, `last` when last swept (never:
+/// `None`), is swept now: the first time, when `all` are, or once it handled `every` more.
+fn sweep_due(last: Option<u64>, handled: u64, every: u64, all: bool) -> bool {
+    match last {
+        None => true,
+        Some(last) => all || handled.saturating_sub(last) >= every,
+    }
+}
+
 fn lease_of(a: &Activity) -> Option<String> {
     a.lease.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sweep_due;
+
+    #[test]
+    fn an_agent_is_swept_the_first_time_then_each_time_it_handled_its_history_again() {
+        assert!(sweep_due(None, 0, 1_000, false), "the first time");
+        assert!(
+            !sweep_due(Some(0), 10, 1_000, false),
+            "ten messages since: not yet"
+        );
+        assert!(sweep_due(Some(0), 1_000, 1_000, false));
+        assert!(
+            sweep_due(Some(5), 5, 1_000, true),
+            "a new journal share: everyone"
+        );
+    }
 }

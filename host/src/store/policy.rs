@@ -39,8 +39,8 @@ pub struct RetentionSection {
     /// and the actions returned: `tt journal`, `tt replay`); 0 turns the journal off.
     pub journal: u64,
     /// Most journal entries in the whole town: each agent keeps at most its share (this over
-    /// the number of agents) after a sweep, so a town of 10,000 agents keeps no more journal
-    /// than one of 100.
+    /// the number of agents, [`RetentionSection::journal_share`]), so a town of 10,000 agents
+    /// keeps no more journal than one of 100.
     pub journal_total: u64,
     /// Finished (completed, failed, cancelled) tasks are removed after this; their counts by
     /// state stay in `tt status`.
@@ -73,6 +73,18 @@ impl Default for RetentionSection {
 }
 
 impl RetentionSection {
+    /// The most journal entries each agent of a town of `agents` keeps: `journal`, or less
+    /// when `journal_total` spread over them is less (at least one while the journal is on).
+    /// A handling's entry is written trimmed to it, and the sweep cuts to it the journals of
+    /// agents that wrote under a larger share (before the town grew). `sweep.lua` computes the
+    /// same.
+    pub fn journal_share(&self, agents: u64) -> u64 {
+        if self.journal == 0 {
+            return 0;
+        }
+        (self.journal_total / agents.max(1)).clamp(1, self.journal)
+    }
+
     /// Checks the values; the error names the field.
     pub fn check(&self) -> Result<(), String> {
         let positive = [
@@ -138,5 +150,25 @@ impl Rules {
 impl Default for Rules {
     fn default() -> Self {
         Rules::new(&TasksSection::default(), &RetentionSection::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_journal_share_is_the_town_budget_over_the_agents_within_the_per_agent_cap() {
+        let r = RetentionSection {
+            journal: 1_000,
+            journal_total: 100_000,
+            ..Default::default()
+        };
+        assert_eq!(r.journal_share(10), 1_000, "the per-agent cap");
+        assert_eq!(r.journal_share(10_000), 10);
+        assert_eq!(r.journal_share(0), 1_000, "no agents counted yet");
+        assert_eq!(r.journal_share(1_000_000), 1, "never less than one entry");
+        let off = RetentionSection { journal: 0, ..r };
+        assert_eq!(off.journal_share(10), 0, "the journal is off");
     }
 }

@@ -53,7 +53,8 @@ local function floor(stream)
   return min
 end
 
--- Each agent's share of the town's journal budget (at least one entry while the journal is on).
+-- Each agent's share of the town's journal budget (at least one entry while the journal is on);
+-- the hosts write journals trimmed to it (Rust: `RetentionSection::journal_share`).
 local journal_keep = 0
 if R.journal > 0 then
   local agents = math.max(1, call('SCARD', key('agents')))

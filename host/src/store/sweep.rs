@@ -1,7 +1,8 @@
 //! The retention sweep: keeps a town within the `[retention]` policy
 //! ([`crate::store::policy::RetentionSection`]) so that it runs for months in a fixed footprint.
-//! One script call (`sweep.lua`) per host per `sweep_ms`, whose cost does not grow with the
-//! town's history:
+//! One script call (`sweep.lua`) per host per `sweep_ms` and 500 agents, whose cost does not
+//! grow with the town's history; the host names only the agents with something to trim
+//! (`host::upkeep`):
 //!
 //! - each served mailbox stream is trimmed (`XTRIM MINID`) below a safe floor: never past the
 //!   group's last-delivered id nor its oldest pending entry (Redis 7.0 has no `XACKDEL`), and
@@ -9,7 +10,8 @@
 //! - shadow records, events and dead letters are capped by count (dead letters also by age);
 //! - each swept agent's journal is cut to its share of `journal_total` (the town's budget over
 //!   its number of agents): the per-agent cap alone would let a big town's journals outgrow
-//!   its `maxmemory`;
+//!   its `maxmemory`. Hosts write each journal trimmed to that share already; the sweep cuts
+//!   the journals written under a larger one, before the town grew;
 //! - finished tasks older than `finished_task_secs` are removed, their counts by state kept
 //!   (`tt status`);
 //! - hosts silent for `dead_host_secs` are dropped from the heartbeat hash.
