@@ -299,6 +299,40 @@ fn a_command_sent_twice_with_one_idempotency_key_applies_once() {
 }
 
 #[test]
+fn a_send_after_a_prune_in_the_same_call_finds_the_agent_gone() {
+    // The applier reads each agent's record once per call while its units only send; a unit
+    // that may change records (here a prune) makes the units after it read them again.
+    let town = TestTown::new();
+    town.ok(&["spawn", "x", "--role", "mailbox"]);
+    town.ok(&["kill", "x"]);
+    use tinytown::store::applier::{Op, Unit};
+    use tinytown::store::model::{AgentState, Kind};
+    let human = |ops: Vec<Op>| Unit {
+        ops,
+        by: Some("conductor".into()),
+        human: true,
+        ..Default::default()
+    };
+    let send = || human(vec![Op::send("x", Kind::Info, "hello")]);
+    let prune = human(vec![Op::Prune {
+        name: "x".into(),
+        states: vec![AgentState::Stopped],
+    }]);
+    let err = rt().block_on(async {
+        let t = tinytown::town::Town::open(town.path()).await.unwrap();
+        t.db.apply(&[send(), prune, send()]).await.unwrap_err()
+    });
+    assert!(
+        format!("{err:#}").contains("agent `x` not found"),
+        "the second send is refused: {err:#}"
+    );
+    // Nothing was written for a pruned agent: no mailbox came back to life.
+    assert_eq!(town.xlen("inbox:x"), 0);
+    let record = town.redis(&["EXISTS", &town.key("agent:x")]);
+    assert_eq!(record.trim(), "0", "the record stays gone");
+}
+
+#[test]
 fn clearing_the_conductor_inbox_keeps_what_arrived_after_it_was_shown() {
     let town = chaos_town("");
     town.ok(&["send", "conductor", "seen 1"]);

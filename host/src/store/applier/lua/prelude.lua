@@ -145,14 +145,23 @@ local function load_hash(k)
   return t
 end
 
+-- Agent records read by the earlier units of this call, while every unit so far only sent
+-- messages (a send reads records, never writes one): a call of handlings that each forward a
+-- message reads each record once, not twice per unit. Nil while a unit that may write records
+-- is applied; the unit loop sets it.
+local RECORDS = nil
+
 local function agent(name)
   name = canonical(name)
   local a = V.agents[name]
   if a == nil then
     if name == 'conductor' then
       a = {role = 'human', state = 'idle'}
+    elseif RECORDS and RECORDS[name] ~= nil then
+      a = RECORDS[name]
     else
       a = load_hash(key('agent', name))
+      if RECORDS then RECORDS[name] = a end
     end
     V.agents[name] = a
   end

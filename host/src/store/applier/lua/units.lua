@@ -44,19 +44,46 @@ local function stale()
   return nil
 end
 
+-- Whether a unit only sends messages: it reads agent records and writes none (`RECORDS`).
+local function sends_only(unit)
+  for _, op in ipairs(unit.ops or {}) do
+    if op.op ~= 'send' then return false end
+  end
+  return true
+end
+
+-- Leases are written only by the lease scripts, never by this one: each is read once a call.
+local LEASES = {}
+local function holder(agent)
+  local h = LEASES[agent]
+  if h == nil then
+    h = call('GET', key('lease', agent))
+    LEASES[agent] = h
+  end
+  return h
+end
+
 local changed = stale()
 if changed then return cjson.encode({stale = changed}) end
 
 local results = {}
+local records = {}
 for _, unit in ipairs(UNITS) do
   reset_view()
+  if sends_only(unit) then
+    RECORDS = records
+  else
+    -- It may change records: the units after it read them again.
+    RECORDS = nil
+    records = {}
+  end
   HUMAN = unit.human == true
   local r = {s = 'ok'}
   local fenced = false
   if present(unit.fence) then
     -- An exclusive agent's effects count only from the current lease holder: a host that
     -- paused past its lease cannot apply stale work over its successor's.
-    fenced = call('GET', key('lease', unit.fence.agent)) ~= unit.fence.holder
+    fenced = holder(unit.fence.agent) ~= unit.fence.holder
   end
   -- A command's unit carries an idempotency key: sent twice (a retry after a lost reply), it
   -- applies once and the second gets the first's result.
