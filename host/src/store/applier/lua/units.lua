@@ -67,16 +67,11 @@ local changed = stale()
 if changed then return cjson.encode({stale = changed}) end
 
 local results = {}
-local records = {}
 for _, unit in ipairs(UNITS) do
   reset_view()
-  if sends_only(unit) then
-    RECORDS = records
-  else
-    -- It may change records: the units after it read them again.
-    RECORDS = nil
-    records = {}
-  end
+  -- The records the units before read still hold while each only sent; any other unit may
+  -- change them, and the units after it read them again.
+  if sends_only(unit) then RECORDS = RECORDS or {} else RECORDS = nil end
   HUMAN = unit.human == true
   local r = {s = 'ok'}
   local fenced = false
