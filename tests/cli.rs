@@ -1809,6 +1809,10 @@ fn config_values_out_of_range_are_refused_naming_the_field() {
             "[retention] journal_total = 0",
         ),
         (
+            "[retention]\nmailbox_history_total = 0\n",
+            "[retention] mailbox_history_total = 0",
+        ),
+        (
             "[retention]\nmaxmemory_mb = 4\n",
             "[retention] maxmemory_mb = 4",
         ),

@@ -171,6 +171,34 @@ fn each_journal_is_kept_to_its_share_of_the_town_journal_budget() {
 }
 
 #[test]
+fn each_mailbox_keeps_its_share_of_the_town_mailbox_history() {
+    // Two agents (c and people) share a budget of 12 entries per stream: six each, below
+    // `mailbox_history`.
+    let town = town("sweep_ms = 3600000\nmailbox_history = 10\nmailbox_history_total = 12\n");
+    send(&town, "c", "count", 30);
+    serve(&town);
+    assert_eq!(
+        town.xlen("inbox:c"),
+        6,
+        "applied mail beyond the share is trimmed"
+    );
+    // Three more agents: the share is two now, and the next host's sweep (at its start) cuts
+    // the mailbox to it; the newest entries stay.
+    let newest = town.redis(&["XREVRANGE", &town.key("inbox:c"), "+", "-", "COUNT", "2"]);
+    for name in ["d1", "d2", "d3"] {
+        town.ok(&["spawn", name, "--role", "mailbox"]);
+    }
+    host_until_idle(&town, Duration::from_secs(60));
+    assert_eq!(town.xlen("inbox:c"), 2, "cut to the smaller share");
+    let kept = town.redis(&["XREVRANGE", &town.key("inbox:c"), "+", "-", "COUNT", "2"]);
+    assert_eq!(stream_ids(&kept), stream_ids(&newest));
+    // Mail nobody has applied yet is never cut to a share: people's 20 unread messages stay.
+    send(&town, "people", "for a person", 20);
+    sweep(&town, &["people"]);
+    assert_eq!(town.xlen("inbox:people"), 20, "undelivered mail stays");
+}
+
+#[test]
 fn the_embedded_redis_rewrites_its_append_only_file_after_a_quarter_of_maxmemory() {
     let town = town("maxmemory_mb = 2048\n");
     town.ok(&["list"]);

@@ -40,6 +40,8 @@ struct Figures {
     /// [`TURNS`] times.
     first: Run,
     busy: Vec<Run>,
+    /// Redis's `used_memory` after the busy runs, in MiB.
+    redis_mib: f64,
     send_median: Duration,
 }
 
@@ -155,6 +157,13 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
     println!(
         "    every agent busy, the median of {TURNS} turns with the 10-agent town's: {} msg/s",
         turns.join(", ")
+    );
+    let per_agent = |f: &Figures, n: usize| f.redis_mib * 1024.0 / n as f64;
+    line(
+        "Redis memory after the busy runs",
+        format!("{:.0} MiB, {:.0} KiB/agent", big.redis_mib, per_agent(big, n)),
+        format!("{:.0} MiB", base.redis_mib),
+        "",
     );
     line(
         "tt send, whole process, median",
@@ -330,6 +339,7 @@ impl Subject {
         let mut f = Figures {
             busy,
             peak_mib: self.host.mem_mib("VmHWM"),
+            redis_mib: self.s.town.db.memory().await?.used as f64 / (1 << 20) as f64,
             ..self.f.clone()
         };
         f.send_median = cli_send(&self.s, &self.names[self.names.len() / 2]).await?;

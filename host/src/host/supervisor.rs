@@ -94,9 +94,9 @@ impl Supervisor {
         let town = self.town.clone();
         let mut started = false;
         let names = town.agent_names().await?;
-        // A new number of agents is a new journal share for each.
-        let keep = town.config.retention.journal_share(names.len() as u64);
-        self.upkeep.journal_share = keep;
+        // A new number of agents is a new share of the town's budgets for each.
+        self.upkeep.shares = town.config.retention.shares(names.len() as u64);
+        let keep = self.upkeep.shares.journal;
         for (a, _) in self.runners.values() {
             a.journal_keep.store(keep, Ordering::Relaxed);
         }

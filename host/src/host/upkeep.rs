@@ -20,6 +20,7 @@ use anyhow::Result;
 use redis::AsyncCommands;
 
 use super::supervisor::{Activity, Supervisor};
+use crate::store::policy::Shares;
 
 /// A change the mailbox reader heard on the bell (`super::mailboxes`): the agent it names
 /// and the kind of change.
@@ -40,9 +41,10 @@ pub(super) struct Upkeep {
     pub(super) agents: Option<u64>,
     /// Messages each agent had handled when its mailboxes were last swept.
     pub(super) swept: HashMap<String, u64>,
-    /// Each agent's journal share now (set with the number of agents), and at the last sweep.
-    pub(super) journal_share: u64,
-    pub(super) swept_share: u64,
+    /// Each agent's shares of the town's budgets now (set with the number of agents), and at
+    /// the last sweep.
+    pub(super) shares: Shares,
+    pub(super) swept_shares: Shares,
 }
 
 impl Supervisor {
@@ -152,16 +154,16 @@ impl Supervisor {
     }
 
     /// The served agents whose mailboxes and journal may have something to trim: those that
-    /// handled `mailbox_history` messages since their last sweep (a mailbox is cut to its
-    /// history once it holds twice that, so between sweeps it holds at most three times its
-    /// history of applied mail), all of them the first time, and all of them when the journal
-    /// share changed (the town's number of agents did). A busy town of many agents, each
+    /// handled their share of mailbox history in messages since their last sweep (a mailbox
+    /// is cut to its share once it holds twice that, so between sweeps it holds at most three
+    /// times its share of applied mail), all of them the first time, and all of them when the
+    /// shares changed (the town's number of agents did). A busy town of many agents, each
     /// taking a little mail, is then not swept agent by agent every `sweep_ms`: the journals
     /// are kept to their share as they are written.
     pub(super) fn mailboxes_to_sweep(&mut self) -> Vec<String> {
-        let every = self.town.config.retention.mailbox_history.max(1);
-        let all = self.upkeep.swept_share != self.upkeep.journal_share;
-        self.upkeep.swept_share = self.upkeep.journal_share;
+        let every = self.upkeep.shares.mailbox.max(1);
+        let all = self.upkeep.swept_shares != self.upkeep.shares;
+        self.upkeep.swept_shares = self.upkeep.shares;
         let mut out = Vec::new();
         for (name, (a, _)) in &self.runners {
             if !a.serving() {

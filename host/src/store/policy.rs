@@ -28,6 +28,10 @@ pub struct RetentionSection {
     /// Acknowledged entries kept per mailbox stream beyond those not yet applied (`tt inbox`,
     /// audits); older ones are trimmed. A pending or undelivered entry is never trimmed.
     pub mailbox_history: u64,
+    /// Most acknowledged entries kept per mailbox stream over the whole town: each agent keeps
+    /// at most its share (this over the number of agents, [`RetentionSection::shares`]), so a
+    /// busy town of 10,000 agents stays within its `maxmemory` as one of 100 does.
+    pub mailbox_history_total: u64,
     /// Most entries of the event stream (`tt events`, `tt status`).
     pub events: u64,
     /// Most dead letters, and their longest age.
@@ -58,6 +62,7 @@ impl Default for RetentionSection {
     fn default() -> Self {
         RetentionSection {
             mailbox_history: 1_000,
+            mailbox_history_total: 1_000_000,
             events: 50_000,
             dead_letters: 10_000,
             dead_letter_secs: 30 * 86_400,
@@ -72,6 +77,16 @@ impl Default for RetentionSection {
     }
 }
 
+/// What each agent of a town keeps of the town-wide budgets, for its number of agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shares {
+    /// Journal entries ([`RetentionSection::journal_share`]).
+    pub journal: u64,
+    /// Acknowledged entries per mailbox stream: `mailbox_history`, or less when
+    /// `mailbox_history_total` spread over the agents is less (at least one).
+    pub mailbox: u64,
+}
+
 impl RetentionSection {
     /// The most journal entries each agent of a town of `agents` keeps: `journal`, or less
     /// when `journal_total` spread over them is less (at least one while the journal is on).
@@ -82,13 +97,23 @@ impl RetentionSection {
         if self.journal == 0 {
             return 0;
         }
-        (self.journal_total / agents.max(1)).clamp(1, self.journal)
+        share(self.journal_total, agents, self.journal)
+    }
+
+    /// Each agent's shares of the town-wide budgets in a town of `agents`. The sweep keeps
+    /// each mailbox stream to its share (`sweep.lua` computes the same).
+    pub fn shares(&self, agents: u64) -> Shares {
+        Shares {
+            journal: self.journal_share(agents),
+            mailbox: share(self.mailbox_history_total, agents, self.mailbox_history),
+        }
     }
 
     /// Checks the values; the error names the field.
     pub fn check(&self) -> Result<(), String> {
         let positive = [
             ("mailbox_history", self.mailbox_history),
+            ("mailbox_history_total", self.mailbox_history_total),
             ("events", self.events),
             ("dead_letters", self.dead_letters),
             ("shadow_records", self.shadow_records),
@@ -114,6 +139,11 @@ impl RetentionSection {
         }
         Ok(())
     }
+}
+
+/// `total` over `agents`, within 1 and `cap`.
+fn share(total: u64, agents: u64, cap: u64) -> u64 {
+    (total / agents.max(1)).clamp(1, cap.max(1))
 }
 
 /// What the applier script is told of the town's rules (its `RULES`).
@@ -170,5 +200,15 @@ mod tests {
         assert_eq!(r.journal_share(1_000_000), 1, "never less than one entry");
         let off = RetentionSection { journal: 0, ..r };
         assert_eq!(off.journal_share(10), 0, "the journal is off");
+    }
+
+    #[test]
+    fn a_mailboxs_history_is_the_town_budget_over_the_agents_within_the_per_stream_cap() {
+        let r = RetentionSection::default();
+        assert_eq!(r.shares(100).mailbox, 1_000, "the per-stream cap");
+        assert_eq!(r.shares(10_000).mailbox, 100);
+        assert_eq!(r.shares(0).mailbox, 1_000, "no agents counted yet");
+        assert_eq!(r.shares(10_000_000).mailbox, 1, "never less than one entry");
+        assert_eq!(r.shares(10_000).journal, r.journal_share(10_000));
     }
 }

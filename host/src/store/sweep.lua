@@ -2,8 +2,8 @@
 -- policy. Run by every host every `sweep_ms`, for the agents it serves, and town-wide.
 --
 -- ARGV[1] key prefix   ARGV[2] now (ms)
--- ARGV[3] JSON {agents = [...], finished = [...], mailbox_history, events, dead_letters,
---               dead_letter_ms, shadow_records, journal, journal_total, finished_task_ms,
+-- ARGV[3] JSON {agents = [...], finished = [...], mailbox_history, mailbox_history_total,
+--               events, dead_letters, dead_letter_ms, shadow_records, journal, journal_total, finished_task_ms,
 --               dead_host_ms}
 -- KEYS: every key it touches (the key guard refuses others): the agents' mailboxes and shadow
 -- records, the town-wide streams and sets, and the tasks of `finished`, the finished tasks old
@@ -28,12 +28,20 @@ local function older(a, b)
   return am < bm or (am == bm and as < bs)
 end
 
+-- Each agent's share of a town-wide budget, within 1 and `cap` (Rust:
+-- `RetentionSection::shares`).
+local AGENTS = math.max(1, call('SCARD', key('agents')))
+local function share(total, cap)
+  return math.max(1, math.min(cap, math.floor(total / AGENTS)))
+end
+local mailbox_keep = share(R.mailbox_history_total, R.mailbox_history)
+
 -- The oldest id that must stay: the group's last-delivered id (everything after it is still
 -- to be delivered), the oldest pending id (delivered, not yet applied), and the oldest of the
--- last `mailbox_history` entries, whichever is oldest. Nil when nothing may go.
+-- last `mailbox_keep` entries, whichever is oldest. Nil when nothing may go.
 local function floor(stream)
   local len = call('XLEN', stream)
-  local keep = R.mailbox_history
+  local keep = mailbox_keep
   if len <= keep * 2 then return nil end
   local groups = pcall_call('XINFO', 'GROUPS', stream)
   if type(groups) ~= 'table' or groups.err then return nil end
@@ -56,10 +64,7 @@ end
 -- Each agent's share of the town's journal budget (at least one entry while the journal is on);
 -- the hosts write journals trimmed to it (Rust: `RetentionSection::journal_share`).
 local journal_keep = 0
-if R.journal > 0 then
-  local agents = math.max(1, call('SCARD', key('agents')))
-  journal_keep = math.max(1, math.min(R.journal, math.floor(R.journal_total / agents)))
-end
+if R.journal > 0 then journal_keep = share(R.journal_total, R.journal) end
 
 local trimmed = 0
 for _, agent in ipairs(R.agents) do

@@ -6,7 +6,10 @@
 //!
 //! - each served mailbox stream is trimmed (`XTRIM MINID`) below a safe floor: never past the
 //!   group's last-delivered id nor its oldest pending entry (Redis 7.0 has no `XACKDEL`), and
-//!   keeping the last `mailbox_history` entries for `tt inbox` and audits;
+//!   keeping the last entries of the agent's share of history for `tt inbox` and audits
+//!   (`mailbox_history`, or less in a town so big that `mailbox_history_total` spread over
+//!   its agents is less: a busy town of 10,000 agents would otherwise keep ten million
+//!   entries, past its `maxmemory`);
 //! - shadow records, events and dead letters are capped by count (dead letters also by age);
 //! - each swept agent's journal is cut to its share of `journal_total` (the town's budget over
 //!   its number of agents): the per-agent cap alone would let a big town's journals outgrow
@@ -101,6 +104,7 @@ impl Db {
             "agents": agents,
             "finished": finished,
             "mailbox_history": policy.mailbox_history,
+            "mailbox_history_total": policy.mailbox_history_total,
             "events": policy.events,
             "dead_letters": policy.dead_letters,
             "dead_letter_ms": policy.dead_letter_secs.saturating_mul(1000),
