@@ -11,7 +11,7 @@ function OPS.key_add(op)
   end
   later(function()
     call('HSET', key('apikeys'), id, cjson.encode({name = s(op.name), scope = s(op.scope),
-      hash = s(op.hash), created = NOW}))
+      hash = s(op.hash), created = tonumber(NOW)}))
     event({type = 'key-added', key = id, body = s(op.name) .. ' (' .. s(op.scope) .. ')', by = s(op.by)})
   end)
 end

@@ -37,12 +37,16 @@
 -- `dlq` that fails raises `TT <CODE> <message>`.
 
 local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
+-- Now in ms, as the text Rust sent. Numbers become text with `string.format('%d')` on the
+-- way to a command: Redis 7.0 formats a Lua number given to a command with "%.17g", and Lua
+-- its `..` and `tostring` with "%.14g", each through glibc's float printer (~4% of a busy
+-- Redis's time went to it).
+local NOW = ARGV[2]
 local UNITS = cjson.decode(ARGV[3])
 local MAX_BYTES = tonumber(ARGV[4])
 local RULES = cjson.decode(ARGV[5])
 local FACTS = cjson.decode(ARGV[6])
-local EVENTS_KEPT = RULES.events
+local EVENTS_KEPT = string.format('%d', RULES.events)
 -- Whether the unit being applied is the humans' (events record it).
 local HUMAN = false
 local GROUP = 'tt'
@@ -55,7 +59,7 @@ local function key(...) return P .. table.concat({...}, ':') end
 -- and looks at every agent again). A call rings once for each agent it gives mail: nobody reads
 -- the bell before the call ends, so one bell says as much as one per message (a call of 500
 -- messages to 50 agents rang 500 bells, and a busy big town's hosts fell behind the bell).
-local BELLS_KEPT = 100000
+local BELLS_KEPT = '100000'
 local RUNG = {}
 local function ring(agent)
   if RUNG[agent] then return end
@@ -256,7 +260,7 @@ local function send(m)
   check_size('message kind', s(m.kind), MAX_ID)
   local stream = key(m.urgent and 'urgent' or 'inbox', to)
   later(function()
-    local id = 'm' .. call('INCR', key('seq', 'msg'))
+    local id = string.format('m%d', call('INCR', key('seq', 'msg')))
     call('XADD', stream, '*', 'id', id, 'from', s(m.from) or '?', 'to', to,
       'kind', s(m.kind) or 'task', 'body', body, 'prio', m.urgent and 'urgent' or 'normal',
       'task', s(m.task) or '', 'corr', s(m.corr) or '', 'ts', NOW)

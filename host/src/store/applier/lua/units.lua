@@ -125,7 +125,7 @@ for _, unit in ipairs(UNITS) do
         acknowledge(unit)
         if unit.digest then
           event({type = 'handled', agent = unit.ack.agent, msg = s(unit.ack.member),
-            digest = s(unit.digest), actions = #(unit.ops or {})})
+            digest = s(unit.digest), actions = string.format('%d', #(unit.ops or {}))})
         end
       end
       r.ids = table.concat(V.ids, ',')
