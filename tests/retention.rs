@@ -199,7 +199,7 @@ fn each_mailbox_keeps_its_share_of_the_town_mailbox_history() {
 }
 
 #[test]
-fn the_embedded_redis_rewrites_its_append_only_file_after_a_quarter_of_maxmemory() {
+fn the_embedded_redis_rewrites_its_aof_after_a_quarter_of_maxmemory_and_keeps_stream_nodes_small() {
     let town = town("maxmemory_mb = 2048\n");
     town.ok(&["list"]);
     let min_size = |town: &TestTown| {
@@ -211,8 +211,16 @@ fn the_embedded_redis_rewrites_its_append_only_file_after_a_quarter_of_maxmemory
     assert_eq!(min_size(&town).as_deref(), Some("536870912"));
     // A server started under an older config is set again by the next command.
     town.redis(&["CONFIG", "SET", "auto-aof-rewrite-min-size", "64mb"]);
+    town.redis(&["CONFIG", "SET", "stream-node-max-bytes", "4096"]);
     town.ok(&["list"]);
     assert_eq!(min_size(&town).as_deref(), Some("536870912"));
+    // Streams' nodes are small: most of a town's streams hold a few entries each.
+    assert_eq!(
+        town.redis(&["CONFIG", "GET", "stream-node-max-bytes"])
+            .lines()
+            .nth(1),
+        Some("1024")
+    );
 }
 
 #[test]
