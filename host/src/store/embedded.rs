@@ -31,9 +31,9 @@ const MAX_SOCKET_PATH: usize = 100;
 ///   keeps the file within a small multiple of what the town may hold in memory.
 /// - `stream-node-max-bytes` 1024, not 4096: Redis 7.0 allocates a stream's newest node at
 ///   this size whatever it holds, and every agent has two mailboxes and a journal, most of them
-///   holding a few entries. A mailbox of ten messages took 5.3 KB, now 2.2 KB; a town of
-///   10,000 agents ten messages each 51 MB, now 20 MB, and writing them took 12% less time
-///   (fresh memory touched). A long stream (events) takes ~20% more, for its nodes' headers.
+///   holding a few entries. On a scratch server, a mailbox of ten messages took 5.3 KB, now
+///   2.2 KB; 10,000 of them 51 MB, now 20 MB, and writing them took 12% less time (less fresh
+///   memory touched). A long stream (events) takes ~20% more, for its nodes' headers.
 pub fn settings(maxmemory_mb: u64) -> Vec<(&'static str, String)> {
     vec![
         ("maxmemory", format!("{maxmemory_mb}mb")),

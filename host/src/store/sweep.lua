@@ -3,8 +3,8 @@
 --
 -- ARGV[1] key prefix   ARGV[2] now (ms)
 -- ARGV[3] JSON {agents = [...], finished = [...], mailbox_history, mailbox_history_total,
---               events, dead_letters, dead_letter_ms, shadow_records, journal, journal_total, finished_task_ms,
---               dead_host_ms}
+--               events, dead_letters, dead_letter_ms, shadow_records, journal, journal_total,
+--               finished_task_ms, dead_host_ms}
 -- KEYS: every key it touches (the key guard refuses others): the agents' mailboxes and shadow
 -- records, the town-wide streams and sets, and the tasks of `finished`, the finished tasks old
 -- enough to go as Rust read them just before (`store/sweep.rs`). Each is checked again here,
