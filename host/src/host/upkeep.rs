@@ -204,9 +204,6 @@ mod tests {
             "ten messages since: not yet"
         );
         assert!(sweep_due(Some(0), 1_000, 1_000, false));
-        assert!(
-            sweep_due(Some(5), 5, 1_000, true),
-            "a new journal share: everyone"
-        );
+        assert!(sweep_due(Some(5), 5, 1_000, true), "new shares: everyone");
     }
 }

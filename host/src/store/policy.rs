@@ -91,8 +91,7 @@ impl RetentionSection {
     /// The most journal entries each agent of a town of `agents` keeps: `journal`, or less
     /// when `journal_total` spread over them is less (at least one while the journal is on).
     /// A handling's entry is written trimmed to it, and the sweep cuts to it the journals of
-    /// agents that wrote under a larger share (before the town grew). `sweep.lua` computes the
-    /// same.
+    /// agents that wrote under a larger share (before the town grew).
     pub fn journal_share(&self, agents: u64) -> u64 {
         if self.journal == 0 {
             return 0;
@@ -100,8 +99,8 @@ impl RetentionSection {
         share(self.journal_total, agents, self.journal)
     }
 
-    /// Each agent's shares of the town-wide budgets in a town of `agents`. The sweep keeps
-    /// each mailbox stream to its share (`sweep.lua` computes the same).
+    /// Each agent's shares of the town-wide budgets in a town of `agents`: what the hosts and
+    /// the sweep (`store::sweep`, for the number of agents when it runs) keep.
     pub fn shares(&self, agents: u64) -> Shares {
         Shares {
             journal: self.journal_share(agents),

@@ -2,9 +2,10 @@
 -- policy. Run by every host every `sweep_ms`, for the agents it serves, and town-wide.
 --
 -- ARGV[1] key prefix   ARGV[2] now (ms)
--- ARGV[3] JSON {agents = [...], finished = [...], mailbox_history, mailbox_history_total,
---               events, dead_letters, dead_letter_ms, shadow_records, journal, journal_total,
---               finished_task_ms, dead_host_ms}
+-- ARGV[3] JSON {agents = [...], finished = [...], mailbox_keep, journal_keep, events,
+--               dead_letters, dead_letter_ms, shadow_records, finished_task_ms, dead_host_ms}
+-- `mailbox_keep` and `journal_keep` are each agent's shares of the town's budgets (Rust:
+-- `RetentionSection::shares`; a `journal_keep` of 0: the journal is off).
 -- KEYS: every key it touches (the key guard refuses others): the agents' mailboxes and shadow
 -- records, the town-wide streams and sets, and the tasks of `finished`, the finished tasks old
 -- enough to go as Rust read them just before (`store/sweep.rs`). Each is checked again here,
@@ -28,20 +29,12 @@ local function older(a, b)
   return am < bm or (am == bm and as < bs)
 end
 
--- Each agent's share of a town-wide budget, within 1 and `cap` (Rust:
--- `RetentionSection::shares`).
-local AGENTS = math.max(1, call('SCARD', key('agents')))
-local function share(total, cap)
-  return math.max(1, math.min(cap, math.floor(total / AGENTS)))
-end
-local mailbox_keep = share(R.mailbox_history_total, R.mailbox_history)
-
 -- The oldest id that must stay: the group's last-delivered id (everything after it is still
 -- to be delivered), the oldest pending id (delivered, not yet applied), and the oldest of the
 -- last `mailbox_keep` entries, whichever is oldest. Nil when nothing may go.
 local function floor(stream)
   local len = call('XLEN', stream)
-  local keep = mailbox_keep
+  local keep = R.mailbox_keep
   if len <= keep * 2 then return nil end
   local groups = pcall_call('XINFO', 'GROUPS', stream)
   if type(groups) ~= 'table' or groups.err then return nil end
@@ -61,11 +54,6 @@ local function floor(stream)
   return min
 end
 
--- Each agent's share of the town's journal budget (at least one entry while the journal is on);
--- the hosts write journals trimmed to it (Rust: `RetentionSection::journal_share`).
-local journal_keep = 0
-if R.journal > 0 then journal_keep = share(R.journal_total, R.journal) end
-
 local trimmed = 0
 for _, agent in ipairs(R.agents) do
   for _, kind in ipairs({'urgent', 'inbox'}) do
@@ -74,8 +62,9 @@ for _, agent in ipairs(R.agents) do
     if min then trimmed = trimmed + call('XTRIM', stream, 'MINID', min) end
   end
   trimmed = trimmed + call('XTRIM', key('shadow', agent), 'MAXLEN', R.shadow_records)
-  if journal_keep > 0 then
-    trimmed = trimmed + call('XTRIM', key('journal', agent), 'MAXLEN', journal_keep)
+  -- The hosts write journals trimmed to their share; this cuts those written under a larger one.
+  if R.journal_keep > 0 then
+    trimmed = trimmed + call('XTRIM', key('journal', agent), 'MAXLEN', R.journal_keep)
   end
 end
 

@@ -74,6 +74,13 @@ impl Db {
         let now = now_ms();
         let finished_task_ms = policy.finished_task_secs.saturating_mul(1000);
         let mut conn = self.conn.clone();
+        // Each agent's shares of the town's budgets, for the town's number of agents now.
+        let count: u64 = redis::cmd("SCARD")
+            .arg(self.keys.agents())
+            .query_async(&mut conn)
+            .await
+            .map_err(error::from_redis)?;
+        let shares = policy.shares(count);
         let finished: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.finished())
             .arg("-inf")
@@ -86,7 +93,6 @@ impl Db {
             .map_err(error::from_redis)?;
         let k = &self.keys;
         let mut keys = vec![
-            k.agents(),
             k.events(),
             k.dlq(),
             k.finished(),
@@ -103,14 +109,12 @@ impl Db {
         let args = json!({
             "agents": agents,
             "finished": finished,
-            "mailbox_history": policy.mailbox_history,
-            "mailbox_history_total": policy.mailbox_history_total,
+            "mailbox_keep": shares.mailbox,
+            "journal_keep": shares.journal,
             "events": policy.events,
             "dead_letters": policy.dead_letters,
             "dead_letter_ms": policy.dead_letter_secs.saturating_mul(1000),
             "shadow_records": policy.shadow_records,
-            "journal": policy.journal,
-            "journal_total": policy.journal_total,
             "finished_task_ms": finished_task_ms,
             "dead_host_ms": policy.dead_host_secs.saturating_mul(1000),
         });
