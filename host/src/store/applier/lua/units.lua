@@ -73,6 +73,7 @@ for _, unit in ipairs(UNITS) do
   -- change them, and the units after it read them again.
   if sends_only(unit) then RECORDS = RECORDS or {} else RECORDS = nil end
   HUMAN = unit.human == true
+  ACKED = nil
   local r = {s = 'ok'}
   local fenced = false
   if present(unit.fence) then
@@ -96,6 +97,7 @@ for _, unit in ipairs(UNITS) do
     r.s = 'dlq'
     r.reason = s(unit.dead)
   else
+    if unit.ack then ACKED = s(unit.ack.agent) end
     local ok, err = pcall(function()
       for i, op in ipairs(unit.ops or {}) do
         op.by = unit.by
