@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{expect_code, host_until_idle, plugin, run_timeout, TestTown};
 use serde_json::Value;
+use tinytown::store::lease::Claim;
 
 fn chaos_town(extra: &str) -> TestTown {
     let town = TestTown::new();
@@ -419,65 +420,93 @@ fn a_dead_letter_without_its_message_is_refused_by_retry_and_kept() {
 }
 
 #[test]
-fn a_lapsed_lease_nobody_took_is_renewed_with_its_token() {
+fn a_lease_holds_while_its_holders_claim_does_and_a_lapsed_one_keeps_its_token() {
     let town = chaos_town("");
     rt().block_on(async {
         let t = tinytown::town::Town::open(town.path()).await.unwrap();
         let ttl = Duration::from_secs(30);
+        let claim = |host: &'static str, instance: &'static str, gone: Option<&'static str>| {
+            let db = &t.db;
+            async move { db.renew_host(host, instance, gone, ttl).await.unwrap() }
+        };
         let key = t.db.keys.lease("c");
         let mut c = t.db.conn.clone();
-        let first = t.db.lease("c", "h/1", ttl, None).await.unwrap().unwrap();
+        assert_eq!(claim("h", "1", None).await, Claim::Taken);
+        assert_eq!(claim("h", "1", None).await, Claim::Renewed);
+        let first = t.db.lease("c", "h/1", None).await.unwrap().unwrap();
+        // It has no TTL of its own: the claim of its holder's name keeps it.
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(
+            ttl_ms, -1,
+            "a lease expires with its holder's claim, not by itself"
+        );
+        // Another host cannot take it while h/1's claim lives.
+        assert_eq!(claim("h2", "9", None).await, Claim::Taken);
+        assert!(t.db.lease("c", "h2/9", None).await.unwrap().is_none());
+        // Gone, nobody took it: the same token (work fenced with it still applies).
         let _: () = redis::cmd("DEL")
             .arg(&key)
             .query_async(&mut c)
             .await
             .unwrap();
-        // Lapsed, nobody took it: the same token (work fenced with it still applies).
-        let again = t.db.lease("c", "h/1", ttl, Some(&first)).await.unwrap();
+        let again = t.db.lease("c", "h/1", Some(&first)).await.unwrap();
         assert_eq!(again.as_deref(), Some(first.as_str()));
-        // Taken by another after a lapse: ours is refused, and later gets a new token.
+        // h/1's claim lapses: another host takes the lease with a new token, and h/1, back,
+        // is refused while h2/9 lives.
         let _: () = redis::cmd("DEL")
-            .arg(&key)
+            .arg(t.db.keys.host_claim("h"))
             .query_async(&mut c)
             .await
             .unwrap();
-        let other = t.db.lease("c", "h2/9", ttl, None).await.unwrap().unwrap();
+        let other = t.db.lease("c", "h2/9", None).await.unwrap().unwrap();
+        assert!(other != first && other.starts_with("h2/9:"), "{other}");
+        assert_eq!(claim("h", "1", None).await, Claim::Taken);
         assert!(t
             .db
-            .lease("c", "h/1", ttl, Some(&first))
+            .lease("c", "h/1", Some(&first))
             .await
             .unwrap()
             .is_none());
+        // A later process under the same name takes the lease over at once, but only once it
+        // holds the name's claim (the earlier one is then gone).
         let _: () = redis::cmd("DEL")
-            .arg(&key)
+            .arg(t.db.keys.host_claim("h2"))
             .query_async(&mut c)
             .await
             .unwrap();
-        let third =
-            t.db.lease("c", "h/1", ttl, Some(&first))
-                .await
-                .unwrap()
-                .unwrap();
+        let third = t.db.lease("c", "h/1", Some(&first)).await.unwrap().unwrap();
         assert!(
             third != first && third != other && third.starts_with("h/1:"),
             "{third}"
         );
-        // A later process under the same name takes the lease over at once, but only while it
-        // holds the name's claim (the earlier one is then gone).
-        assert!(t.db.lease("c", "h/2", ttl, None).await.unwrap().is_none());
-        assert!(t
-            .db
-            .claim_host("h", "2", None, ttl)
-            .await
-            .unwrap()
-            .is_none());
-        let taken = t.db.lease("c", "h/2", ttl, None).await.unwrap().unwrap();
+        assert!(t.db.lease("c", "h/2", None).await.unwrap().is_none());
+        assert_eq!(claim("h", "2", None).await, Claim::Refused("1".into()));
+        assert_eq!(claim("h", "2", Some("1")).await, Claim::Taken);
+        let taken = t.db.lease("c", "h/2", None).await.unwrap().unwrap();
         assert!(taken.starts_with("h/2:") && taken != third, "{taken}");
         assert!(t
             .db
-            .lease("c", "h/1", ttl, Some(&third))
+            .lease("c", "h/1", Some(&third))
             .await
             .unwrap()
             .is_none());
+        // Many at once: the leases another live host holds are left, the free ones taken.
+        let asked: Vec<(String, Option<String>)> =
+            vec![("c".into(), None), ("d".into(), None), ("e".into(), None)];
+        assert_eq!(claim("h3", "5", None).await, Claim::Taken);
+        let held = t.db.leases(&asked, "h3/5").await.unwrap();
+        assert!(held[0].is_none(), "{held:?}");
+        assert!(
+            held[1].as_deref().is_some_and(|h| h.starts_with("h3/5:")),
+            "{held:?}"
+        );
+        assert!(
+            held[2].as_deref().is_some_and(|h| h.starts_with("h3/5:")),
+            "{held:?}"
+        );
     });
 }

@@ -15,7 +15,6 @@ use super::actions;
 use super::runner::{Delivery, Live};
 use crate::runtime::{wit, Failure, FailureKind, Grants, Instance, Lookup, Plugin, Runtime};
 use crate::store::applier::{Ack, Applied, Fence, Op, Outcome, Unit};
-use crate::store::error;
 use crate::store::journal;
 use crate::store::limits::{Limits, MAX_MESSAGE_BYTES};
 use crate::store::model::{Kind, Message};
@@ -25,6 +24,23 @@ use crate::town::Town;
 const BATCH_BYTES: usize = 8 << 20;
 /// A unit larger than this is dead-lettered instead of applied.
 const UNIT_BYTES: usize = 64 << 20;
+
+/// A batch's units were refused for their fence: another host holds the agent's lease now.
+#[derive(Debug)]
+pub(super) struct FencedOut(String);
+
+impl std::fmt::Display for FencedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another host took over agent `{}`; its messages stay pending for it (expected \
+             after a pause longer than [host] lease_ms)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for FencedOut {}
 
 /// Everything a handling task needs.
 pub(super) struct HandleCtx {
@@ -172,13 +188,7 @@ impl HandleCtx {
             report(&self.agent, &all[*i], r);
         }
         if applied.iter().any(|(_, r)| r.outcome == Outcome::Fenced) {
-            return Err(error::fail(
-                format!(
-                    "another host took over agent `{}`; its messages stay pending for it",
-                    self.agent
-                ),
-                "expected after a pause longer than [host] lease_ms",
-            ));
+            return Err(FencedOut(self.agent.clone()).into());
         }
         match failed {
             Some(e) => Err(e),

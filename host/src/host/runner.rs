@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::sync::watch;
 
-use super::handling::HandleCtx;
+use super::handling::{FencedOut, HandleCtx};
 use super::mailboxes::Mailboxes;
 use super::slots::Slots;
 use super::supervisor::Activity;
@@ -397,6 +397,14 @@ impl Runner {
             }
         };
         self.live = Some(live);
+        if result.as_ref().is_err_and(|e| e.is::<FencedOut>()) {
+            // The supervisor asks again for the leases its runners lack, and only those.
+            self.activity
+                .lease
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
         result
     }
 }

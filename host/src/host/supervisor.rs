@@ -23,6 +23,7 @@ use super::{HostOptions, PeerCache};
 use crate::runtime::{Lookup, Runtime};
 use crate::store::applier::Op;
 use crate::store::config::RedisTarget;
+use crate::store::lease::Claim;
 use crate::town::Town;
 
 /// What the supervisor knows about a runner.
@@ -175,6 +176,33 @@ impl Supervisor {
         let town = &self.town.clone();
         let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
         let beat_due = self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat);
+        if beat_due {
+            // First: after a pause past the claim, the leases it held are checked before
+            // anything else this round (its runners may hold mail fenced out already).
+            revive_embedded_redis(town).await;
+            let lease = town.config.host.lease();
+            let claim = town
+                .db
+                .renew_host(&self.opts.name, &self.instance, None, lease)
+                .await?;
+            if claim == Claim::Taken {
+                // It had lapsed (a pause past the lease): another host may have taken leases.
+                tracing::warn!(host = %self.opts.name, "this host's claim of its name had lapsed; checking its leases");
+                self.upkeep.check_leases = true;
+                self.upkeep.last_lease = None;
+            }
+            if let Claim::Refused(other) = claim {
+                return Err(crate::store::error::fail(
+                    format!(
+                        "another `tt host` (instance {other}) took over the name `{}` while \
+                         this one did not renew its claim; this one stops",
+                        self.opts.name
+                    ),
+                    "run one process per host name; a pause longer than [host] lease_ms \
+                     lets another take the name",
+                ));
+            }
+        }
         let spawned = self.take_changes();
         if spawned || (beat_due && self.agents_changed().await?) {
             self.start_runners().await?;
@@ -182,7 +210,6 @@ impl Supervisor {
         self.runners
             .retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
         if beat_due {
-            revive_embedded_redis(town).await;
             self.report_stuck().await?;
         }
         let lease = town.config.host.lease();
@@ -196,22 +223,6 @@ impl Supervisor {
         if beat_due {
             self.last_beat = Some(Instant::now());
             self.watch_peers().await?;
-            let lease = town.config.host.lease();
-            if let Some(other) = town
-                .db
-                .claim_host(&self.opts.name, &self.instance, None, lease)
-                .await?
-            {
-                return Err(crate::store::error::fail(
-                    format!(
-                        "another `tt host` (instance {other}) took over the name `{}` while \
-                         this one did not renew its claim; this one stops",
-                        self.opts.name
-                    ),
-                    "run one process per host name; a pause longer than [host] lease_ms \
-                     lets another take the name",
-                ));
-            }
             write_heartbeat(
                 town,
                 (&self.opts.name, &self.instance),

@@ -1,8 +1,11 @@
 //! What a host does for all its agents at once, so that its cost does not grow with the
 //! agents that sit idle:
 //!
-//! - **leases**: the exclusive agents' leases are renewed together, one script call per 500
-//!   agents every third of the lease (`Db::leases`), not by each runner on a timer;
+//! - **leases**: a lease holds while its holder's host name is claimed (`store::lease`), so
+//!   the heartbeat's renewal of the claim renews them all in one command. Every third of a
+//!   lease the host asks only for the leases it lacks (agents another host serves, or new
+//!   ones), 500 a script call; all of them only when its claim had lapsed (a long pause), when
+//!   another host may have taken some;
 //! - **reclaim**: a pass over the pending lists (XAUTOCLAIM) is asked of every runner when the
 //!   host starts, when it takes an agent's lease from another holder, and when another host's
 //!   claim of its name lapses (it died): right away and once more a lease later, which covers
@@ -34,6 +37,9 @@ pub(super) struct Change {
 #[derive(Default)]
 pub(super) struct Upkeep {
     pub(super) last_lease: Option<Instant>,
+    /// The claim of this host's name lapsed and was taken again: the leases it held are
+    /// checked at the next renewal, since another host may have taken some meanwhile.
+    pub(super) check_leases: bool,
     /// Other hosts whose claim lapsed, by name: when it was seen and whether the second pass
     /// (a lease later) was asked for.
     pub(super) dead: HashMap<String, (Instant, bool)>,
@@ -48,16 +54,23 @@ pub(super) struct Upkeep {
 }
 
 impl Supervisor {
-    /// Renews (or takes) the leases of every exclusive agent this host runs, in a few calls;
-    /// tells each runner whose lease changed, and asks a reclaim pass of those it took.
+    /// Takes the leases this host's exclusive agents lack (all of them, checking those it
+    /// holds, after its claim lapsed), in a few calls; tells each runner whose lease changed,
+    /// and asks a reclaim pass of those it took.
     pub(super) async fn renew_leases(&mut self) -> Result<()> {
+        let all = std::mem::take(&mut self.upkeep.check_leases);
         let mut asked: Vec<(String, Option<String>)> = Vec::new();
         let mut runners: Vec<Arc<Activity>> = Vec::new();
         for (name, (a, _)) in &self.runners {
             // A mailbox people read is never served: it needs no lease.
             let unserved = a.unserved.load(Ordering::Relaxed);
-            if a.exclusive.load(Ordering::Relaxed) && !a.done.load(Ordering::Relaxed) && !unserved {
-                asked.push((name.clone(), lease_of(a)));
+            let lease = lease_of(a);
+            if a.exclusive.load(Ordering::Relaxed)
+                && !a.done.load(Ordering::Relaxed)
+                && !unserved
+                && (all || lease.is_none())
+            {
+                asked.push((name.clone(), lease));
                 runners.push(a.clone());
             }
         }
@@ -66,8 +79,13 @@ impl Supervisor {
             return Ok(());
         }
         let holder = format!("{}/{}", self.opts.name, self.instance);
-        let ttl = self.town.config.host.lease();
-        let held = self.town.db.leases(&asked, &holder, ttl).await?;
+        let held = match self.town.db.leases(&asked, &holder).await {
+            Ok(held) => held,
+            Err(e) => {
+                self.upkeep.check_leases |= all;
+                return Err(e);
+            }
+        };
         for ((name, before), (a, now)) in asked.iter().zip(runners.iter().zip(held)) {
             if *before == now {
                 continue;

@@ -150,12 +150,12 @@ pub struct HostSection {
 }
 
 impl HostSection {
-    /// Checks the values; the error names the field. A lease is renewed every third of it,
-    /// so it must leave room for that.
+    /// Checks the values; the error names the field. Leases another host held are looked at
+    /// again every third of it, so it must leave room for that.
     pub fn check(&self) -> Result<(), String> {
         if self.lease_ms < 300 {
             return Err(format!(
-                "[host] lease_ms = {}: use 300 or more (leases are renewed every third of it)",
+                "[host] lease_ms = {}: use 300 or more (free leases are looked for every third of it)",
                 self.lease_ms
             ));
         }
