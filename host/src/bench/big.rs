@@ -62,8 +62,9 @@ struct Run {
 
 /// Busy runs of each town, taken in turn with the baseline's: this machine's speed drifts by
 /// as much as a half over minutes (a shared VM), so one run of each, minutes apart, compares
-/// the machine as much as the towns. The median of each is reported, and every turn.
-const TURNS: usize = 3;
+/// the machine as much as the towns. The median of each is reported, and every turn with its
+/// ratio to the baseline turn just before it, and the median of those ratios.
+const TURNS: usize = 5;
 
 /// Runs the suite for each count of `agents`, with an idle window of `idle`.
 pub(super) async fn suite(opts: &BenchOptions, agents: &[usize], idle: Duration) -> Result<()> {
@@ -151,12 +152,20 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
         println!("    Redis's top commands: {}", b.commands);
         println!("    (10 agents: {})", s.commands);
     }
-    let turns: Vec<String> = (big.busy.iter().zip(&base.busy))
-        .map(|(b, s)| format!("{:.0} / {:.0}", b.rate, s.rate))
+    // Each turn beside the baseline's taken just before it: the ratio of a pair is what this
+    // machine's drift disturbs least.
+    let mut ratios: Vec<f64> = (big.busy.iter().zip(&base.busy))
+        .map(|(b, s)| b.rate / s.rate)
         .collect();
+    let turns: Vec<String> = (big.busy.iter().zip(&base.busy).zip(&ratios))
+        .map(|((b, s), r)| format!("{:.0} / {:.0} ({r:.2})", b.rate, s.rate))
+        .collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "    every agent busy, the median of {TURNS} turns with the 10-agent town's: {} msg/s",
-        turns.join(", ")
+        "    every agent busy, {TURNS} turns beside the 10-agent town's: {} msg/s; \
+         median ratio {:.2}",
+        turns.join(", "),
+        ratios[ratios.len() / 2]
     );
     let kib_per_agent = big.redis_mib * 1024.0 / n as f64;
     line(
