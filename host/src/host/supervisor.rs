@@ -1,7 +1,8 @@
-//! The host's own loop: starts a runner per agent, writes the heartbeat, renews the leases and
-//! looks for dead hosts ([`super::upkeep`]), keeps the embedded Redis alive, and notices when
-//! the town is idle (`--until-idle`). It lists the agents only when their number changes or an
-//! event says one was spawned, so an idle town of many agents costs it a few commands a second.
+//! The host's own loop: starts a runner per agent, renews its claim (and with it its leases),
+//! takes the leases it lacks and looks for dead hosts ([`super::upkeep`]), keeps the embedded
+//! Redis alive, and notices when the town is idle (`--until-idle`). It lists the agents only
+//! when their number changes or an event says one was spawned, so an idle town of many agents
+//! costs it a few commands a second.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -125,7 +126,7 @@ impl Supervisor {
             started = true;
         }
         if started {
-            self.renew_leases().await?;
+            self.take_leases().await?;
         }
         Ok(())
     }
@@ -176,11 +177,11 @@ impl Supervisor {
         let town = &self.town.clone();
         let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
         let beat_due = self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat);
+        let lease = town.config.host.lease();
         if beat_due {
             // First: after a pause past the claim, the leases it held are checked before
             // anything else this round (its runners may hold mail fenced out already).
             revive_embedded_redis(town).await;
-            let lease = town.config.host.lease();
             let claim = town
                 .db
                 .renew_host(&self.opts.name, &self.instance, None, lease)
@@ -212,13 +213,12 @@ impl Supervisor {
         if beat_due {
             self.report_stuck().await?;
         }
-        let lease = town.config.host.lease();
         if self
             .upkeep
             .last_lease
             .is_none_or(|t| t.elapsed() >= lease / 3)
         {
-            self.renew_leases().await?;
+            self.take_leases().await?;
         }
         if beat_due {
             self.last_beat = Some(Instant::now());

@@ -57,7 +57,7 @@ impl Supervisor {
     /// Takes the leases this host's exclusive agents lack (all of them, checking those it
     /// holds, after its claim lapsed), in a few calls; tells each runner whose lease changed,
     /// and asks a reclaim pass of those it took.
-    pub(super) async fn renew_leases(&mut self) -> Result<()> {
+    pub(super) async fn take_leases(&mut self) -> Result<()> {
         let all = std::mem::take(&mut self.upkeep.check_leases);
         let mut asked: Vec<(String, Option<String>)> = Vec::new();
         let mut runners: Vec<Arc<Activity>> = Vec::new();
