@@ -190,7 +190,7 @@ impl Supervisor {
                 // It had lapsed (a pause past the lease): another host may have taken leases.
                 tracing::warn!(host = %self.opts.name, "this host's claim of its name had lapsed; checking its leases");
                 self.upkeep.check_leases = true;
-                self.upkeep.last_lease = None;
+                self.take_leases().await?;
             }
             if let Claim::Refused(other) = claim {
                 return Err(crate::store::error::fail(
