@@ -3,6 +3,15 @@ use clap::Parser;
 use tinytown::cli::{self, Cli};
 use tinytown::store::error::user_error;
 
+/// jemalloc, not glibc's malloc. A host serving thousands of agents frees and allocates
+/// buffers of every size (mailbox reads, applier calls, instances); glibc spent over a third of
+/// a busy 10,000-agent host's CPU in its free-list upkeep (`_int_malloc`, `unlink_chunk`,
+/// `malloc_consolidate`), and that memory traffic also slowed Redis on the other core. With
+/// jemalloc the host's CPU per message there halved at the same peak RSS (`tt bench scale`,
+/// README "Big towns").
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = Cli::parse();
     if cli.command.is_short_lived() {
