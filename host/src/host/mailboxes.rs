@@ -29,9 +29,15 @@
 //!
 //! Entries read for an agent that stopped waiting meanwhile are kept for its next wait (they
 //! are pending for this host: nothing is lost either way).
+//!
+//! An exclusive agent's mail is read only while this host's claim of its name is known to hold
+//! ([`Mailboxes::claim_fresh`]): its leases hold exactly as long (`store::lease`). A host that
+//! was paused past its claim would otherwise read mail as it wakes, before its supervisor finds
+//! the leases taken, and leave that mail pending in its own hands, fenced out, until a reclaim.
+//! Mail held back so waits for the supervisor's next renewal, which checks the leases first.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -74,6 +80,8 @@ struct Mailbox {
     rang: bool,
     /// Entries read for it and not yet taken by a wait.
     kept: Vec<Delivery>,
+    /// Served under a lease (`mode = "exclusive"`), as its last wait said.
+    exclusive: bool,
 }
 
 impl Mailbox {
@@ -83,6 +91,7 @@ impl Mailbox {
             waiter: None,
             rang: true,
             kept: Vec::new(),
+            exclusive: false,
         }
     }
 
@@ -100,6 +109,11 @@ pub(super) struct Mailboxes {
     consumer: String,
     boxes: Mutex<HashMap<String, Mailbox>>,
     next_id: AtomicU64,
+    /// Until when (ms after `epoch`) this host's claim of its name is known to hold.
+    claim_until: AtomicU64,
+    epoch: Instant,
+    /// An exclusive agent's mail was left unread for a stale claim: read it once fresh again.
+    held_back: AtomicBool,
 }
 
 /// Removes a wait that ended without an answer (the runner was woken otherwise).
@@ -123,7 +137,8 @@ impl Drop for Registration<'_> {
 impl Mailboxes {
     /// Starts listening on the bell for consumer `consumer` (from its newest entry: what came
     /// before is read by each agent's first wait); the reader stops with `stop`.
-    /// Changes of agents' records heard on the bell go to `changes`.
+    /// Changes of agents' records heard on the bell go to `changes`. Exclusive agents' mail is
+    /// read once [`Mailboxes::claim_renewed`] is first called.
     pub(super) async fn start(
         town: Arc<Town>,
         consumer: &str,
@@ -147,6 +162,9 @@ impl Mailboxes {
             consumer: consumer.to_string(),
             boxes: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            claim_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            held_back: AtomicBool::new(false),
         });
         let reader = Reader {
             mailboxes: mailboxes.clone(),
@@ -163,14 +181,34 @@ impl Mailboxes {
         self.boxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for `agent`'s next new mail (urgent first). Cancel-safe: dropping the future
-    /// leaves the wait, and entries read meanwhile are kept for the next wait. `Err` when its
-    /// mailbox cannot be read (say, the agent was pruned and its streams are gone).
-    pub(super) async fn wait(self: &Arc<Self>, agent: &str) -> Result<Vec<Delivery>> {
+    /// The host's claim of its name (and so every lease it holds) was renewed or taken by a
+    /// request sent at `sent`, with time to live `ttl`: it holds until `sent + ttl` at least.
+    /// A tenth of that is kept as margin for the delay of a read on its way to Redis.
+    pub(super) fn claim_renewed(&self, sent: Instant, ttl: Duration) {
+        let until = sent.saturating_duration_since(self.epoch) + ttl - ttl / 10;
+        self.claim_until
+            .fetch_max(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether this host's claim is known to hold now.
+    pub(super) fn claim_fresh(&self) -> bool {
+        (self.epoch.elapsed().as_millis() as u64) < self.claim_until.load(Ordering::Relaxed)
+    }
+
+    /// Waits for `agent`'s next new mail (urgent first); an `exclusive` agent's only while the
+    /// claim is fresh. Cancel-safe: dropping the future leaves the wait, and entries read
+    /// meanwhile are kept for the next wait. `Err` when its mailbox cannot be read (say, the
+    /// agent was pruned and its streams are gone).
+    pub(super) async fn wait(
+        self: &Arc<Self>,
+        agent: &str,
+        exclusive: bool,
+    ) -> Result<Vec<Delivery>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let rx = {
             let mut boxes = self.boxes();
             let b = boxes.entry(agent.to_string()).or_insert_with(Mailbox::new);
+            b.exclusive = exclusive;
             if !b.kept.is_empty() {
                 return Ok(b.take());
             }
@@ -178,7 +216,9 @@ impl Mailboxes {
             // here on reads for this wait, one heard before marked the mailbox.
             let (tx, rx) = oneshot::channel();
             b.waiter = Some(Waiter { id, tx });
-            if std::mem::take(&mut b.rang) {
+            if b.rang && exclusive && !self.claim_fresh() {
+                self.held_back.store(true, Ordering::Relaxed);
+            } else if std::mem::take(&mut b.rang) {
                 // Read in a task of its own, so that entries read are never dropped with a
                 // wait that ends meanwhile.
                 let (this, agent) = (self.clone(), agent.to_string());
@@ -334,7 +374,10 @@ impl Reader {
                     continue;
                 }
             };
-            let answered = if resync || self.resynced.elapsed() >= RESYNC {
+            // Mail held back while the claim was stale is read once it is fresh again.
+            let catch_up = self.mailboxes.claim_fresh()
+                && self.mailboxes.held_back.swap(false, Ordering::Relaxed);
+            let answered = if resync || catch_up || self.resynced.elapsed() >= RESYNC {
                 let all: Vec<String> = self.mailboxes.boxes().keys().cloned().collect();
                 if resync {
                     // Changes may have been lost too: every agent looks at its record again,
@@ -416,17 +459,22 @@ impl Reader {
     }
 
     /// Reads the mailboxes of the `agents` (rung, or all of them) that wait here, and marks
-    /// the others for their next wait. False when a read failed.
+    /// the others for their next wait (and, while the claim is stale, the exclusive ones for
+    /// when it is fresh again). False when a read failed.
     async fn answer(&mut self, agents: Vec<String>) -> bool {
         let mut waiting = Vec::new();
+        let fresh = self.mailboxes.claim_fresh();
         {
             let mut boxes = self.mailboxes.boxes();
             for a in agents {
                 if let Some(b) = boxes.get_mut(&a) {
-                    if b.waiter.is_some() {
+                    if b.waiter.is_some() && (fresh || !b.exclusive) {
                         waiting.push(a);
                     } else {
                         b.rang = true;
+                        if b.waiter.is_some() {
+                            self.mailboxes.held_back.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
             }

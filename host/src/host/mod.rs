@@ -141,6 +141,7 @@ pub async fn run_until(
         fuel,
     )?);
     let instance = crate::store::lease::new_instance();
+    let claimed = std::time::Instant::now();
     supervisor::claim_name(&town, &opts.name, &instance).await?;
     spawn_declared(&town).await?;
     let lookup: Arc<dyn Lookup> = Arc::new(TownLookup { town: town.clone() });
@@ -148,6 +149,7 @@ pub async fn run_until(
     let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
     let mailboxes =
         mailboxes::Mailboxes::start(town.clone(), &opts.name, changes_tx, stop_rx.clone()).await?;
+    mailboxes.claim_renewed(claimed, town.config.host.lease());
     let mut sup = Supervisor {
         town: town.clone(),
         runtime,

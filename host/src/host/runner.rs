@@ -309,6 +309,12 @@ impl Runner {
                 return Ok(());
             }
         }
+        if self.exclusive && !self.mailboxes.claim_fresh() {
+            // The host was paused past its claim: its leases may have been taken. It reads
+            // again once the supervisor has renewed the claim and checked them.
+            self.park(Some(READ_BLOCK)).await;
+            return Ok(());
+        }
         let batch = self.read().await?;
         if batch.is_empty() {
             return Ok(());

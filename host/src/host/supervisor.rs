@@ -182,6 +182,7 @@ impl Supervisor {
             // First: after a pause past the claim, the leases it held are checked before
             // anything else this round (its runners may hold mail fenced out already).
             revive_embedded_redis(town).await;
+            let sent = Instant::now();
             let claim = town
                 .db
                 .renew_host(&self.opts.name, &self.instance, None, lease)
@@ -191,6 +192,10 @@ impl Supervisor {
                 tracing::warn!(host = %self.opts.name, "this host's claim of its name had lapsed; checking its leases");
                 self.upkeep.check_leases = true;
                 self.take_leases().await?;
+            }
+            if !matches!(claim, Claim::Refused(_)) {
+                // Renewed, or taken and every lease checked: exclusive agents' mail is read.
+                self.mailboxes.claim_renewed(sent, lease);
             }
             if let Claim::Refused(other) = claim {
                 return Err(crate::store::error::fail(

@@ -91,11 +91,12 @@ impl Runner {
         let holds = self.slot.is_some() || self.live.as_ref().is_some_and(|l| l.instance.is_some());
         let limit = self.idle_drop.filter(|_| holds);
         let mut stop = self.stop.clone();
-        let (mailboxes, activity, name, slots) = (
+        let (mailboxes, activity, name, slots, exclusive) = (
             self.mailboxes.clone(),
             self.activity.clone(),
             self.name.clone(),
             self.slots.clone(),
+            self.exclusive,
         );
         let timer = async {
             match limit {
@@ -112,7 +113,7 @@ impl Runner {
             }
         };
         let (out, drop_it) = tokio::select! {
-            r = mailboxes.wait(&name) => (r?, false),
+            r = mailboxes.wait(&name, exclusive) => (r?, false),
             _ = activity.wake.notified() => (Vec::new(), false),
             _ = stop.changed() => (Vec::new(), false),
             _ = timer => (Vec::new(), true),
