@@ -425,6 +425,18 @@ fn exec_runs_only_allow_listed_programs_in_a_bare_environment() {
     town.refused(&["journal", "nobody"], 1, &["nobody"]);
 }
 
+/// Kills these processes (stopped ones too) when a test fails midway, so that a failure leaves
+/// no host behind; emptied once the test has stopped them itself.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
 #[test]
 fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     let town = chaos_town("mode = \"exclusive\"\n");
@@ -437,12 +449,14 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
             .unwrap()
     };
     let mut h1 = start("h1");
+    let mut reap = KillOnDrop(vec![h1.id()]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !town.redis(&["GET", &lease_key]).starts_with("h1/") {
         assert!(Instant::now() < deadline, "h1 never took the lease");
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut h2 = start("h2");
+    reap.0.push(h2.id());
     for _ in 0..100 {
         town.ok(&["send", "c", "count"]);
     }
@@ -474,12 +488,13 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     // h2 freezes too (for less than its lease), mail for `c` comes, and h1 wakes first. Its
     // claim had lapsed: it reads none of that mail (h2's now) before its supervisor has
     // renewed the claim and found the lease taken, so none waits in its hands, fenced out.
+    // Five sends and the wait stay well inside h2's 2 s lease, so it keeps the lease.
     unsafe { libc::kill(h2.id() as i32, libc::SIGSTOP) };
-    for _ in 0..20 {
+    for _ in 0..5 {
         town.ok(&["send", "c", "count"]);
     }
     unsafe { libc::kill(h1.id() as i32, libc::SIGCONT) };
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(300));
     let in_h1s_hands = town.redis(&[
         "XPENDING",
         &town.key("inbox:c"),
@@ -494,7 +509,7 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
         in_h1s_hands, "",
         "h1 read mail of an agent whose lease it had lost"
     );
-    wait_count(220);
+    wait_count(205);
     // A unit fenced with the old holder's token is refused: nothing applied, nothing acked.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -517,14 +532,15 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     for _ in 0..50 {
         town.ok(&["send", "c", "count"]);
     }
-    wait_count(270);
+    wait_count(255);
+    reap.0.clear();
     for h in [&mut h1, &mut h2] {
         unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
         assert!(h.wait().unwrap().success());
     }
     assert_eq!(
         state(&town, "c", "count"),
-        "270",
+        "255",
         "exactly once across the takeover"
     );
     assert!(dead_letters(&town).is_empty());
