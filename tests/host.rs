@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::fleet::Host;
 use common::{
     assert_demo_task_done, demo_town, expect_code, host_until_idle, plugin, run_timeout, TestTown,
 };
@@ -425,38 +426,18 @@ fn exec_runs_only_allow_listed_programs_in_a_bare_environment() {
     town.refused(&["journal", "nobody"], 1, &["nobody"]);
 }
 
-/// Kills these processes (stopped ones too) when a test fails midway, so that a failure leaves
-/// no host behind; emptied once the test has stopped them itself.
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-        }
-    }
-}
-
 #[test]
 fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     let town = chaos_town("mode = \"exclusive\"\n");
     let lease_key = town.key("lease:c");
-    let start = |name: &str| {
-        town.command(&["host", "--name", name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut h1 = start("h1");
-    let mut reap = KillOnDrop(vec![h1.id()]);
+    // Killed on drop, so a failing run leaves no host behind.
+    let mut h1 = Host::start(&town, "h1", 0);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !town.redis(&["GET", &lease_key]).starts_with("h1/") {
         assert!(Instant::now() < deadline, "h1 never took the lease");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut h2 = start("h2");
-    reap.0.push(h2.id());
+    let mut h2 = Host::start(&town, "h2", 0);
     for _ in 0..100 {
         town.ok(&["send", "c", "count"]);
     }
@@ -478,7 +459,7 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
         "the lease moved without cause: {first}"
     );
     // h1 freezes past its lease (config: lease_ms = 2000): h2 takes over with a new token.
-    unsafe { libc::kill(h1.id() as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(h1.pid() as i32, libc::SIGSTOP) };
     for _ in 0..100 {
         town.ok(&["send", "c", "count"]);
     }
@@ -489,11 +470,11 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     // claim had lapsed: it reads none of that mail (h2's now) before its supervisor has
     // renewed the claim and found the lease taken, so none waits in its hands, fenced out.
     // Five sends and the wait stay well inside h2's 2 s lease, so it keeps the lease.
-    unsafe { libc::kill(h2.id() as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(h2.pid() as i32, libc::SIGSTOP) };
     for _ in 0..5 {
         town.ok(&["send", "c", "count"]);
     }
-    unsafe { libc::kill(h1.id() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(h1.pid() as i32, libc::SIGCONT) };
     std::thread::sleep(Duration::from_millis(300));
     let in_h1s_hands = town.redis(&[
         "XPENDING",
@@ -504,7 +485,7 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
         "100",
         "h1",
     ]);
-    unsafe { libc::kill(h2.id() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(h2.pid() as i32, libc::SIGCONT) };
     assert_eq!(
         in_h1s_hands, "",
         "h1 read mail of an agent whose lease it had lost"
@@ -533,10 +514,8 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
         town.ok(&["send", "c", "count"]);
     }
     wait_count(255);
-    reap.0.clear();
     for h in [&mut h1, &mut h2] {
-        unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
-        assert!(h.wait().unwrap().success());
+        assert!(h.sigterm(Duration::from_secs(30)).success(), "{}", h.log());
     }
     assert_eq!(
         state(&town, "c", "count"),
