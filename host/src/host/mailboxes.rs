@@ -193,8 +193,9 @@ impl Mailboxes {
         (self.epoch.elapsed().as_millis() as u64) < self.claim_until.load(Ordering::Relaxed)
     }
 
-    /// Waits for `agent`'s next new mail (urgent first); an `exclusive` agent's only while the
-    /// claim is fresh. Cancel-safe: dropping the future leaves the wait, and entries read
+    /// Waits for `agent`'s next new mail (urgent first). The runner of an `exclusive` agent
+    /// waits only while the claim is fresh; the bells heard during the wait are answered only
+    /// while it still is ([`Reader`]). Cancel-safe: dropping the future leaves the wait, and entries read
     /// meanwhile are kept for the next wait. `Err` when its mailbox cannot be read (say, the
     /// agent was pruned and its streams are gone).
     pub(super) async fn wait(
@@ -214,9 +215,7 @@ impl Mailboxes {
             // here on reads for this wait, one heard before marked the mailbox.
             let (tx, rx) = oneshot::channel();
             b.waiter = Some(Waiter { id, tx });
-            if b.rang && exclusive && !self.claim_fresh() {
-                self.held_back.store(true, Ordering::Relaxed);
-            } else if std::mem::take(&mut b.rang) {
+            if std::mem::take(&mut b.rang) {
                 // Read in a task of its own, so that entries read are never dropped with a
                 // wait that ends meanwhile.
                 let (this, agent) = (self.clone(), agent.to_string());

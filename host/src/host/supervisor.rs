@@ -187,27 +187,28 @@ impl Supervisor {
                 .db
                 .renew_host(&self.opts.name, &self.instance, None, lease)
                 .await?;
-            if claim == Claim::Taken {
-                // It had lapsed (a pause past the lease): another host may have taken leases.
-                tracing::warn!(host = %self.opts.name, "this host's claim of its name had lapsed; checking its leases");
-                self.upkeep.check_leases = true;
-                self.take_leases().await?;
+            match claim {
+                Claim::Renewed => {}
+                Claim::Taken => {
+                    // It had lapsed (a pause past the lease): another host may have taken leases.
+                    tracing::warn!(host = %self.opts.name, "this host's claim of its name had lapsed; checking its leases");
+                    self.upkeep.check_leases = true;
+                    self.take_leases().await?;
+                }
+                Claim::Refused(other) => {
+                    return Err(crate::store::error::fail(
+                        format!(
+                            "another `tt host` (instance {other}) took over the name `{}` while \
+                             this one did not renew its claim; this one stops",
+                            self.opts.name
+                        ),
+                        "run one process per host name; a pause longer than [host] lease_ms \
+                         lets another take the name",
+                    ));
+                }
             }
-            if !matches!(claim, Claim::Refused(_)) {
-                // Renewed, or taken and every lease checked: exclusive agents' mail is read.
-                self.mailboxes.claim_renewed(sent, lease);
-            }
-            if let Claim::Refused(other) = claim {
-                return Err(crate::store::error::fail(
-                    format!(
-                        "another `tt host` (instance {other}) took over the name `{}` while \
-                         this one did not renew its claim; this one stops",
-                        self.opts.name
-                    ),
-                    "run one process per host name; a pause longer than [host] lease_ms \
-                     lets another take the name",
-                ));
-            }
+            // Renewed, or taken and every lease checked: exclusive agents' mail is read.
+            self.mailboxes.claim_renewed(sent, lease);
         }
         let spawned = self.take_changes();
         if spawned || (beat_due && self.agents_changed().await?) {
