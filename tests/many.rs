@@ -337,7 +337,11 @@ fn tt_starts_without_relocating_itself() {
     if std::env::var_os("TT_PIE").is_some() {
         return;
     }
-    let exe = std::fs::read(env!("CARGO_BIN_EXE_tt")).unwrap();
+    use std::io::Read;
+    let mut exe = [0u8; 18];
+    std::fs::File::open(env!("CARGO_BIN_EXE_tt"))
+        .and_then(|mut f| f.read_exact(&mut exe))
+        .unwrap();
     assert_eq!(&exe[..4], b"\x7fELF");
     // e_type: 2 is a position-dependent executable, 3 a shared object (PIE).
     let e_type = u16::from_le_bytes([exe[16], exe[17]]);
@@ -347,7 +351,6 @@ fn tt_starts_without_relocating_itself() {
     );
 }
 
-/// The live instances host `host`'s last heartbeat counted.
 /// One applier call rings the bell once for each agent it gives mail, however many messages
 /// it gives: the bell is read only after the call, and a host reads the whole mailbox.
 #[test]
@@ -456,6 +459,7 @@ fn a_host_whose_unheard_bells_were_trimmed_reads_every_mailbox_at_once() {
     host.sigterm(Duration::from_secs(60));
 }
 
+/// The live instances host `host`'s last heartbeat counted.
 fn live_instances(probe: &Probe, host: &str) -> u64 {
     let (beat,): (Option<String>,) =
         probe.query(redis::pipe().hget(probe.town.db.keys.hosts(), host));
