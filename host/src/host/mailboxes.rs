@@ -195,9 +195,9 @@ impl Mailboxes {
 
     /// Waits for `agent`'s next new mail (urgent first). The runner of an `exclusive` agent
     /// waits only while the claim is fresh; the bells heard during the wait are answered only
-    /// while it still is ([`Reader`]). Cancel-safe: dropping the future leaves the wait, and entries read
-    /// meanwhile are kept for the next wait. `Err` when its mailbox cannot be read (say, the
-    /// agent was pruned and its streams are gone).
+    /// while it still is ([`Reader`]). Cancel-safe: dropping the future leaves the wait, and
+    /// entries read meanwhile are kept for the next wait. `Err` when its mailbox cannot be read
+    /// (say, the agent was pruned and its streams are gone).
     pub(super) async fn wait(
         self: &Arc<Self>,
         agent: &str,

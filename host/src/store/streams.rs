@@ -108,6 +108,13 @@ pub async fn read_after<C: redis::aio::ConnectionLike>(
     Ok(read_reply(&v).into_iter().flat_map(|(_, e)| e).collect())
 }
 
+/// A stream id's place in its stream's order, `(ms, seq)` (ids are `ms-seq`; a missing or
+/// unreadable part counts as 0), so ids compare as Redis orders them, not as text.
+pub fn id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 /// XAUTOCLAIM's reply: the next cursor and the claimed entries.
 pub fn autoclaim_reply(v: &Value) -> (String, Vec<Entry>) {
     let parts = items(v);

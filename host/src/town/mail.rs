@@ -135,13 +135,7 @@ impl Town {
                 .iter()
                 .filter(|m| m.stream == stream)
                 .map(|m| m.entry.clone())
-                .max_by_key(|id| {
-                    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-                    (
-                        ms.parse::<u64>().unwrap_or(0),
-                        seq.parse::<u64>().unwrap_or(0),
-                    )
-                })
+                .max_by_key(|id| streams::id_order(id))
         };
         let r = self
             .as_humans(Op::ClearConductor {

@@ -203,16 +203,9 @@ fn names_mailbox(m: &Mailboxes, error: &str, agent: &str) -> bool {
         .any(|s| error.contains(&format!("'{s}'")))
 }
 
-/// Whether stream id `a` comes after `b` (ids are `ms-seq`; a missing part counts as 0).
+/// Whether stream id `a` comes after `b`.
 fn id_after(a: &str, b: &str) -> bool {
-    let parse = |id: &str| {
-        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-        (
-            ms.parse::<u64>().unwrap_or(0),
-            seq.parse::<u64>().unwrap_or(0),
-        )
-    };
-    parse(a) > parse(b)
+    streams::id_order(a) > streams::id_order(b)
 }
 
 #[cfg(test)]
