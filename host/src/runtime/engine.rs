@@ -1,7 +1,7 @@
 //! The engine and the compiled-plugin cache.
 //!
 //! [`Runtime`] owns the wasmtime engine (epoch interruption on, fuel only when some agent asks
-//! for it, a ticker thread advancing the epoch), the on-disk cache of compiled components (by
+//! for it, a [`Ticker`] advancing the epoch while guest code runs), the on-disk cache of compiled components (by
 //! digest and the engine's compatibility hash), and compiles each plugin once per process. A
 //! plugin is also linked once per set of granted capabilities (the linker depends on nothing
 //! else): ten thousand agents of one role share one `InstancePre`, where building a linker with
@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
@@ -20,11 +19,9 @@ use wasmtime::Engine;
 use super::bindings;
 use super::capabilities::{self, Grants};
 use super::instance::State;
+use super::ticker::Ticker;
 use crate::store::error;
 use crate::store::model::Digest;
-
-/// How often the epoch advances; the resolution of call deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// What linking a plugin for a set of capabilities gives; shared by every agent it serves.
 #[derive(Clone)]
@@ -46,7 +43,7 @@ pub struct Runtime {
     /// The digest of each plugin file loaded, with the file's stamp then: a file unchanged
     /// since is not read and hashed again (ten thousand agents load the same file).
     pub(super) digests: Mutex<HashMap<PathBuf, (String, Digest)>>,
-    _ticker: std::thread::JoinHandle<()>,
+    pub(super) ticker: Arc<Ticker>,
 }
 
 impl Runtime {
@@ -58,16 +55,7 @@ impl Runtime {
             .epoch_interruption(true)
             .consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let weak = engine.weak();
-        let ticker = std::thread::Builder::new()
-            .name("tt-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })?;
+        let ticker = Ticker::start(&engine)?;
         Ok(Runtime {
             engine,
             cache_dir,
@@ -76,7 +64,7 @@ impl Runtime {
             linked: Mutex::new(HashMap::new()),
             digests: Mutex::new(HashMap::new()),
             compiling: Mutex::new(()),
-            _ticker: ticker,
+            ticker,
         })
     }
 

@@ -29,6 +29,7 @@ use super::lookup::Lookup;
 use super::plugin::Plugin;
 use super::record::Call;
 use super::replay::Script;
+use super::ticker::{Running, Ticker};
 use crate::store::limits::Limits;
 use crate::store::model::Digest;
 
@@ -275,13 +276,15 @@ impl Runtime {
             }),
             calls: 0,
             dead: false,
+            ticker: self.ticker.clone(),
         };
-        inst.arm();
+        let running = inst.arm();
         let instance = plugin
             .pre()
             .instantiate_async(&mut inst.store)
             .await
             .map_err(|e| inst.failure(e, "while instantiating"))?;
+        drop(running);
         let handle = instance
             .get_typed_func::<(wit::Message,), (Result<Vec<wit::Action>, wit::Error>,)>(
                 &mut inst.store,
@@ -305,7 +308,7 @@ impl Runtime {
                         format!("export `init` has the wrong type: {}", e.root_cause()),
                     )
                 })?;
-            inst.arm();
+            let _running = inst.arm();
             match init.call_async(&mut inst.store, (config.to_vec(),)).await {
                 Ok((Ok(()),)) => {}
                 Ok((Err(e),)) => {
@@ -369,11 +372,14 @@ pub struct Instance {
     pub calls: u64,
     /// Trapped: only its record of the last call may still be read.
     dead: bool,
+    ticker: Arc<Ticker>,
 }
 
 impl Instance {
-    /// Resets the per-call budget.
-    fn arm(&mut self) {
+    /// Resets the per-call budget. The epoch ticks, for this call's deadline, while the
+    /// returned guard lives: hold it until the guest returns.
+    #[must_use]
+    fn arm(&mut self) -> Running {
         let s = self.store.data_mut();
         s.call_started = Instant::now();
         s.excluded = Duration::ZERO;
@@ -391,6 +397,7 @@ impl Instance {
         if let Some(f) = self.fuel {
             let _ = self.store.set_fuel(f);
         }
+        self.ticker.enter()
     }
 
     /// Handles one message. On `Err` with `trapped`, this instance must not be called again
@@ -399,10 +406,11 @@ impl Instance {
         let Some(handle) = self.handle.filter(|_| !self.dead) else {
             return Err(Failure::new(FailureKind::Trapped, "instance is not ready"));
         };
-        self.arm();
+        let running = self.arm();
         self.calls += 1;
         self.store.data_mut().task = msg.task_id.clone();
         let r = handle.call_async(&mut self.store, (msg,)).await;
+        drop(running);
         let s = self.store.data_mut();
         let http = std::mem::take(&mut *s.gate.calls.lock().unwrap_or_else(|p| p.into_inner()));
         s.calls.extend(http);

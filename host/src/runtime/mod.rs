@@ -3,7 +3,8 @@
 //! the serving layer hands it the town's answers through [`Lookup`].
 //!
 //! - [`bindings`]: the generated WIT bindings (one module, so nothing imports in a circle).
-//! - [`engine`]: the engine, epoch ticker and compiled-code cache ([`Runtime`]).
+//! - [`engine`]: the engine and compiled-code cache ([`Runtime`]).
+//! - [`ticker`]: the epoch ticker, which ticks only while guest code runs.
 //! - [`plugin`]: loading a component for an agent and `tt plugin check`'s report.
 //! - [`instance`]: one agent's live instance, its limits and the `host` import.
 //! - [`lookup`]: the read-only questions a guest may ask, as a trait; `questions` answers the
@@ -23,6 +24,7 @@ pub mod plugin;
 mod questions;
 pub mod record;
 pub mod replay;
+pub mod ticker;
 
 pub use bindings::{wit, WIT_VERSION, WIT_VERSIONS};
 pub use capabilities::Grants;
