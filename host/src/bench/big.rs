@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::redis_stats::{clients, redis_cpu, reset_stats, settled, top_commands};
+use super::redis_stats::{clients, redis_cpu, redis_sched, reset_stats, settled, top_commands};
 use super::scratch::{Scratch, Spec};
 use super::sink::{added, counted, forwarded};
 use super::{ms, percentile, us, BenchOptions};
@@ -58,6 +58,10 @@ struct Run {
     rate: f64,
     cpu: (Duration, Duration),
     commands: String,
+    /// Redis's main thread's time waiting for a CPU while runnable, as a share of its time
+    /// running (None where `/proc` does not say): on a machine of few cores, the host's
+    /// threads and Redis take turns.
+    redis_waited: Option<f64>,
 }
 
 /// Busy runs of each town, taken in turn with the baseline's: this machine's speed drifts by
@@ -147,6 +151,16 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
             "  CPU per message, host + Redis",
             format!("{} + {}", us(b.cpu.0), us(b.cpu.1)),
             format!("{} + {}", us(s.cpu.0), us(s.cpu.1)),
+            "",
+        );
+        let waited = |r: &Run| {
+            r.redis_waited
+                .map_or("n/a".to_string(), |w| format!("{:.1}%", w * 100.0))
+        };
+        line(
+            "  Redis waiting for a CPU (of its run)",
+            waited(b),
+            waited(s),
             "",
         );
         println!("    Redis's top commands: {}", b.commands);
@@ -372,6 +386,7 @@ impl Subject {
         settled(s).await?;
         reset_stats(s).await?;
         let (host0, redis0) = (self.host.cpu(), redis_cpu(s).await?);
+        let sched0 = redis_sched(s).await?;
         let before = added(&mut self.reader, &self.sink).await?;
         let t = Instant::now();
         s.fill(&self.names, per, "x").await?;
@@ -392,7 +407,14 @@ impl Subject {
             }
         };
         let sent = (per * n) as u32;
+        let redis_waited = match (sched0, redis_sched(s).await?) {
+            (Some((r0, w0)), Some((r1, w1))) if r1 > r0 => {
+                Some(w1.saturating_sub(w0) as f64 / (r1 - r0) as f64)
+            }
+            _ => None,
+        };
         Ok(Run {
+            redis_waited,
             rate,
             cpu: (
                 self.host.cpu().saturating_sub(host0) / sent,

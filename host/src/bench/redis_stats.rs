@@ -1,5 +1,6 @@
 //! What Redis says of its own work, for `tt bench scale`: CPU (its children's included),
-//! command statistics, clients, and whether a background save is running.
+//! command statistics, clients, whether a background save is running, and (from `/proc`) how
+//! long it waited for a CPU.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,18 @@ pub(super) async fn redis_cpu(s: &Scratch) -> Result<Duration> {
         .map(field)
         .sum(),
     ))
+}
+
+/// The embedded Redis's main thread so far: (ns run, ns runnable but waiting for a CPU), from
+/// the scheduler; None where `/proc` does not say.
+pub(super) async fn redis_sched(s: &Scratch) -> Result<Option<(u64, u64)>> {
+    let mut c = s.town.db.conn.clone();
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .map(|p| p.trim().to_string());
+    Ok(pid.and_then(crate::store::procfs::schedstat))
 }
 
 /// Starts Redis's command statistics afresh, for [`top_commands`] over a window.

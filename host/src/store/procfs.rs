@@ -1,6 +1,7 @@
 //! A process's `/proc` entries, read in one place: whether the embedded Redis or a host's
 //! process still runs (a zombie does not), when it started (a reused pid is another process),
-//! and its CPU time and memory (`tt bench`). `pid` is a number or `self`.
+//! and its CPU time, memory and time spent waiting for a CPU (`tt bench`). `pid` is a number
+//! or `self`.
 
 use std::fmt::Display;
 
@@ -29,6 +30,14 @@ pub fn status(pid: impl Display, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// The scheduler's account of a process's main thread (`/proc/PID/schedstat`): nanoseconds
+/// run and nanoseconds spent runnable but waiting for a CPU.
+pub fn schedstat(pid: impl Display) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -38,6 +47,9 @@ mod tests {
         assert!(matches!(stat[0].as_str(), "R" | "S"), "{stat:?}");
         assert!(!super::ended(&stat));
         assert!(super::ended(&["Z".to_string()]));
+        let (ran, _waited) = super::schedstat(me).unwrap();
+        assert!(ran > 0);
+        assert_eq!(super::schedstat(u32::MAX), None);
         assert!(stat[19].parse::<u64>().is_ok());
         assert!(super::status("self", "VmRSS").unwrap() > 0);
         assert!(super::status(me, "Threads").unwrap() >= 1);
