@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::redis_stats::{clients, redis_cpu, redis_sched, reset_stats, settled, top_commands};
+use super::redis_stats::{
+    clients, percent, redis_cpu, redis_sched, reset_stats, settled, top_commands, waited,
+};
 use super::scratch::{Scratch, Spec};
 use super::sink::{added, counted, forwarded};
 use super::{ms, percentile, us, BenchOptions};
@@ -153,16 +155,8 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
             format!("{} + {}", us(s.cpu.0), us(s.cpu.1)),
             "",
         );
-        let waited = |r: &Run| {
-            r.redis_waited
-                .map_or("n/a".to_string(), |w| format!("{:.1}%", w * 100.0))
-        };
-        line(
-            "  Redis waiting for a CPU (of its run)",
-            waited(b),
-            waited(s),
-            "",
-        );
+        let (wb, ws) = (percent(b.redis_waited), percent(s.redis_waited));
+        line("  Redis waiting for a CPU (of its run)", wb, ws, "");
         println!("    Redis's top commands: {}", b.commands);
         println!("    (10 agents: {})", s.commands);
     }
@@ -407,14 +401,8 @@ impl Subject {
             }
         };
         let sent = (per * n) as u32;
-        let redis_waited = match (sched0, redis_sched(s).await?) {
-            (Some((r0, w0)), Some((r1, w1))) if r1 > r0 => {
-                Some(w1.saturating_sub(w0) as f64 / (r1 - r0) as f64)
-            }
-            _ => None,
-        };
         Ok(Run {
-            redis_waited,
+            redis_waited: waited(sched0, redis_sched(s).await?),
             rate,
             cpu: (
                 self.host.cpu().saturating_sub(host0) / sent,

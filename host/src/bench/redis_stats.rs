@@ -45,6 +45,18 @@ pub(super) async fn redis_sched(s: &Scratch) -> Result<Option<(u64, u64)>> {
     Ok(pid.and_then(crate::store::procfs::schedstat))
 }
 
+/// The share of its running time Redis's main thread waited for a CPU between two readings
+/// of [`redis_sched`].
+pub(super) fn waited(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((r0, w0), (r1, w1)) = (before?, after?);
+    (r1 > r0).then(|| w1.saturating_sub(w0) as f64 / (r1 - r0) as f64)
+}
+
+/// A share as a percentage, or `n/a`.
+pub(super) fn percent(share: Option<f64>) -> String {
+    share.map_or("n/a".to_string(), |w| format!("{:.1}%", w * 100.0))
+}
+
 /// Starts Redis's command statistics afresh, for [`top_commands`] over a window.
 pub(super) async fn reset_stats(s: &Scratch) -> Result<()> {
     let mut c = s.town.db.conn.clone();
