@@ -195,7 +195,7 @@ pub async fn run_until(
                 continue;
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        sup.wait_for_work().await;
     }
     let _ = sup.stop_tx.send(true);
     for (_, (_, handle)) in sup.runners.drain() {

@@ -89,7 +89,50 @@ pub(super) struct Supervisor {
     pub(super) upkeep: Upkeep,
 }
 
+/// The shortest time between two rounds, and how often `--until-idle` looks whether the town
+/// is idle.
+pub(super) const ROUND: Duration = Duration::from_millis(50);
+
 impl Supervisor {
+    /// Waits until the next round is due: the heartbeat, the lease check or the sweep, a change
+    /// of an agent's record (its runner is woken at once), or the host's stop. An idle host
+    /// wakes once a heartbeat, not every [`ROUND`]; with `--until-idle` it looks every `ROUND`.
+    pub(super) async fn wait_for_work(&mut self) {
+        if self.opts.until_idle {
+            tokio::time::sleep(ROUND).await;
+            return;
+        }
+        let mut stop = self.stop_rx.clone();
+        let due = tokio::time::Instant::from_std(self.next_due());
+        let change = tokio::select! {
+            _ = tokio::time::sleep_until(due) => None,
+            Some(change) = self.changes.recv() => Some(change),
+            _ = stop.changed() => None,
+        };
+        if let Some(change) = change {
+            self.note_change(change);
+        }
+    }
+
+    /// When the next of the round's periodic duties is due, at least [`ROUND`] from now.
+    fn next_due(&self) -> Instant {
+        let c = &self.town.config;
+        let now = Instant::now();
+        let after = |last: Option<Instant>, every: Duration| last.map_or(now, |t| t + every);
+        let due = [
+            after(
+                self.last_beat,
+                Duration::from_millis(c.host.heartbeat_ms.max(50)),
+            ),
+            after(self.upkeep.last_lease, c.host.lease() / 3),
+            after(self.last_sweep, Duration::from_millis(c.retention.sweep_ms)),
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(now);
+        due.max(now + ROUND)
+    }
+
     /// Starts a runner for each agent that has none (and that this host serves), then takes
     /// the leases of the new ones at once.
     async fn start_runners(&mut self) -> Result<()> {

@@ -51,6 +51,8 @@ pub(super) struct Upkeep {
     /// the last sweep.
     pub(super) shares: Shares,
     pub(super) swept_shares: Shares,
+    /// An agent was spawned since the supervisor last started runners.
+    pub(super) spawned: bool,
 }
 
 impl Supervisor {
@@ -151,17 +153,22 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Wakes the runners of agents whose record changed; true when one was spawned.
+    /// Wakes the runners of agents whose record changed; true when one was spawned (since
+    /// the last call, including changes the supervisor heard while it waited).
     pub(super) fn take_changes(&mut self) -> bool {
-        let mut spawned = false;
         while let Ok(change) = self.changes.try_recv() {
-            spawned |= change.spawned;
-            if let Some((a, _)) = self.runners.get(&change.agent) {
-                a.changed.store(true, Ordering::Relaxed);
-                a.wake.notify_one();
-            }
+            self.note_change(change);
         }
-        spawned
+        std::mem::take(&mut self.upkeep.spawned)
+    }
+
+    /// Wakes the runner of the agent whose record changed, and notes a spawn.
+    pub(super) fn note_change(&mut self, change: Change) {
+        self.upkeep.spawned |= change.spawned;
+        if let Some((a, _)) = self.runners.get(&change.agent) {
+            a.changed.store(true, Ordering::Relaxed);
+            a.wake.notify_one();
+        }
     }
 
     /// Whether the number of agents changed since last counted (one `SCARD`).
