@@ -1,11 +1,12 @@
 //! The engine and the compiled-plugin cache.
 //!
 //! [`Runtime`] owns the wasmtime engine (epoch interruption on, fuel only when some agent asks
-//! for it, a [`Ticker`] advancing the epoch while guest code runs), the on-disk cache of compiled components (by
-//! digest and the engine's compatibility hash), and compiles each plugin once per process. A
-//! plugin is also linked once per set of granted capabilities (the linker depends on nothing
-//! else): ten thousand agents of one role share one `InstancePre`, where building a linker with
-//! every WASI function for each of them was most of a big town's start-up CPU.
+//! for it, a [`Ticker`] advancing the epoch while guest code runs), the on-disk cache of
+//! compiled components (by digest and the engine's compatibility hash), and compiles each
+//! plugin once per process. A plugin is also linked once per set of granted capabilities (the
+//! linker depends on nothing else): ten thousand agents of one role share one `InstancePre`,
+//! where building a linker with every WASI function for each of them was most of a big town's
+//! start-up CPU.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
