@@ -524,3 +524,48 @@ fn an_exclusive_agent_has_one_host_and_a_paused_host_is_fenced_out() {
     );
     assert!(dead_letters(&town).is_empty());
 }
+
+#[test]
+fn an_agent_pruned_and_spawned_again_while_the_host_runs_is_served() {
+    // A slow heartbeat: the host's loop runs on changes, not on a beat between them.
+    let chaos = plugin("chaos");
+    let town = TestTown::new();
+    town.write_config(&format!(
+        "[town]\nname = \"test\"\n\n[host]\nlease_ms = 30000\nheartbeat_ms = 10000\n\n\
+         [agents.c]\nrole = \"chaos\"\nplugin = \"{chaos}\"\n"
+    ));
+    town.ok(&["spawn", "c", "--role", "chaos"]);
+    let h = Host::start(&town, "h1", 0);
+    let handled = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        loop {
+            let events = town.ok(&["events", "--json", "-n", "1000"]);
+            let count = events
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["type"] == "handled" && e["agent"] == "c")
+                .count();
+            if count >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "c handled {count} of {n} messages; the host's log:\n{}",
+                h.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    town.ok(&["send", "c", "count"]);
+    handled(1);
+    town.ok(&["kill", "c"]);
+    town.ok(&["prune"]);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !h.log().contains("pruned: no longer served here") {
+        assert!(Instant::now() < deadline, "the runner of c did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    town.ok(&["spawn", "c", "--role", "chaos"]);
+    town.ok(&["send", "c", "count"]);
+    handled(2);
+}

@@ -226,7 +226,7 @@ impl Runner {
     /// handle the batch, apply it.
     async fn step(&mut self) -> Result<()> {
         let Some(agent) = self.record().await? else {
-            // Pruned: nothing left to serve.
+            tracing::info!(agent = %self.name, "pruned: no longer served here");
             self.unload();
             self.activity.done.store(true, Ordering::Relaxed);
             return Ok(());

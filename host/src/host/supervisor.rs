@@ -253,12 +253,17 @@ impl Supervisor {
             // Renewed, or taken and every lease checked: exclusive agents' mail is read.
             self.mailboxes.claim_renewed(sent, lease);
         }
-        let spawned = self.take_changes();
-        if spawned || (beat_due && self.agents_changed().await?) {
-            self.start_runners().await?;
-        }
+        // Runners that ended (their agent pruned) go first, and the agents are listed again
+        // after one did: an agent spawned again under the same name gets a new runner, even
+        // when its spawn was heard before its old runner had ended.
+        let before = self.runners.len();
         self.runners
             .retain(|_, (a, _)| !a.done.load(Ordering::Relaxed));
+        let ended = self.runners.len() < before;
+        let spawned = self.take_changes();
+        if spawned || ended || (beat_due && self.agents_changed().await?) {
+            self.start_runners().await?;
+        }
         if beat_due {
             self.report_stuck().await?;
         }
