@@ -105,12 +105,13 @@ mod tests {
         let ticker = Ticker::start(&engine).unwrap();
         std::thread::sleep(EPOCH_TICK * 10);
         assert_eq!(ticker.ticks(), 0, "no call ran, yet the epoch advanced");
+        // Generous waits: a loaded machine may run the ticker late, never early.
         let running = ticker.enter();
-        std::thread::sleep(EPOCH_TICK * 10);
+        std::thread::sleep(EPOCH_TICK * 40);
         let during = ticker.ticks();
-        assert!(during >= 2, "a call ran for ten ticks and saw {during}");
+        assert!(during >= 2, "a call ran for forty ticks and saw {during}");
         drop(running);
-        std::thread::sleep(EPOCH_TICK * 4);
+        std::thread::sleep(EPOCH_TICK * 20);
         let after = ticker.ticks();
         std::thread::sleep(EPOCH_TICK * 10);
         assert_eq!(
