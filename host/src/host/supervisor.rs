@@ -91,7 +91,20 @@ pub(super) struct Supervisor {
 
 /// The shortest time between two rounds, and how often `--until-idle` looks whether the town
 /// is idle.
-pub(super) const ROUND: Duration = Duration::from_millis(50);
+const ROUND: Duration = Duration::from_millis(50);
+
+/// The round's periodic duties, each with when it last ran: the heartbeat, the lease check and
+/// the sweep. One place, so that the round's "is it due" and the wait's "when is it due" agree.
+struct Duties {
+    beat: (Option<Instant>, Duration),
+    leases: (Option<Instant>, Duration),
+    sweep: (Option<Instant>, Duration),
+}
+
+/// Whether a duty last run at `last`, every `every`, is due.
+fn due((last, every): (Option<Instant>, Duration)) -> bool {
+    last.is_none_or(|t| t.elapsed() >= every)
+}
 
 impl Supervisor {
     /// Waits until the next round is due: the heartbeat, the lease check or the sweep, a change
@@ -114,22 +127,28 @@ impl Supervisor {
         }
     }
 
-    /// When the next of the round's periodic duties is due, at least [`ROUND`] from now.
-    fn next_due(&self) -> Instant {
+    /// The periodic duties as they stand now.
+    fn duties(&self) -> Duties {
         let c = &self.town.config;
-        let now = Instant::now();
-        let after = |last: Option<Instant>, every: Duration| last.map_or(now, |t| t + every);
-        let due = [
-            after(
+        Duties {
+            beat: (
                 self.last_beat,
                 Duration::from_millis(c.host.heartbeat_ms.max(50)),
             ),
-            after(self.upkeep.last_lease, c.host.lease() / 3),
-            after(self.last_sweep, Duration::from_millis(c.retention.sweep_ms)),
-        ]
-        .into_iter()
-        .min()
-        .unwrap_or(now);
+            leases: (self.upkeep.last_lease, c.host.lease() / 3),
+            sweep: (self.last_sweep, Duration::from_millis(c.retention.sweep_ms)),
+        }
+    }
+
+    /// When the next of the round's periodic duties is due, at least [`ROUND`] from now.
+    fn next_due(&self) -> Instant {
+        let now = Instant::now();
+        let d = self.duties();
+        let due = [d.beat, d.leases, d.sweep]
+            .into_iter()
+            .map(|(last, every)| last.map_or(now, |t| t + every))
+            .min()
+            .unwrap_or(now);
         due.max(now + ROUND)
     }
 
@@ -218,8 +237,7 @@ impl Supervisor {
     /// One round; true when the host should stop (idle, with --until-idle).
     pub(super) async fn round(&mut self) -> Result<bool> {
         let town = &self.town.clone();
-        let heartbeat = Duration::from_millis(town.config.host.heartbeat_ms.max(50));
-        let beat_due = self.last_beat.is_none_or(|t| t.elapsed() >= heartbeat);
+        let beat_due = due(self.duties().beat);
         let lease = town.config.host.lease();
         if beat_due {
             // First: after a pause past the claim, the leases it held are checked before
@@ -267,11 +285,8 @@ impl Supervisor {
         if beat_due {
             self.report_stuck().await?;
         }
-        if self
-            .upkeep
-            .last_lease
-            .is_none_or(|t| t.elapsed() >= lease / 3)
-        {
+        // Read now: starting runners above may have just taken the leases.
+        if due(self.duties().leases) {
             self.take_leases().await?;
         }
         if beat_due {
@@ -286,8 +301,7 @@ impl Supervisor {
             )
             .await;
         }
-        let sweep = Duration::from_millis(town.config.retention.sweep_ms);
-        if self.last_sweep.is_none_or(|t| t.elapsed() >= sweep) {
+        if due(self.duties().sweep) {
             self.last_sweep = Some(Instant::now());
             self.sweep().await;
         }
