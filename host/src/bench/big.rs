@@ -380,7 +380,7 @@ impl Subject {
         settled(s).await?;
         reset_stats(s).await?;
         let (host0, redis0) = (self.host.cpu(), redis_cpu(s).await?);
-        let sched0 = redis_sched(s).await?;
+        let sched0 = redis_sched(s);
         let before = added(&mut self.reader, &self.sink).await?;
         let t = Instant::now();
         s.fill(&self.names, per, "x").await?;
@@ -402,7 +402,7 @@ impl Subject {
         };
         let sent = (per * n) as u32;
         Ok(Run {
-            redis_waited: waited(sched0, redis_sched(s).await?),
+            redis_waited: waited(sched0, redis_sched(s)),
             rate,
             cpu: (
                 self.host.cpu().saturating_sub(host0) / sent,

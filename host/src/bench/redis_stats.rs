@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::scratch::Scratch;
+use crate::store::embedded::Embedded;
 
 /// Redis's CPU time (user + system) so far.
 pub(super) async fn redis_cpu(s: &Scratch) -> Result<Duration> {
@@ -35,14 +36,10 @@ pub(super) async fn redis_cpu(s: &Scratch) -> Result<Duration> {
 
 /// The embedded Redis's main thread so far: (ns run, ns runnable but waiting for a CPU), from
 /// the scheduler; None where `/proc` does not say.
-pub(super) async fn redis_sched(s: &Scratch) -> Result<Option<(u64, u64)>> {
-    let mut c = s.town.db.conn.clone();
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
-    let pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .map(|p| p.trim().to_string());
-    Ok(pid.and_then(crate::store::procfs::schedstat))
+pub(super) fn redis_sched(s: &Scratch) -> Option<(u64, u64)> {
+    Embedded::new(&s.town.config)
+        .pid()
+        .and_then(crate::store::procfs::schedstat)
 }
 
 /// The share of its running time Redis's main thread waited for a CPU between two readings
