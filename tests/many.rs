@@ -592,3 +592,103 @@ fn a_failed_shared_call_gives_each_caller_its_own_outcome_and_applies_nothing_tw
         "applied in the shared call and not again"
     );
 }
+
+/// Calls of each of `commands` Redis has run since its stats were last reset.
+fn calls(town: &TestTown, commands: &[&str]) -> u64 {
+    let stats = town.redis(&["INFO", "commandstats"]);
+    commands
+        .iter()
+        .filter_map(|c| {
+            let line = stats
+                .lines()
+                .find(|l| l.starts_with(&format!("cmdstat_{c}:")))?;
+            line.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_hosts_heartbeat_does_not_grow_with_its_agents_nor_rewrite_their_counts() {
+    let (town, probe, agents) = big_town(300, 4, 30_000);
+    // The relays and the sink (a mailbox the host keeps trimmed).
+    let n = agents.len() + 1;
+    let mut host = Host::start(&town, "h1", 1);
+    let served = town.key("served:h1");
+    poll(
+        "the host to count every agent it serves",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || match town.redis(&["HLEN", &served]).parse::<usize>() {
+            Ok(k) if k == n => Ok(()),
+            k => Err(format!("{k:?} counted")),
+        },
+    );
+    let beat = town.redis(&["HGET", &town.key("hosts"), "h1"]);
+    assert!(
+        beat.len() < 1000,
+        "the heartbeat is {} bytes: {beat}",
+        beat.len()
+    );
+    assert!(beat.contains(&format!("\"serving\":{n}")), "{beat}");
+    // Idle: beats (`heartbeat_ms = 200`) go on, and no agent's count is written again.
+    town.redis(&["CONFIG", "RESETSTAT"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let rewritten = calls(&town, &["hmset", "hdel"]);
+    let beats = calls(&town, &["hset"]);
+    assert_eq!(rewritten, 0, "an idle host wrote agents' counts");
+    assert!(beats >= 4, "{beats} heartbeats in 1.5 s");
+    // Mail to one agent: its count alone is written.
+    probe.apply(vec![Op::send(&agents[7], Kind::Task, "one")]);
+    poll(
+        "the agent's count to be written",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || match town.redis(&["HGET", &served, &agents[7]]).as_str() {
+            "1" => Ok(()),
+            v => Err(format!("count {v:?}")),
+        },
+    );
+    let status = town.json(&["status", "--json"]);
+    let h = &status["hosts"][0];
+    assert_eq!(h["agents"].as_object().map(|a| a.len()), Some(n), "{h}");
+    assert_eq!(h["agents"][&agents[7]], 1);
+    assert_eq!(h["handled"], 1);
+    let deep = town.ok(&["status", "--deep"]);
+    let line = deep
+        .lines()
+        .find(|l| l.contains("h1 (pid"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("{n} agents, 1 messages handled")) && !line.contains("r0007"),
+        "{deep}"
+    );
+    // A beat that fails (Redis refusing writes) leaves the counts unknown: once writes are
+    // accepted again, the next beat writes them all, even those that did not change.
+    let max = town.redis(&["CONFIG", "GET", "maxmemory"]);
+    let max = max.lines().nth(1).unwrap_or("0").to_string();
+    town.redis(&["CONFIG", "SET", "maxmemory", "1"]);
+    std::thread::sleep(Duration::from_millis(600));
+    town.redis(&["DEL", &served]);
+    town.redis(&["CONFIG", "SET", "maxmemory", &max]);
+    poll(
+        "the counts to be written again after a failed beat",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || match town.redis(&["HLEN", &served]).parse::<usize>() {
+            Ok(k) if k == n => Ok(()),
+            k => Err(format!("{k:?} counted")),
+        },
+    );
+    host.assert_running();
+    host.sigterm(Duration::from_secs(60));
+    assert_eq!(
+        town.redis(&["EXISTS", &served]),
+        "0",
+        "a stopped host's counts stay"
+    );
+}

@@ -131,6 +131,7 @@ fn dead_letters_events_finished_tasks_and_dead_hosts_are_capped() {
         "long-gone",
         "{\"name\":\"long-gone\",\"seen_ms\":1}",
     ]);
+    town.redis(&["HSET", &town.key("served:long-gone"), "c", "7"]);
     serve(&town);
     assert_eq!(town.xlen("dlq"), 3);
     assert!(town.xlen("events") <= 50, "{}", town.xlen("events"));
@@ -140,6 +141,7 @@ fn dead_letters_events_finished_tasks_and_dead_hosts_are_capped() {
     assert_eq!(status["tasks"]["completed"], 1, "{status}");
     let hosts = town.redis(&["HKEYS", &town.key("hosts")]);
     assert!(!hosts.contains("long-gone"), "{hosts}");
+    assert_eq!(town.redis(&["EXISTS", &town.key("served:long-gone")]), "0");
 }
 
 #[test]

@@ -457,9 +457,9 @@ async fn served(s: &Scratch, n: usize) -> Result<()> {
             .await?;
         let count = beat
             .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["agents"].as_object().map(|a| a.len()))
+            .and_then(|v| v["serving"].as_u64())
             .unwrap_or(0);
-        if count >= n {
+        if count >= n as u64 {
             return Ok(());
         }
         anyhow::ensure!(

@@ -141,7 +141,7 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
             println!("  none running");
         }
         for h in &status.hosts {
-            println!("  {}", h);
+            println!("  {}", host_line(h));
         }
     }
     println!("recent events:");
@@ -149,6 +149,36 @@ pub async fn run(town: &Town, args: StatusArgs) -> Result<()> {
         println!("  {}", format_event(e));
     }
     Ok(())
+}
+
+/// A host's heartbeat as one line: who it is, when it was last seen, what it serves; each
+/// agent's handled count only while there are few (`--json` has them all).
+fn host_line(h: &serde_json::Value) -> String {
+    let seen = h["seen_ms"].as_u64().unwrap_or(0);
+    let ago = crate::store::model::now_ms().saturating_sub(seen) as f64 / 1000.0;
+    let agents = h["agents"].as_object();
+    let serving = agents.map_or(0, |a| a.len());
+    let mut line = format!(
+        "{} (pid {} on {}): seen {ago:.1} s ago, {serving} agents, {} messages handled, {} \
+         instances",
+        h["name"].as_str().unwrap_or("?"),
+        h["pid"],
+        h["machine"].as_str().unwrap_or("?"),
+        h["handled"].as_u64().unwrap_or(0),
+        h["instances"].as_u64().unwrap_or(0),
+    );
+    match agents {
+        Some(a) if !a.is_empty() && a.len() <= STATUS_AGENTS => {
+            let each: Vec<String> = a.iter().map(|(n, k)| format!("{n} {k}")).collect();
+            line.push_str(&format!(": {}", each.join(", ")));
+        }
+        _ => {}
+    }
+    if let Some(b) = h["blocked"].as_object().filter(|b| !b.is_empty()) {
+        let names: Vec<&str> = b.keys().map(String::as_str).collect();
+        line.push_str(&format!("; cannot serve {}", names.join(", ")));
+    }
+    line
 }
 
 /// Marks agents with mail whose plugin could not be set up, as a host would find (its file,

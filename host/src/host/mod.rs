@@ -46,7 +46,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use crate::runtime::{Lookup, Runtime};
@@ -170,6 +169,7 @@ pub async fn run_until(
         slots: Arc::new(slots::Slots::new(town.config.host.max_instances)),
         changes,
         upkeep: Default::default(),
+        served: Default::default(),
     };
     tracing::info!(host = %sup.opts.name, town = %town.config.town.name, "host started");
     let mut outcome = Ok(());
@@ -202,7 +202,11 @@ pub async fn run_until(
         let _ = handle.await;
     }
     let mut c = town.db.conn.clone();
-    let _: Result<(), _> = c.hdel(town.db.keys.hosts(), &sup.opts.name).await;
+    let _: Result<(), _> = redis::pipe()
+        .hdel(town.db.keys.hosts(), &sup.opts.name)
+        .del(town.db.keys.served(&sup.opts.name))
+        .query_async(&mut c)
+        .await;
     let _ = town.db.release_host(&sup.opts.name, &sup.instance).await;
     tracing::info!(host = %sup.opts.name, "host stopped");
     outcome

@@ -16,6 +16,7 @@ mod name;
 
 pub(super) use name::claim_name;
 use name::write_heartbeat;
+pub(super) use name::Served;
 
 use super::mailboxes::Mailboxes;
 use super::runner::Runner;
@@ -87,6 +88,8 @@ pub(super) struct Supervisor {
     /// Changes of agents' records, from the event follower.
     pub(super) changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
     pub(super) upkeep: Upkeep,
+    /// The served counts as last written beside the heartbeat.
+    pub(super) served: Served,
 }
 
 /// The shortest time between two rounds, and how often `--until-idle` looks whether the town
@@ -298,6 +301,7 @@ impl Supervisor {
                 self.started,
                 &self.runners,
                 self.slots.live(),
+                &mut self.served,
             )
             .await;
         }

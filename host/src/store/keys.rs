@@ -150,9 +150,15 @@ impl Keys {
     pub fn usage(&self, day: &str) -> String {
         self.key(&["usage", day])
     }
-    /// Hash of host name -> JSON heartbeat.
+    /// Hash of host name -> JSON heartbeat: what the host is, when it was last seen, how many
+    /// agents it serves. Its size does not grow with the agents.
     pub fn hosts(&self) -> String {
         self.key(&["hosts"])
+    }
+    /// Hash of agent name -> messages handled, for the agents host `name` serves. Kept beside
+    /// the heartbeat, not in it, so that a beat writes only the counts that changed.
+    pub fn served(&self, name: &str) -> String {
+        self.key(&["served", name])
     }
 }
 

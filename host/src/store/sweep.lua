@@ -2,12 +2,13 @@
 -- policy. Run by every host every `sweep_ms`, for the agents it serves, and town-wide.
 --
 -- ARGV[1] key prefix   ARGV[2] now (ms)
--- ARGV[3] JSON {agents = [...], finished = [...], mailbox_keep, journal_keep, events,
+-- ARGV[3] JSON {agents = [...], finished = [...], hosts = [...], mailbox_keep, journal_keep, events,
 --               dead_letters, dead_letter_ms, shadow_records, finished_task_ms, dead_host_ms}
 -- `mailbox_keep` and `journal_keep` are each agent's shares of the town's budgets (Rust:
 -- `RetentionSection::shares`; a `journal_keep` of 0: the journal is off).
 -- KEYS: every key it touches (the key guard refuses others): the agents' mailboxes and shadow
--- records, the town-wide streams and sets, and the tasks of `finished`, the finished tasks old
+-- records, the town-wide streams and sets, the served counts of `hosts` (the heartbeats Rust
+-- saw), and the tasks of `finished`, the finished tasks old
 -- enough to go as Rust read them just before (`store/sweep.rs`). Each is checked again here,
 -- so a task read twice, or finished again since, is left alone: the sweep is safe to repeat.
 -- Returns JSON {trimmed = n, archived = n, hosts_forgotten = n}.
@@ -86,14 +87,19 @@ for _, id in ipairs(R.finished) do
   end
 end
 
--- Hosts that have not written a heartbeat for long are forgotten.
+-- Hosts that have not written a heartbeat for long are forgotten, with their served counts. A
+-- heartbeat written after Rust listed the hosts waits for the next sweep: its counts' key is
+-- not declared in this one.
 local forgotten = 0
+local listed = {}
+for _, h in ipairs(R.hosts or {}) do listed[h] = true end
 local hosts = call('HGETALL', key('hosts'))
 for i = 1, #hosts, 2 do
   local ok, beat = pcall(cjson.decode, hosts[i + 1])
   local seen = ok and type(beat) == 'table' and tonumber(beat.seen_ms) or 0
-  if seen < NOW - R.dead_host_ms then
+  if seen < NOW - R.dead_host_ms and listed[hosts[i]] then
     call('HDEL', key('hosts'), hosts[i])
+    call('DEL', key('served', hosts[i]))
     forgotten = forgotten + 1
   end
 end

@@ -17,7 +17,8 @@
 //!   the journals written under a larger one, before the town grew;
 //! - finished tasks older than `finished_task_secs` are removed, their counts by state kept
 //!   (`tt status`);
-//! - hosts silent for `dead_host_secs` are dropped from the heartbeat hash.
+//! - hosts silent for `dead_host_secs` are dropped from the heartbeat hash, with their served
+//!   counts.
 //!
 //! The script declares every key it touches (`store::script`). Which finished tasks are old
 //! enough is only known from what is stored, so the sweep reads that first and names those
@@ -75,8 +76,10 @@ impl Db {
         let finished_task_ms = policy.finished_task_secs.saturating_mul(1000);
         let mut conn = self.conn.clone();
         // Each agent's shares of the town's budgets, for the town's number of agents now.
-        let count: u64 = redis::cmd("SCARD")
-            .arg(self.keys.agents())
+        // And the hosts with a heartbeat: a silent one's served counts go with it.
+        let (count, hosts): (u64, Vec<String>) = redis::pipe()
+            .scard(self.keys.agents())
+            .hkeys(self.keys.hosts())
             .query_async(&mut conn)
             .await
             .map_err(error::from_redis)?;
@@ -103,12 +106,14 @@ impl Db {
         for a in agents {
             keys.extend([k.urgent(a), k.inbox(a), k.shadow(a), k.journal(a)]);
         }
+        keys.extend(hosts.iter().map(|h| k.served(h)));
         keys.extend(finished.iter().map(|id| k.task(id)));
         keys.sort();
         keys.dedup();
         let args = json!({
             "agents": agents,
             "finished": finished,
+            "hosts": hosts,
             "mailbox_keep": shares.mailbox,
             "journal_keep": shares.journal,
             "events": policy.events,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use redis::AsyncCommands;
+use serde_json::json;
 
 use super::{Event, Status, Town};
 use crate::store::conn::Conn;
@@ -39,10 +40,7 @@ impl Town {
         for (state, n) in archived {
             *tasks.entry(state).or_default() += n;
         }
-        let mut hosts: Vec<serde_json::Value> = hosts
-            .values()
-            .filter_map(|v| serde_json::from_str(v).ok())
-            .collect();
+        let mut hosts = self.with_served(hosts).await?;
         hosts.sort_by_key(|h| h["name"].as_str().unwrap_or("").to_string());
         let mut cannot_serve = std::collections::BTreeMap::new();
         for h in &hosts {
@@ -87,6 +85,31 @@ impl Town {
             .hgetall(k.hosts())
             .query_async(&mut c)
             .await?)
+    }
+
+    /// The hosts' heartbeats, each with the agents it serves and the messages each handled
+    /// (`agents`, from [`Keys::served`]), in one round trip.
+    ///
+    /// [`Keys::served`]: crate::store::keys::Keys::served
+    async fn with_served(&self, beats: HashMap<String, String>) -> Result<Vec<serde_json::Value>> {
+        if beats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut p = redis::pipe();
+        for name in beats.keys() {
+            p.hgetall(self.db.keys.served(name));
+        }
+        let mut c = self.db.conn.clone();
+        let served: Vec<HashMap<String, u64>> = p.query_async(&mut c).await?;
+        Ok(beats
+            .values()
+            .zip(served)
+            .filter_map(|(beat, agents)| {
+                let mut h: serde_json::Value = serde_json::from_str(beat).ok()?;
+                h.as_object_mut()?.insert("agents".into(), json!(agents));
+                Some(h)
+            })
+            .collect())
     }
 
     /// The hosts whose last heartbeat is younger than `max_age`, by name.

@@ -1,7 +1,7 @@
 //! This process's host name: claiming it (refusing a second live process under the same name,
 //! taking it over at once from one that crashed) and the heartbeat that says what it serves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 use anyhow::Result;
@@ -81,18 +81,54 @@ fn start_ticks(pid: i32) -> Option<u64> {
     procfs::stat(pid)?.get(19)?.parse().ok()
 }
 
+/// The counts of the agents a host serves as they were last written to [`Keys::served`]
+/// (`None` until a write of them all succeeds): each beat writes only what changed since, so an
+/// idle host's beat costs the same with ten agents or ten thousand.
+///
+/// [`Keys::served`]: crate::store::keys::Keys::served
+#[derive(Default)]
+pub(in crate::host) struct Served(Option<HashMap<String, u64>>);
+
+/// Writes the heartbeat (a few fields, however many agents) and the changes of the served
+/// counts, in one round trip. A failed write leaves the counts unknown: the next beat writes
+/// them all again.
 pub(super) async fn write_heartbeat(
     town: &Town,
     (host, instance): (&str, &str),
     started: u64,
     runners: &Runners,
     instances: usize,
+    served: &mut Served,
 ) {
-    let agents: BTreeMap<&String, u64> = runners
-        .iter()
-        .filter(|(_, (a, _))| a.serving())
-        .map(|(n, (a, _))| (n, a.handled.load(Ordering::Relaxed)))
+    let key = town.db.keys.served(host);
+    let mut p = redis::pipe();
+    let none = HashMap::new();
+    let written = match &served.0 {
+        Some(w) => w,
+        None => {
+            p.del(&key).ignore();
+            &none
+        }
+    };
+    let (mut serving, mut handled) = (0u64, 0u64);
+    let mut changed: Vec<(&String, u64)> = Vec::new();
+    for (name, (a, _)) in runners.iter().filter(|(_, (a, _))| a.serving()) {
+        let n = a.handled.load(Ordering::Relaxed);
+        (serving, handled) = (serving + 1, handled + n);
+        if written.get(name) != Some(&n) {
+            changed.push((name, n));
+        }
+    }
+    let gone: Vec<&String> = written
+        .keys()
+        .filter(|n| !runners.get(*n).is_some_and(|(a, _)| a.serving()))
         .collect();
+    for chunk in changed.chunks(1000) {
+        p.hset_multiple(&key, chunk).ignore();
+    }
+    if !gone.is_empty() {
+        p.hdel(&key, &gone).ignore();
+    }
     // What `tt status` marks: the agents this host cannot serve, and why.
     let blocked: BTreeMap<&String, String> = runners
         .iter()
@@ -102,10 +138,22 @@ pub(super) async fn write_heartbeat(
         "name": host, "instance": instance, "machine": super::super::default_host_name(),
         "pid": std::process::id(), "pid_start": start_ticks(std::process::id() as i32),
         "started_ms": started, "seen_ms": now_ms(),
-        "agents": agents, "blocked": blocked, "instances": instances,
+        "serving": serving, "handled": handled, "blocked": blocked, "instances": instances,
     });
+    p.hset(town.db.keys.hosts(), host, beat.to_string())
+        .ignore();
     let mut c = town.db.conn.clone();
-    let _: Result<(), _> = c.hset(town.db.keys.hosts(), host, beat.to_string()).await;
+    if p.query_async::<()>(&mut c).await.is_err() {
+        served.0 = None;
+        return;
+    }
+    let gone: Vec<String> = gone.into_iter().cloned().collect();
+    let changed: Vec<(String, u64)> = changed.into_iter().map(|(n, h)| (n.clone(), h)).collect();
+    let w = served.0.get_or_insert_with(HashMap::new);
+    for n in gone {
+        w.remove(&n);
+    }
+    w.extend(changed);
 }
 
 #[cfg(test)]
