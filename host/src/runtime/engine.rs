@@ -54,7 +54,8 @@ impl Runtime {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .consume_fuel(fuel);
+            .consume_fuel(fuel)
+            .with_host_stack(Arc::new(super::stacks::Creator(Default::default())));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let ticker = Ticker::start(&engine)?;
         Ok(Runtime {

@@ -5,6 +5,7 @@
 //! - [`bindings`]: the generated WIT bindings (one module, so nothing imports in a circle).
 //! - [`engine`]: the engine and compiled-code cache ([`Runtime`]).
 //! - [`ticker`]: the epoch ticker, which ticks only while guest code runs.
+//! - `stacks`: fiber stacks, kept for the next instance instead of unmapped.
 //! - [`plugin`]: loading a component for an agent and `tt plugin check`'s report.
 //! - [`instance`]: one agent's live instance, its limits and the `host` import.
 //! - [`lookup`]: the read-only questions a guest may ask, as a trait; `questions` answers the
@@ -24,6 +25,7 @@ pub mod plugin;
 mod questions;
 pub mod record;
 pub mod replay;
+mod stacks;
 pub mod ticker;
 
 pub use bindings::{wit, WIT_VERSION, WIT_VERSIONS};
