@@ -95,17 +95,18 @@ impl Town {
         if beats.is_empty() {
             return Ok(Vec::new());
         }
+        let beats: Vec<(String, String)> = beats.into_iter().collect();
         let mut p = redis::pipe();
-        for name in beats.keys() {
+        for (name, _) in &beats {
             p.hgetall(self.db.keys.served(name));
         }
         let mut c = self.db.conn.clone();
         let served: Vec<HashMap<String, u64>> = p.query_async(&mut c).await?;
         Ok(beats
-            .values()
+            .into_iter()
             .zip(served)
-            .filter_map(|(beat, agents)| {
-                let mut h: serde_json::Value = serde_json::from_str(beat).ok()?;
+            .filter_map(|((_, beat), agents)| {
+                let mut h: serde_json::Value = serde_json::from_str(&beat).ok()?;
                 h.as_object_mut()?.insert("agents".into(), json!(agents));
                 Some(h)
             })
