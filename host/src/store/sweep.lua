@@ -2,15 +2,16 @@
 -- policy. Run by every host every `sweep_ms`, for the agents it serves, and town-wide.
 --
 -- ARGV[1] key prefix   ARGV[2] now (ms)
--- ARGV[3] JSON {agents = [...], finished = [...], hosts = [...], mailbox_keep, journal_keep, events,
---               dead_letters, dead_letter_ms, shadow_records, finished_task_ms, dead_host_ms}
+-- ARGV[3] JSON {agents = [...], finished = [...], hosts = [...], mailbox_keep, journal_keep,
+--               events, dead_letters, dead_letter_ms, shadow_records, finished_task_ms,
+--               dead_host_ms}
 -- `mailbox_keep` and `journal_keep` are each agent's shares of the town's budgets (Rust:
 -- `RetentionSection::shares`; a `journal_keep` of 0: the journal is off).
 -- KEYS: every key it touches (the key guard refuses others): the agents' mailboxes and shadow
--- records, the town-wide streams and sets, the served counts of `hosts` (the heartbeats Rust
--- saw), and the tasks of `finished`, the finished tasks old
--- enough to go as Rust read them just before (`store/sweep.rs`). Each is checked again here,
--- so a task read twice, or finished again since, is left alone: the sweep is safe to repeat.
+-- records, the town-wide streams and sets, the served counts of `hosts` (the hosts whose
+-- heartbeats Rust saw), and the tasks of `finished`, the finished tasks old enough to go as
+-- Rust read them just before (`store/sweep.rs`). Each is checked again here, so a task read
+-- twice, or finished again since, is left alone: the sweep is safe to repeat.
 -- Returns JSON {trimmed = n, archived = n, hosts_forgotten = n}.
 
 local P = ARGV[1]
