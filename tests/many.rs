@@ -619,15 +619,18 @@ fn an_idle_hosts_heartbeat_does_not_grow_with_its_agents_nor_rewrite_their_count
     let n = agents.len() + 1;
     let mut host = Host::start(&town, "h1", 1);
     let served = town.key("served:h1");
-    poll(
-        "the host to count every agent it serves",
-        Duration::from_secs(60),
-        Duration::from_millis(20),
-        || match town.redis(&["HLEN", &served]).parse::<usize>() {
-            Ok(k) if k == n => Ok(()),
-            k => Err(format!("{k:?} counted")),
-        },
-    );
+    let all_counted = |what: &str| {
+        poll(
+            what,
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            || match town.redis(&["HLEN", &served]).parse::<usize>() {
+                Ok(k) if k == n => Ok(()),
+                k => Err(format!("{k:?} counted")),
+            },
+        )
+    };
+    all_counted("the host to count every agent it serves");
     let beat = town.redis(&["HGET", &town.key("hosts"), "h1"]);
     assert!(
         beat.len() < 1000,
@@ -675,15 +678,7 @@ fn an_idle_hosts_heartbeat_does_not_grow_with_its_agents_nor_rewrite_their_count
     std::thread::sleep(Duration::from_millis(600));
     town.redis(&["DEL", &served]);
     town.redis(&["CONFIG", "SET", "maxmemory", &max]);
-    poll(
-        "the counts to be written again after a failed beat",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || match town.redis(&["HLEN", &served]).parse::<usize>() {
-            Ok(k) if k == n => Ok(()),
-            k => Err(format!("{k:?} counted")),
-        },
-    );
+    all_counted("the counts to be written again after a failed beat");
     host.assert_running();
     host.sigterm(Duration::from_secs(60));
     assert_eq!(
