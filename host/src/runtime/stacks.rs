@@ -41,7 +41,7 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     fn new(size: usize) -> anyhow::Result<Mapping> {
         let page = page_size();
-        let len = size.div_ceil(page).max(1) * page + page;
+        let len = whole_pages(size) + page;
         // SAFETY: a new anonymous mapping, inaccessible until the stack part is opened below.
         unsafe {
             let base = libc::mmap(
@@ -81,6 +81,12 @@ impl Drop for Mapping {
     }
 }
 
+/// `size` rounded up to whole pages, at least one: a stack's usable size.
+fn whole_pages(size: usize) -> usize {
+    let page = page_size();
+    size.div_ceil(page).max(1) * page
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as usize
@@ -93,8 +99,7 @@ pub(super) struct Creator(pub(super) Arc<Stacks>);
 // until the `Stack` is dropped (then it is either unmapped or kept for a later `Stack`).
 unsafe impl StackCreator for Creator {
     fn new_stack(&self, size: usize, zeroed: bool) -> wasmtime::Result<Box<dyn StackMemory>> {
-        let page = page_size();
-        let wanted = size.div_ceil(page).max(1) * page;
+        let wanted = whole_pages(size);
         let reused = (!zeroed)
             .then(|| {
                 let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());

@@ -102,26 +102,24 @@ pub(super) async fn write_heartbeat(
 ) {
     let key = town.db.keys.served(host);
     let mut p = redis::pipe();
-    let none = HashMap::new();
-    let written = match &served.0 {
-        Some(w) => w,
-        None => {
-            p.del(&key).ignore();
-            &none
-        }
-    };
+    if served.0.is_none() {
+        p.del(&key).ignore();
+    }
+    let written = served.0.as_ref();
     let (mut serving, mut handled) = (0u64, 0u64);
-    let mut changed: Vec<(&String, u64)> = Vec::new();
+    let mut changed: Vec<(String, u64)> = Vec::new();
     for (name, (a, _)) in runners.iter().filter(|(_, (a, _))| a.serving()) {
         let n = a.handled.load(Ordering::Relaxed);
         (serving, handled) = (serving + 1, handled + n);
-        if written.get(name) != Some(&n) {
-            changed.push((name, n));
+        if written.and_then(|w| w.get(name)) != Some(&n) {
+            changed.push((name.clone(), n));
         }
     }
-    let gone: Vec<&String> = written
-        .keys()
+    let gone: Vec<String> = written
+        .into_iter()
+        .flat_map(|w| w.keys())
         .filter(|n| !runners.get(*n).is_some_and(|(a, _)| a.serving()))
+        .cloned()
         .collect();
     for chunk in changed.chunks(1000) {
         p.hset_multiple(&key, chunk).ignore();
@@ -147,11 +145,9 @@ pub(super) async fn write_heartbeat(
         served.0 = None;
         return;
     }
-    let gone: Vec<String> = gone.into_iter().cloned().collect();
-    let changed: Vec<(String, u64)> = changed.into_iter().map(|(n, h)| (n.clone(), h)).collect();
     let w = served.0.get_or_insert_with(HashMap::new);
-    for n in gone {
-        w.remove(&n);
+    for n in &gone {
+        w.remove(n);
     }
     w.extend(changed);
 }
