@@ -27,6 +27,11 @@
 //! shadow): the reader passes them to the supervisor ([`super::upkeep`]), so a host needs no
 //! connection following the town's events, whose every entry it would have to read.
 //!
+//! Mail is read only for an agent whose runner holds an instance slot (`super::slots`): one
+//! waiting without a slot is told its bell rang, takes a slot, and reads its mailbox itself.
+//! So the mail in a host's hands is bounded by its slots, whatever the backlogs of its agents
+//! ([`Waited::Slot`]). A resync looks for such an agent's mail with a read of one entry.
+//!
 //! Entries read for an agent that stopped waiting meanwhile are kept for its next wait (they
 //! are pending for this host: nothing is lost either way).
 //!
@@ -67,10 +72,27 @@ const BELLS_PER_READ: usize = 1000;
 /// Agents whose mailboxes one `XREADGROUP` reads.
 const AGENTS_PER_READ: usize = 256;
 
-/// Wakes a wait: `None` when there is mail in its mailbox's `kept`, else why its mailbox could
-/// not be read. The mail itself stays in `kept` until the wait takes it, so a wait that is
+/// Wakes a wait. Mail stays in its mailbox's `kept` until the wait takes it, so a wait that is
 /// dropped just after it was woken loses nothing.
-type Wake = Option<String>;
+enum Wake {
+    /// Mail is in `kept`.
+    Mail,
+    /// Mail came for an agent that holds no instance slot: it was not read (see [`Waited`]).
+    Slot,
+    /// Its mailbox could not be read: why.
+    Failed(String),
+}
+
+/// What a wait brought.
+pub(super) enum Waited {
+    Mail(Vec<Delivery>),
+    /// Mail came, and the agent holds no instance slot: it takes one, then reads its mailbox.
+    /// Mail is read only for agents that can handle it now, so a host's mail in hand is
+    /// bounded by its slots (`[host] max_instances`) whatever the backlogs: read for every
+    /// agent woken, 10,000 agents with a backlog of 100 each, queueing for 1,000 slots with up
+    /// to 64 messages each in hand, took the host to 488 MiB.
+    Slot,
+}
 
 struct Waiter {
     id: u64,
@@ -86,6 +108,8 @@ struct Mailbox {
     kept: Vec<Delivery>,
     /// Served under a lease (`mode = "exclusive"`), as its last wait said.
     exclusive: bool,
+    /// Its runner holds an instance slot, as its last wait said: only then is mail read for it.
+    ready: bool,
 }
 
 impl Mailbox {
@@ -96,6 +120,7 @@ impl Mailbox {
             rang: true,
             kept: Vec::new(),
             exclusive: false,
+            ready: false,
         }
     }
 
@@ -197,19 +222,25 @@ impl Mailboxes {
     /// waits only while the claim is fresh; the bells heard during the wait are answered only
     /// while it still is ([`Reader`]). Cancel-safe: dropping the future leaves the wait, and
     /// entries read meanwhile are kept for the next wait. `Err` when its mailbox cannot be read
-    /// (say, the agent was pruned and its streams are gone).
+    /// (say, the agent was pruned and its streams are gone). A runner that holds no instance
+    /// slot (not `ready`) is told when mail comes instead of given it ([`Waited::Slot`]).
     pub(super) async fn wait(
         self: &Arc<Self>,
         agent: &str,
         exclusive: bool,
-    ) -> Result<Vec<Delivery>> {
+        ready: bool,
+    ) -> Result<Waited> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let rx = {
             let mut boxes = self.boxes();
             let b = boxes.entry(agent.to_string()).or_insert_with(Mailbox::new);
             b.exclusive = exclusive;
+            b.ready = ready;
             if !b.kept.is_empty() {
-                return Ok(b.take());
+                return Ok(Waited::Mail(b.take()));
+            }
+            if b.rang && !ready {
+                return Ok(Waited::Slot);
             }
             // Registered under the lock the reader takes to hear a bell: a bell heard from
             // here on reads for this wait, one heard before marked the mailbox.
@@ -222,8 +253,8 @@ impl Mailboxes {
                 tokio::spawn(async move {
                     let mut c = this.town.db.conn.clone();
                     let one = [agent];
-                    match read(&this.town, &this.consumer, &mut c, &one, ">").await {
-                        Ok(found) => this.hand_out(found),
+                    match read(&this.town, &this.consumer, &mut c, &one, ">", READ_BATCH).await {
+                        Ok(found) => this.hand_out(found, false),
                         Err(e) => this.fail(&one[0], crate::store::error::one_line(&e)),
                     }
                 });
@@ -236,25 +267,29 @@ impl Mailboxes {
             id,
         };
         match rx.await {
-            Ok(Some(e)) => Err(anyhow::anyhow!("{e}")),
-            Ok(None) | Err(_) => {
+            Ok(Wake::Failed(e)) => Err(anyhow::anyhow!("{e}")),
+            Ok(Wake::Slot) => Ok(Waited::Slot),
+            Ok(Wake::Mail) | Err(_) => {
                 let mut boxes = self.boxes();
-                Ok(boxes.get_mut(agent).map(Mailbox::take).unwrap_or_default())
+                let mail = boxes.get_mut(agent).map(Mailbox::take);
+                Ok(Waited::Mail(mail.unwrap_or_default()))
             }
         }
     }
 
-    /// Puts what was read for each agent in its mailbox's `kept` and wakes its wait. (An agent
-    /// no longer served here leaves its entries pending, for whoever serves it.)
-    fn hand_out(&self, found: HashMap<String, Vec<Delivery>>) {
+    /// Puts what was read for each agent in its mailbox's `kept` and wakes its wait; when
+    /// `more` may be left, its next wait reads again. (An agent no longer served here leaves
+    /// its entries pending, for whoever serves it.)
+    fn hand_out(&self, found: HashMap<String, Vec<Delivery>>, more: bool) {
         let mut boxes = self.boxes();
         for (agent, batch) in found {
             let Some(b) = boxes.get_mut(&agent).filter(|_| !batch.is_empty()) else {
                 continue;
             };
             b.kept.extend(batch);
+            b.rang |= more;
             if let Some(w) = b.waiter.take() {
-                let _ = w.tx.send(None);
+                let _ = w.tx.send(Wake::Mail);
             }
         }
     }
@@ -268,17 +303,27 @@ impl Mailboxes {
         };
         match b.waiter.take() {
             Some(w) => {
-                let _ = w.tx.send(Some(why));
+                let _ = w.tx.send(Wake::Failed(why));
             }
             None => b.rang = true,
         }
     }
 
+    /// Whether mail may wait in `agent`'s mailbox, not read yet: a bell rang while it was not
+    /// waiting (or it never waited), and nothing read for it is kept.
+    pub(super) fn rang(&self, agent: &str) -> bool {
+        self.boxes()
+            .get(agent)
+            .is_none_or(|b| b.rang && b.kept.is_empty())
+    }
+
     /// The agent is about to read its mailbox itself: a bell heard before is answered by that.
     pub(super) fn reading(&self, agent: &str) {
-        if let Some(b) = self.boxes().get_mut(agent) {
-            b.rang = false;
-        }
+        let mut boxes = self.boxes();
+        boxes
+            .entry(agent.to_string())
+            .or_insert_with(Mailbox::new)
+            .rang = false;
     }
 
     /// The agent is no longer served here (its runner ended).
@@ -288,14 +333,15 @@ impl Mailboxes {
 }
 
 /// Reads the mailboxes of `agents` without blocking, from `from` (`>`: new mail; `0`: what
-/// this host was given before and has not acknowledged, so redelivered): what each has, urgent
-/// first.
+/// this host was given before and has not acknowledged, so redelivered), up to `count` entries
+/// a stream: what each has, urgent first.
 pub(super) async fn read(
     town: &Town,
     consumer: &str,
     conn: &mut Conn,
     agents: &[String],
     from: &str,
+    count: usize,
 ) -> Result<HashMap<String, Vec<Delivery>>> {
     let k = &town.db.keys;
     let mut owner: HashMap<String, (&str, Stream)> = HashMap::new();
@@ -304,7 +350,7 @@ pub(super) async fn read(
         .arg(GROUP)
         .arg(consumer)
         .arg("COUNT")
-        .arg(READ_BATCH)
+        .arg(count)
         .arg("STREAMS");
     for a in agents {
         for (key, kind) in [(k.urgent(a), Stream::Urgent), (k.inbox(a), Stream::Inbox)] {

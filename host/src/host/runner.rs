@@ -331,8 +331,10 @@ impl Runner {
         }
         self.finish_switch().await;
         if self.live.is_none() {
-            // The plugin does not load: keep the mail in hand (pending for this host).
+            // The plugin does not load: keep the mail in hand (pending for this host), and
+            // the slot taken to read it for agents that can be served.
             self.held = batch;
+            self.slot = None;
             self.activity.busy.store(false, Ordering::Relaxed);
             return Ok(());
         }

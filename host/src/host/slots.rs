@@ -3,10 +3,12 @@
 //! Every live instance maps its linear memory and an async stack, and the kernel limits a
 //! process's mappings (`vm.max_map_count`, 65,530 by default): ten thousand agents busy at once
 //! made instantiation fail with `Cannot allocate memory`. So a runner takes a slot before its
-//! agent's instance is made and gives it back when the instance is dropped (idle for
-//! `idle_instance_ms`, standby, stopped). While slots are free an idle agent keeps its instance;
-//! when a runner needs one and none is free, it asks one idle holder to give its slot up
-//! ([`Slots::take`]): the agents waiting in their shared read are the least recently busy, so
+//! agent's mail is read (and so before its instance is made) and gives it back when the
+//! instance is dropped (idle for `idle_instance_ms`, standby, stopped). Reading only into a
+//! slot also bounds the mail in a host's hands by the slots, not by the agents with mail
+//! ([`crate::host::mailboxes::Waited::Slot`]). While slots are free an idle agent keeps its
+//! instance; when a runner needs one and none is free, it asks one idle holder to give its slot
+//! up ([`Slots::take`]): the agents waiting in their shared read are the least recently busy, so
 //! the instances kept are those of the agents at work. A shadow's instance and a swapped-in
 //! instance made ready beside the old one are not counted: they are few and short-lived.
 

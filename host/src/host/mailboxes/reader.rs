@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tokio::sync::{mpsc, watch};
 
-use super::{read, Mailboxes, AGENTS_PER_READ, BELLS_PER_READ, BLOCK, RESYNC};
+use super::{read, Mailboxes, Wake, AGENTS_PER_READ, BELLS_PER_READ, BLOCK, RESYNC};
 use crate::host::upkeep::Change;
 use crate::store::conn::Conn;
+use crate::store::limits::READ_BATCH;
 use crate::store::streams;
 
 pub(super) struct Reader {
@@ -79,9 +80,9 @@ impl Reader {
                     }
                 }
                 self.resynced = Instant::now();
-                self.answer(all).await
+                self.answer(all, true).await
             } else {
-                self.answer(rung.into_iter().collect()).await
+                self.answer(rung.into_iter().collect(), false).await
             };
             // A read that failed is made good by reading every mailbox next time.
             resync = !answered;
@@ -149,18 +150,30 @@ impl Reader {
         Ok((rung, lost))
     }
 
-    /// Reads the mailboxes of the `agents` (rung, or all of them) that wait here, and marks
-    /// the others for their next wait (and, while the claim is stale, the exclusive ones for
-    /// when it is fresh again). False when a read failed.
-    async fn answer(&mut self, agents: Vec<String>) -> bool {
-        let mut waiting = Vec::new();
+    /// Reads the mailboxes of the `agents` (rung, or `all` of them) that wait here holding an
+    /// instance slot, tells those that wait without one (or, when they were not rung, looks
+    /// for their mail with a read of one entry a stream), and marks the others for their next
+    /// wait (and, while the claim is stale, the exclusive ones for when it is fresh again).
+    /// False when a read failed.
+    async fn answer(&mut self, agents: Vec<String>, all: bool) -> bool {
+        let (mut waiting, mut looked) = (Vec::new(), Vec::new());
         let fresh = self.mailboxes.claim_fresh();
         {
             let mut boxes = self.mailboxes.boxes();
             for a in agents {
                 if let Some(b) = boxes.get_mut(&a) {
                     if b.waiter.is_some() && (fresh || !b.exclusive) {
-                        waiting.push(a);
+                        if b.ready {
+                            waiting.push(a);
+                        } else if all {
+                            // Told only if mail is there: a slot taken for every idle agent
+                            // on each resync would drop the instances of those at work.
+                            looked.push(a);
+                        } else if let Some(w) = b.waiter.take() {
+                            // Its next wait, with a slot, reads.
+                            b.rang = true;
+                            let _ = w.tx.send(Wake::Slot);
+                        }
                     } else {
                         b.rang = true;
                         if b.waiter.is_some() {
@@ -170,13 +183,19 @@ impl Reader {
                 }
             }
         }
-        for chunk in waiting.chunks(AGENTS_PER_READ) {
+        self.read_all(&waiting, READ_BATCH).await && self.read_all(&looked, 1).await
+    }
+
+    /// Reads up to `count` entries of each stream of the `agents` and hands them out (with the
+    /// rest, if any, read by each agent's next wait). False when a read failed.
+    async fn read_all(&mut self, agents: &[String], count: usize) -> bool {
+        for chunk in agents.chunks(AGENTS_PER_READ) {
             let mut chunk = chunk.to_vec();
             while !chunk.is_empty() {
                 let m = &self.mailboxes;
-                match read(&m.town, &m.consumer, &mut self.conn, &chunk, ">").await {
+                match read(&m.town, &m.consumer, &mut self.conn, &chunk, ">", count).await {
                     Ok(found) => {
-                        m.hand_out(found);
+                        m.hand_out(found, count < READ_BATCH);
                         break;
                     }
                     Err(e) => {

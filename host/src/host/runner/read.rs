@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Result;
 
 use super::{Delivery, Runner};
-use crate::host::mailboxes;
+use crate::host::mailboxes::{self, Waited};
 use crate::store::keys::GROUP;
 use crate::store::limits::READ_BATCH;
 use crate::store::model::Stream;
@@ -31,7 +31,19 @@ impl Runner {
         let mut conn = self.town.db.conn.clone();
         // A pass over the pending lists goes on from its cursor until it has seen them all.
         let mid_pass = self.claim_cursor.iter().any(|c| c != "0-0");
-        if !self.recovering && (mid_pass || self.activity.reclaim.swap(false, Ordering::Relaxed)) {
+        let reclaim =
+            !self.recovering && (mid_pass || self.activity.reclaim.load(Ordering::Relaxed));
+        // Mail came while it was not waiting, or while it held no instance slot: read here,
+        // where a slot given up cannot leave mail read for it and not handled.
+        let rang = !(self.recovering || self.hot) && self.mailboxes.rang(&self.name);
+        // Mail is read only with a slot to handle it in (`mailboxes::Waited::Slot`).
+        if (reclaim || rang || self.recovering || self.hot) && !self.take_slot().await {
+            return Ok(Vec::new());
+        }
+        if reclaim {
+            if !mid_pass {
+                self.activity.reclaim.store(false, Ordering::Relaxed);
+            }
             let mut out = Vec::new();
             for (i, (stream, kind)) in streams.iter().enumerate() {
                 let v: redis::Value = redis::cmd("XAUTOCLAIM")
@@ -58,7 +70,7 @@ impl Runner {
                 return Ok(out);
             }
         }
-        if !(self.recovering || self.hot) {
+        if !(self.recovering || self.hot || rang) {
             return self.wait().await;
         }
         let id = if self.recovering {
@@ -69,7 +81,7 @@ impl Runner {
             ">"
         };
         let one = std::slice::from_ref(&self.name);
-        let out = mailboxes::read(&self.town, &self.consumer, &mut conn, one, id)
+        let out = mailboxes::read(&self.town, &self.consumer, &mut conn, one, id, READ_BATCH)
             .await?
             .remove(&self.name)
             .unwrap_or_default();
@@ -112,19 +124,42 @@ impl Runner {
                 std::future::pending().await
             }
         };
-        let (out, drop_it) = tokio::select! {
-            r = mailboxes.wait(&name, exclusive) => (r?, false),
-            _ = activity.wake.notified() => (Vec::new(), false),
-            _ = stop.changed() => (Vec::new(), false),
-            _ = timer => (Vec::new(), true),
-            _ = asked => (Vec::new(), true),
+        let ready = self.slot.is_some();
+        let (waited, drop_it) = tokio::select! {
+            r = mailboxes.wait(&name, exclusive, ready) => (r?, false),
+            _ = activity.wake.notified() => (Waited::Mail(Vec::new()), false),
+            _ = stop.changed() => (Waited::Mail(Vec::new()), false),
+            _ = timer => (Waited::Mail(Vec::new()), true),
+            _ = asked => (Waited::Mail(Vec::new()), true),
         };
         if drop_it {
             tracing::debug!(agent = %self.name, "idle: instance dropped");
             self.drop_instance();
         }
+        // Told of mail without a slot: the next read takes one, then reads.
+        let out = match waited {
+            Waited::Mail(out) => out,
+            Waited::Slot => Vec::new(),
+        };
         self.hot = more_may_wait(&out);
         Ok(out)
+    }
+
+    /// Takes an instance slot unless the runner holds one (waiting for an idle holder to give
+    /// one up, see [`crate::host::slots`]). False when the host stops first. A poke waits for
+    /// the slot: a wait for one given up leaves its ask behind, and each ask left over takes
+    /// an idle agent's instance.
+    async fn take_slot(&mut self) -> bool {
+        if self.slot.is_some() {
+            return true;
+        }
+        let (slots, mut stop) = (self.slots.clone(), self.stop.clone());
+        let slot = tokio::select! {
+            s = slots.take() => s,
+            _ = stop.changed() => return false,
+        };
+        self.slot = Some(slot);
+        true
     }
 }
 
