@@ -405,15 +405,49 @@ fn a_call_rings_the_bell_once_for_each_agent_it_gives_mail() {
 /// a minute later (what `tt bench scale` saw as a busy run ending 15 s late).
 #[test]
 fn a_host_whose_unheard_bells_were_trimmed_reads_every_mailbox_at_once() {
+    lost_bell(None, 1);
+}
+
+/// The same for an agent waiting without an instance slot (its instance dropped when idle):
+/// the reading of every mailbox looks for its mail one entry a stream, and the rest is read
+/// once it holds a slot.
+#[test]
+fn a_host_whose_unheard_bells_were_trimmed_reads_the_mail_of_agents_without_an_instance() {
+    lost_bell(Some(100), 3);
+}
+
+/// `messages` for one agent of two whose bell is trimmed before the host hears it, once every
+/// agent's instance was dropped after `idle_ms` without mail (`None`: the default, kept).
+fn lost_bell(idle_ms: Option<u64>, messages: usize) {
     let (town, probe, agents) = big_town(2, 2, 30_000);
+    if let Some(ms) = idle_ms {
+        let config = town.read_config();
+        town.write_config(
+            &config.replace("[host]\n", &format!("[host]\nidle_instance_ms = {ms}\n")),
+        );
+    }
     let mut host = Host::start(&town, "h1", 1);
     host.wait_serving(agents.len());
-    // A message whose bell is trimmed before the host can hear it: written with more than the
+    if idle_ms.is_some() {
+        // The runners took their slots to read their leftovers; idle, they give them back.
+        poll(
+            "every idle agent to give its instance slot back",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || match live_instances(&probe, "h1") {
+                0 => Ok(()),
+                n => Err(format!("{n} live")),
+            },
+        );
+    }
+    // Mail whose bell is trimmed before the host can hear it: written with more than the
     // bell keeps after it, in one script (one step of Redis: the reader cannot read between).
     let lost = r#"
-        redis.call('XADD', KEYS[1], '*', 'id', 'm-lost', 'from', 'conductor', 'to', ARGV[1],
-          'kind', 'info', 'body', 'its bell was trimmed', 'prio', 'normal', 'task', '',
-          'corr', '', 'ts', ARGV[2])
+        for i = 1, tonumber(ARGV[3]) do
+          redis.call('XADD', KEYS[1], '*', 'id', 'm-lost-' .. i, 'from', 'conductor',
+            'to', ARGV[1], 'kind', 'info', 'body', 'its bell was trimmed', 'prio', 'normal',
+            'task', '', 'corr', '', 'ts', ARGV[2])
+        end
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'a', ARGV[1])
         for i = 1, 102000 do
           redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'a', 'nobody')
@@ -429,23 +463,24 @@ fn a_host_whose_unheard_bells_were_trimmed_reads_every_mailbox_at_once() {
         .arg(probe.stream("inbox", agent))
         .arg(probe.town.db.keys.bell())
         .arg(agent)
-        .arg(common::fleet::now_ms());
+        .arg(common::fleet::now_ms())
+        .arg(messages);
     let first: Vec<String> = probe.query(&p);
     assert_eq!(first, ["nobody"], "the bell naming {agent} was trimmed");
     let written = Instant::now();
     poll(
-        "the message whose bell was lost to be handled",
+        "the messages whose bell was lost to be handled",
         Duration::from_secs(60),
         Duration::from_millis(20),
         || {
             host.assert_running();
             match probe.handled(std::slice::from_ref(agent))[0] {
-                1 => Ok(()),
+                n if n == messages as u64 => Ok(()),
                 n => Err(format!("{n} handled")),
             }
         },
     );
-    // The periodic resync would have found it too, but only up to half a minute later.
+    // The periodic resync would have found them too, but only up to half a minute later.
     assert!(
         written.elapsed() < Duration::from_secs(10),
         "the mail of a lost bell waited {:?}; the host's log:\n{}",
