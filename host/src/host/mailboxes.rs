@@ -30,7 +30,7 @@
 //! Mail is read only for an agent whose runner holds an instance slot (`super::slots`): one
 //! waiting without a slot is told its bell rang, takes a slot, and reads its mailbox itself.
 //! So the mail in a host's hands is bounded by its slots, whatever the backlogs of its agents
-//! ([`Waited::Slot`]). A resync looks for such an agent's mail with a read of one entry.
+//! ([`Mailbox::ready`]). A resync looks for such an agent's mail with a read of one entry.
 //!
 //! Entries read for an agent that stopped waiting meanwhile are kept for its next wait (they
 //! are pending for this host: nothing is lost either way).
@@ -72,27 +72,11 @@ const BELLS_PER_READ: usize = 1000;
 /// Agents whose mailboxes one `XREADGROUP` reads.
 const AGENTS_PER_READ: usize = 256;
 
-/// Wakes a wait. Mail stays in its mailbox's `kept` until the wait takes it, so a wait that is
-/// dropped just after it was woken loses nothing.
-enum Wake {
-    /// Mail is in `kept`.
-    Mail,
-    /// Mail came for an agent that holds no instance slot: it was not read (see [`Waited`]).
-    Slot,
-    /// Its mailbox could not be read: why.
-    Failed(String),
-}
-
-/// What a wait brought.
-pub(super) enum Waited {
-    Mail(Vec<Delivery>),
-    /// Mail came, and the agent holds no instance slot: it takes one, then reads its mailbox.
-    /// Mail is read only for agents that can handle it now, so a host's mail in hand is
-    /// bounded by its slots (`[host] max_instances`) whatever the backlogs: read for every
-    /// agent woken, 10,000 agents with a backlog of 100 each, queueing for 1,000 slots with up
-    /// to 64 messages each in hand, took the host to 488 MiB.
-    Slot,
-}
+/// Wakes a wait: `None` when there is mail in its mailbox's `kept` (or, for a runner without
+/// an instance slot, when its bell rang), else why its mailbox could not be read. The mail
+/// itself stays in `kept` until the wait takes it, so a wait that is dropped just after it was
+/// woken loses nothing.
+type Wake = Option<String>;
 
 struct Waiter {
     id: u64,
@@ -109,6 +93,9 @@ struct Mailbox {
     /// Served under a lease (`mode = "exclusive"`), as its last wait said.
     exclusive: bool,
     /// Its runner holds an instance slot, as its last wait said: only then is mail read for it.
+    /// Otherwise its wait ends with nothing and `rang` set, and the runner takes a slot before
+    /// it reads. Read for every agent woken, 10,000 agents with a backlog of 100 each, queueing
+    /// for 1,000 slots with up to 64 messages each in hand, took the host to 488 MiB.
     ready: bool,
 }
 
@@ -223,13 +210,13 @@ impl Mailboxes {
     /// while it still is ([`Reader`]). Cancel-safe: dropping the future leaves the wait, and
     /// entries read meanwhile are kept for the next wait. `Err` when its mailbox cannot be read
     /// (say, the agent was pruned and its streams are gone). A runner that holds no instance
-    /// slot (not `ready`) is told when mail comes instead of given it ([`Waited::Slot`]).
+    /// slot (not `ready`) is woken with nothing when mail comes ([`Mailboxes::rang`] says so).
     pub(super) async fn wait(
         self: &Arc<Self>,
         agent: &str,
         exclusive: bool,
         ready: bool,
-    ) -> Result<Waited> {
+    ) -> Result<Vec<Delivery>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let rx = {
             let mut boxes = self.boxes();
@@ -237,10 +224,10 @@ impl Mailboxes {
             b.exclusive = exclusive;
             b.ready = ready;
             if !b.kept.is_empty() {
-                return Ok(Waited::Mail(b.take()));
+                return Ok(b.take());
             }
             if b.rang && !ready {
-                return Ok(Waited::Slot);
+                return Ok(Vec::new());
             }
             // Registered under the lock the reader takes to hear a bell: a bell heard from
             // here on reads for this wait, one heard before marked the mailbox.
@@ -267,12 +254,10 @@ impl Mailboxes {
             id,
         };
         match rx.await {
-            Ok(Wake::Failed(e)) => Err(anyhow::anyhow!("{e}")),
-            Ok(Wake::Slot) => Ok(Waited::Slot),
-            Ok(Wake::Mail) | Err(_) => {
+            Ok(Some(e)) => Err(anyhow::anyhow!("{e}")),
+            Ok(None) | Err(_) => {
                 let mut boxes = self.boxes();
-                let mail = boxes.get_mut(agent).map(Mailbox::take);
-                Ok(Waited::Mail(mail.unwrap_or_default()))
+                Ok(boxes.get_mut(agent).map(Mailbox::take).unwrap_or_default())
             }
         }
     }
@@ -289,7 +274,7 @@ impl Mailboxes {
             b.kept.extend(batch);
             b.rang |= more;
             if let Some(w) = b.waiter.take() {
-                let _ = w.tx.send(Wake::Mail);
+                let _ = w.tx.send(None);
             }
         }
     }
@@ -303,7 +288,7 @@ impl Mailboxes {
         };
         match b.waiter.take() {
             Some(w) => {
-                let _ = w.tx.send(Wake::Failed(why));
+                let _ = w.tx.send(Some(why));
             }
             None => b.rang = true,
         }

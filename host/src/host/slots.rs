@@ -6,7 +6,7 @@
 //! agent's mail is read (and so before its instance is made) and gives it back when the
 //! instance is dropped (idle for `idle_instance_ms`, standby, stopped). Reading only into a
 //! slot also bounds the mail in a host's hands by the slots, not by the agents with mail
-//! ([`crate::host::mailboxes::Waited::Slot`]). While slots are free an idle agent keeps its
+//! ([`crate::host::mailboxes`]). While slots are free an idle agent keeps its
 //! instance; when a runner needs one and none is free, it asks one idle holder to give its slot
 //! up ([`Slots::take`]): the agents waiting in their shared read are the least recently busy, so
 //! the instances kept are those of the agents at work. A shadow's instance and a swapped-in

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tokio::sync::{mpsc, watch};
 
-use super::{read, Mailboxes, Wake, AGENTS_PER_READ, BELLS_PER_READ, BLOCK, RESYNC};
+use super::{read, Mailboxes, AGENTS_PER_READ, BELLS_PER_READ, BLOCK, RESYNC};
 use crate::host::upkeep::Change;
 use crate::store::conn::Conn;
 use crate::store::limits::READ_BATCH;
@@ -170,9 +170,9 @@ impl Reader {
                             // on each resync would drop the instances of those at work.
                             looked.push(a);
                         } else if let Some(w) = b.waiter.take() {
-                            // Its next wait, with a slot, reads.
+                            // Woken with nothing: it takes a slot, then reads.
                             b.rang = true;
-                            let _ = w.tx.send(Wake::Slot);
+                            let _ = w.tx.send(None);
                         }
                     } else {
                         b.rang = true;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Result;
 
 use super::{Delivery, Runner};
-use crate::host::mailboxes::{self, Waited};
+use crate::host::mailboxes;
 use crate::store::keys::GROUP;
 use crate::store::limits::READ_BATCH;
 use crate::store::model::Stream;
@@ -36,7 +36,7 @@ impl Runner {
         // Mail came while it was not waiting, or while it held no instance slot: read here,
         // where a slot given up cannot leave mail read for it and not handled.
         let rang = !(self.recovering || self.hot) && self.mailboxes.rang(&self.name);
-        // Mail is read only with a slot to handle it in (`mailboxes::Waited::Slot`).
+        // Mail is read only with a slot to handle it in (see `crate::host::mailboxes`).
         if (reclaim || rang || self.recovering || self.hot) && !self.take_slot().await {
             return Ok(Vec::new());
         }
@@ -124,23 +124,19 @@ impl Runner {
                 std::future::pending().await
             }
         };
+        // Without a slot, mail wakes it with nothing: its next read takes one, then reads.
         let ready = self.slot.is_some();
-        let (waited, drop_it) = tokio::select! {
+        let (out, drop_it) = tokio::select! {
             r = mailboxes.wait(&name, exclusive, ready) => (r?, false),
-            _ = activity.wake.notified() => (Waited::Mail(Vec::new()), false),
-            _ = stop.changed() => (Waited::Mail(Vec::new()), false),
-            _ = timer => (Waited::Mail(Vec::new()), true),
-            _ = asked => (Waited::Mail(Vec::new()), true),
+            _ = activity.wake.notified() => (Vec::new(), false),
+            _ = stop.changed() => (Vec::new(), false),
+            _ = timer => (Vec::new(), true),
+            _ = asked => (Vec::new(), true),
         };
         if drop_it {
             tracing::debug!(agent = %self.name, "idle: instance dropped");
             self.drop_instance();
         }
-        // Told of mail without a slot: the next read takes one, then reads.
-        let out = match waited {
-            Waited::Mail(out) => out,
-            Waited::Slot => Vec::new(),
-        };
         self.hot = more_may_wait(&out);
         Ok(out)
     }
