@@ -1655,6 +1655,23 @@ fn an_unreachable_redis_fails_fast_with_a_hint() {
 }
 
 #[test]
+fn a_command_draws_no_error_reply_from_redis() {
+    // Each command is a process of its own that connects once: nothing of its set-up may cost
+    // a round trip Redis refuses (redis-rs's `CLIENT SETINFO`, unknown to Redis 7.0).
+    let town = TestTown::new();
+    town.ok(&["spawn", "alice"]);
+    town.redis(&["CONFIG", "RESETSTAT"]);
+    town.ok(&["send", "alice", "hello"]);
+    town.ok(&["inbox", "alice"]);
+    let stats = town.redis(&["INFO", "stats"]);
+    let errors = stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("total_error_replies:"))
+        .expect("INFO stats names total_error_replies");
+    assert_eq!(errors, "0", "{}", town.redis(&["INFO", "errorstats"]));
+}
+
+#[test]
 fn init_without_redis_server_says_how_to_install_it() {
     let town = TestTown::bare();
     let bin = town.path().join("bin");

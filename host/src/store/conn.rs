@@ -132,22 +132,21 @@ impl Db {
                     .map_err(|e| connect_err(config, e))?,
             ),
         };
-        // The embedded server may have been started under an older config.
+        // Credentials are checked on first use: ask once, so a refusal is reported as such.
+        // The embedded server may have been started under an older config: its settings go in
+        // the same round trip.
+        let mut first = redis::pipe();
         if matches!(config.redis.target(), RedisTarget::Embedded { .. }) {
-            let mut c = conn.clone();
-            let mut set = redis::cmd("CONFIG");
-            set.arg("SET");
+            let set = first.cmd("CONFIG").arg("SET");
             for (name, value) in embedded::settings(config.retention.maxmemory_mb) {
                 set.arg(name).arg(value);
             }
-            set.query_async::<()>(&mut c)
-                .await
-                .map_err(|e| connect_err(config, e))?;
+            set.ignore();
         }
-        // Credentials are checked on first use: ask once, so a refusal is reported as such.
+        first.cmd("PING");
         let mut probe = conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut probe)
+        first
+            .query_async::<(String,)>(&mut probe)
             .await
             .map_err(|e| connect_err(config, e))?;
         Ok(Db {
@@ -187,8 +186,10 @@ impl Db {
 fn target(config: &Config) -> Result<Target> {
     let password = config.redis_password()?;
     let username = config.redis.username.clone();
+    // Every connection skips `CLIENT SETINFO`: a round trip at each connect that Redis 7.0
+    // refuses anyway, and a short command like `tt send` connects once per process.
     let with_auth = |info: redis::ConnectionInfo| {
-        let mut settings = info.redis_settings().clone();
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
         if let Some(p) = &password {
             settings = settings.set_password(p);
         }
