@@ -188,7 +188,7 @@ fn target(config: &Config) -> Result<Target> {
     let username = config.redis.username.clone();
     // Every connection skips `CLIENT SETINFO`: a round trip at each connect that Redis 7.0
     // refuses anyway, and a short command like `tt send` connects once per process.
-    let with_auth = |info: redis::ConnectionInfo| {
+    let with_settings = |info: redis::ConnectionInfo| {
         let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
         if let Some(p) = &password {
             settings = settings.set_password(p);
@@ -203,7 +203,7 @@ fn target(config: &Config) -> Result<Target> {
             let socket =
                 Embedded::new(config).ensure(&appendfsync, config.retention.maxmemory_mb)?;
             let info = redis::ConnectionAddr::Unix(socket).into_connection_info()?;
-            return Ok(Target::Single(redis::Client::open(with_auth(info))?));
+            return Ok(Target::Single(redis::Client::open(with_settings(info))?));
         }
         RedisTarget::Url(url) => (url, false),
         RedisTarget::Cluster(url) => (url, true),
@@ -215,7 +215,7 @@ fn target(config: &Config) -> Result<Target> {
              or redis+cluster://host:port",
         )
     })?;
-    let info = with_auth(info);
+    let info = with_settings(info);
     if cluster {
         let client = cluster_client(&info, RESPONSE_TIMEOUT)
             .map_err(|e| error::fail(format!("Redis Cluster {url}: {e}"), "check [redis] url"))?;
