@@ -83,19 +83,21 @@ pub(super) async fn suite(opts: &BenchOptions, agents: &[usize], idle: Duration)
     let mut base = Subject::start(opts, 10, idle).await?;
     for &n in agents {
         let mut big = Subject::start(opts, n, idle).await?;
+        let mut alone = super::alone::Alone::start(opts, n, FIRST).await?;
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..TURNS {
             ours.push(base.busy().await?);
             theirs.push(big.busy().await?);
+            alone.turn(BUSY).await?;
         }
         let big = big.finish(theirs).await?;
         let base = base.figures(ours).await?;
-        report(n, &big, &base, connections);
+        report(n, &big, &base, connections, &alone);
     }
     base.host.stop()
 }
 
-fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
+fn report(n: usize, big: &Figures, base: &Figures, bound: usize, alone: &super::alone::Alone) {
     let line = |what: &str, b: String, s: String, target: &str| {
         println!("  {what:<34} {b:>14}   (10 agents: {s:>12})   {target}");
     };
@@ -175,6 +177,7 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize) {
         turns.join(", "),
         ratios[ratios.len() / 2]
     );
+    alone.report(n);
     let kib_per_agent = big.redis_mib * 1024.0 / n as f64;
     line(
         "Redis memory after the busy runs",

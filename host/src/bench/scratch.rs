@@ -16,7 +16,7 @@ use crate::store::model::Kind;
 use crate::town::Town;
 
 /// The most messages [`Scratch::fill`] sends in one applier call.
-const FILL_OPS: usize = 500;
+pub(super) const FILL_OPS: usize = 500;
 
 /// An agent of a scratch town: name, plugin (file stem in plugins/dist; empty for a
 /// mailbox-only agent), init config.
