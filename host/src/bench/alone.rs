@@ -66,7 +66,7 @@ impl Alone {
         Ok(())
     }
 
-    /// The line of the report: medians, CPU per entry, the turns and the median ratio.
+    /// Its lines of the report: the medians, CPU per message, the turns and the median ratio.
     pub(super) fn report(&self, n: usize) {
         if self.turns.is_empty() {
             return;

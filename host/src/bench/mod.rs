@@ -14,9 +14,9 @@
 //! - [`scaling`]: several hosts, polyglot load times.
 //! - [`swap`]: the pause in handling a swap causes (`tt bench swap`).
 //! - [`big`]: a big town on one host (`tt bench scale`): start, memory, connections, idle
-//!   CPU, latency, throughput and `tt send`, beside a 10-agent town of the same run; [`alone`]:
-//!   the same mail as bare appends to two Redis servers, what the number of mailboxes costs
-//!   Redis itself.
+//!   CPU, latency, throughput and `tt send`, beside a 10-agent town of the same run;
+//!   [`alone`]: the same mail through bare mailboxes on two Redis servers, what the number of
+//!   mailboxes costs Redis itself.
 //! - [`exec`]: what confining a program costs per `exec`.
 //! - [`soak`]: memory and throughput over a long run (`tt bench soak`).
 
