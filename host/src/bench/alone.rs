@@ -268,7 +268,11 @@ mod tests {
         assert!(run.rate > 0.0, "{}", run.rate);
         let mut c = server.s.town.db.conn.clone();
         for (_, key) in &server.streams {
-            let len: i64 = redis::cmd("XLEN").arg(key).query_async(&mut c).await.unwrap();
+            let len: i64 = redis::cmd("XLEN")
+                .arg(key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
             assert_eq!(len, 200, "{key}");
             let groups: redis::Value = redis::cmd("XINFO")
                 .arg(&["GROUPS", key])
