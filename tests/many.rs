@@ -329,6 +329,17 @@ fn bench_scale_refuses_an_empty_town_size() {
     );
 }
 
+#[test]
+fn bench_scale_refuses_zero_turns() {
+    let town = TestTown::bare();
+    let r = town.refused(
+        &["bench", "scale", "--turns", "0"],
+        2,
+        &["--turns needs 1 or more"],
+    );
+    assert!(r.hint.contains("--turns 15"), "{}", r.stderr);
+}
+
 /// `tt` is linked position-dependent on Linux (`host/build.rs`): a command then starts without
 /// the loader rewriting ~1 MB of relocated data, about a millisecond of every `tt send`.
 #[test]

@@ -262,6 +262,7 @@ mod tests {
             appendfsync: "everysec".into(),
             scale_agents: vec![],
             idle: Duration::ZERO,
+            turns: 1,
         };
         let mut server = Server::start(&opts, 3).await.unwrap();
         let run = server.mail(600).await.unwrap();

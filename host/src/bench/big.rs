@@ -39,7 +39,7 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     /// Every agent's first mail ([`FIRST`] messages in all), then every agent busy ([`BUSY`]),
-    /// [`TURNS`] times.
+    /// `--turns` times.
     first: Run,
     busy: Vec<Run>,
     /// Redis's `used_memory` after the busy runs, in MiB.
@@ -66,13 +66,13 @@ struct Run {
     redis_waited: Option<f64>,
 }
 
-/// Busy runs of each town, taken in turn with the baseline's: this machine's speed drifts by
-/// as much as a half over minutes (a shared VM), so one run of each, minutes apart, compares
-/// the machine as much as the towns. The median of each is reported, and every turn with its
-/// ratio to the baseline turn just before it, and the median of those ratios.
-const TURNS: usize = 5;
-
 /// Runs the suite for each count of `agents`, with an idle window of `idle`.
+///
+/// The busy runs of each town (`--turns`) are taken in turn with the baseline's: this
+/// machine's speed drifts by as much as a half over minutes (a shared VM), so one run of each,
+/// minutes apart, compares the machine as much as the towns. The median of each is reported,
+/// and every turn with its ratio to the baseline turn just before it, and the median of those
+/// ratios.
 pub(super) async fn suite(opts: &BenchOptions, agents: &[usize], idle: Duration) -> Result<()> {
     let connections = crate::store::config::HostSection::default().connections;
     println!(
@@ -85,7 +85,7 @@ pub(super) async fn suite(opts: &BenchOptions, agents: &[usize], idle: Duration)
         let mut big = Subject::start(opts, n, idle).await?;
         let mut alone = super::alone::Alone::start(opts, n, FIRST).await?;
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..TURNS {
+        for _ in 0..opts.turns {
             ours.push(base.busy().await?);
             theirs.push(big.busy().await?);
             alone.turn(BUSY).await?;
@@ -172,8 +172,9 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize, alone: &super::
         .collect();
     ratios.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "    every agent busy, {TURNS} turns beside the 10-agent town's: {} msg/s; \
+        "    every agent busy, {} turns beside the 10-agent town's: {} msg/s; \
          median ratio {:.2}",
+        turns.len(),
         turns.join(", "),
         ratios[ratios.len() / 2]
     );

@@ -48,6 +48,8 @@ pub struct BenchOptions {
     pub scale_agents: Vec<usize>,
     /// How long `tt bench scale` measures an idle town's CPU.
     pub idle: Duration,
+    /// Busy runs of each town in `tt bench scale`.
+    pub turns: usize,
 }
 
 pub(crate) fn rss_kib() -> u64 {

@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// `scale`: how long to measure an idle town's CPU, in seconds.
     #[arg(long, default_value_t = 30)]
     pub idle_secs: u64,
+    /// `scale`: busy runs of each town, taken in turns; more turns give a steadier median
+    /// ratio on a machine whose speed drifts.
+    #[arg(long, default_value_t = 5)]
+    pub turns: usize,
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -41,11 +45,18 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         appendfsync,
         agents,
         idle_secs,
+        turns,
     } = args;
     if agents.contains(&0) || agents.is_empty() {
         return Err(crate::store::error::usage(
             "--agents needs town sizes above 0",
             "give them comma-separated, for example --agents 1000,10000",
+        ));
+    }
+    if turns == 0 {
+        return Err(crate::store::error::usage(
+            "--turns needs 1 or more",
+            "the busy runs of each town, for example --turns 15 (the default is 5)",
         ));
     }
     // The scratch towns live elsewhere: their configs need the plugins' absolute paths.
@@ -58,6 +69,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             appendfsync,
             scale_agents: agents,
             idle: std::time::Duration::from_secs(idle_secs.max(1)),
+            turns,
         },
     )
     .await
