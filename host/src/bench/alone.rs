@@ -19,7 +19,7 @@ use anyhow::Result;
 
 use super::redis_stats::{redis_cpu, settled};
 use super::scratch::{Scratch, FILL_OPS};
-use super::BenchOptions;
+use super::{median_by, turn_ratios, BenchOptions};
 use crate::store::streams;
 
 /// A server holding `streams` mailboxes and nothing else.
@@ -68,24 +68,17 @@ impl Alone {
 
     /// Its lines of the report: the medians, CPU per message, the turns and the median ratio.
     pub(super) fn report(&self, n: usize) {
-        if self.turns.is_empty() {
+        let (bigs, smalls): (Vec<Run>, Vec<Run>) = self.turns.iter().copied().unzip();
+        let (Some(big), Some(small)) =
+            (median_by(&bigs, |r| r.rate), median_by(&smalls, |r| r.rate))
+        else {
             return;
-        }
-        let median_of = |mut v: Vec<Run>| {
-            v.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-            v[v.len() / 2]
         };
-        let big = median_of(self.turns.iter().map(|t| t.0).collect());
-        let small = median_of(self.turns.iter().map(|t| t.1).collect());
-        let mut ratios: Vec<f64> = self.turns.iter().map(|(b, s)| b.rate / s.rate).collect();
-        let mut cpu: Vec<f64> = (self.turns.iter())
-            .map(|(b, s)| b.cpu.as_secs_f64() / s.cpu.as_secs_f64())
-            .collect();
-        cpu.sort_by(|a, b| a.total_cmp(b));
-        let turns: Vec<String> = (self.turns.iter().zip(&ratios))
-            .map(|((b, s), r)| format!("{:.0} / {:.0} ({r:.2})", b.rate, s.rate))
-            .collect();
-        ratios.sort_by(|a, b| a.total_cmp(b));
+        let pairs = |f: fn(&Run) -> f64| -> Vec<(f64, f64)> {
+            self.turns.iter().map(|(b, s)| (f(b), f(s))).collect()
+        };
+        let (turns, ratio) = turn_ratios(&pairs(|r| r.rate));
+        let (_, cpu_ratio) = turn_ratios(&pairs(|r| r.cpu.as_secs_f64()));
         println!(
             "  Redis alone, the same mail through {n} bare mailboxes / 10 (appended, read by a \
              group, acknowledged; no town, no host): {:.0} / {:.0} msg/s, CPU per message \
@@ -94,13 +87,9 @@ impl Alone {
             small.rate,
             big.cpu.as_secs_f64() * 1e6,
             small.cpu.as_secs_f64() * 1e6,
-            cpu[cpu.len() / 2]
+            cpu_ratio
         );
-        println!(
-            "    turns: {}; median ratio {:.2}",
-            turns.join(", "),
-            ratios[ratios.len() / 2]
-        );
+        println!("    turns: {turns}; median ratio {ratio:.2}");
     }
 }
 

@@ -17,7 +17,7 @@ use super::redis_stats::{
 };
 use super::scratch::{Scratch, Spec};
 use super::sink::{added, counted, forwarded};
-use super::{ms, percentile, us, BenchOptions};
+use super::{median_by, ms, percentile, turn_ratios, us, BenchOptions};
 use crate::store::applier::Op;
 use crate::store::config::ServeMode;
 use crate::store::model::Kind;
@@ -162,21 +162,15 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize, alone: &super::
         println!("    Redis's top commands: {}", b.commands);
         println!("    (10 agents: {})", s.commands);
     }
-    // Each turn beside the baseline's taken just before it: the ratio of a pair is what this
-    // machine's drift disturbs least.
-    let mut ratios: Vec<f64> = (big.busy.iter().zip(&base.busy))
-        .map(|(b, s)| b.rate / s.rate)
+    // Each turn beside the baseline's taken just before it.
+    let pairs: Vec<(f64, f64)> = (big.busy.iter().zip(&base.busy))
+        .map(|(b, s)| (b.rate, s.rate))
         .collect();
-    let turns: Vec<String> = (big.busy.iter().zip(&base.busy).zip(&ratios))
-        .map(|((b, s), r)| format!("{:.0} / {:.0} ({r:.2})", b.rate, s.rate))
-        .collect();
-    ratios.sort_by(|a, b| a.total_cmp(b));
+    let (turns, ratio) = turn_ratios(&pairs);
     println!(
-        "    every agent busy, {} turns beside the 10-agent town's: {} msg/s; \
-         median ratio {:.2}",
-        turns.len(),
-        turns.join(", "),
-        ratios[ratios.len() / 2]
+        "    every agent busy, {} turns beside the 10-agent town's: {turns} msg/s; \
+         median ratio {ratio:.2}",
+        pairs.len(),
     );
     alone.report(n);
     let kib_per_agent = big.redis_mib * 1024.0 / n as f64;
@@ -196,12 +190,7 @@ fn report(n: usize, big: &Figures, base: &Figures, bound: usize, alone: &super::
 
 /// The run of median rate (a run that did not finish, NaN, counts as the slowest).
 fn median(runs: &[Run]) -> Run {
-    let mut sorted = runs.to_vec();
-    sorted.sort_by(|a, b| {
-        let rate = |r: &Run| if r.rate.is_nan() { f64::MIN } else { r.rate };
-        rate(a).total_cmp(&rate(b))
-    });
-    sorted.get(sorted.len() / 2).cloned().unwrap_or_default()
+    median_by(runs, |r| r.rate).unwrap_or_default()
 }
 
 /// The host: `tt host` in a process of its own, for its own memory and CPU.

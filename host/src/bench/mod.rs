@@ -56,6 +56,28 @@ pub(crate) fn rss_kib() -> u64 {
     crate::store::procfs::status("self", "VmRSS").unwrap_or(0)
 }
 
+/// The item of median `rate` (`tt bench scale`'s runs; a NaN rate, a run that did not finish,
+/// counts as the slowest), or None for no items.
+pub(crate) fn median_by<T: Clone>(items: &[T], rate: impl Fn(&T) -> f64) -> Option<T> {
+    let key = |t: &T| Some(rate(t)).filter(|r| !r.is_nan()).unwrap_or(f64::MIN);
+    let mut sorted = items.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted.get(sorted.len() / 2).cloned()
+}
+
+/// Turns of two rates taken one after the other, `(this, baseline)`: each pair with its ratio,
+/// as text, and the median of the ratios (the ratio of a pair is what a machine's drift
+/// disturbs least).
+pub(crate) fn turn_ratios(pairs: &[(f64, f64)]) -> (String, f64) {
+    let mut ratios: Vec<f64> = pairs.iter().map(|(b, s)| b / s).collect();
+    let turns: Vec<String> = (pairs.iter().zip(&ratios))
+        .map(|((b, s), r)| format!("{b:.0} / {s:.0} ({r:.2})"))
+        .collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+    (turns.join(", "), median)
+}
+
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -126,4 +148,23 @@ pub async fn run(suite: Option<&str>, opts: BenchOptions) -> Result<()> {
     scaling::polyglot_load(&opts)?;
     exec::confinement_cost(&format!("(host RSS {} MiB)", rss_kib() / 1024)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_that_did_not_finish_counts_as_the_slowest() {
+        let rates = [3.0, f64::NAN, 1.0, 2.0, 5.0];
+        assert_eq!(median_by(&rates, |r| *r), Some(2.0));
+        assert_eq!(median_by(&[] as &[f64], |r| *r), None);
+    }
+
+    #[test]
+    fn turns_are_shown_with_their_ratios_and_the_median_ratio() {
+        let (turns, median) = turn_ratios(&[(90.0, 100.0), (110.0, 100.0), (50.0, 100.0)]);
+        assert_eq!(turns, "90 / 100 (0.90), 110 / 100 (1.10), 50 / 100 (0.50)");
+        assert_eq!(median, 0.9);
+    }
 }
