@@ -42,6 +42,7 @@ fn doctor_passes_on_a_healthy_town_and_prints_one_line_per_check() {
         "redis (embedded)",
         "private ",
         "cache",
+        "[host] max_instances",
         "[town] default_cli",
         "[town] default_check",
         "[agents.w.exec] allow `./coder.sh`",
@@ -83,7 +84,9 @@ fn doctor_names_each_failing_check_and_its_fix() {
     // A plugin whose init refuses its config, and a check that is not installed.
     town.write_config(&format!(
         "{}\n[agents.y]\nrole = \"worker\"\nplugin = \"{}\"\nconfig = {{ program = \"true\", reviewer = \"w\", timeout-ms = \"soon\" }}\nexec = {{ allow = [\"true\"] }}\n",
-        town.read_config().replace("[town]\n", "[town]\ndefault_check = \"no-such-check\"\n"),
+        town.read_config()
+            .replace("[town]\n", "[town]\ndefault_check = \"no-such-check\"\n")
+            .replace("max_instances = 1000\n", "max_instances = 100000000\n"),
         plugin("worker")
     ));
     // The data directory owned by someone else (only root can give it away).
@@ -117,6 +120,12 @@ fn doctor_names_each_failing_check_and_its_fix() {
     assert_eq!(c["ok"], false, "{c}");
     assert!(c["fix"].as_str().unwrap().contains("chmod go-rwx"), "{c}");
     assert_fails(&checks, "cache", "cannot write", "make it writable");
+    assert_fails(
+        &checks,
+        "[host] max_instances",
+        "a host keeps at most",
+        "sudo sysctl -w vm.max_map_count=800",
+    );
     assert_fails(
         &checks,
         "[town] default_cli",

@@ -568,6 +568,34 @@ fn more_busy_agents_than_instance_slots_all_get_their_mail_within_the_bound() {
     host.sigterm(Duration::from_secs(60));
 }
 
+#[test]
+fn a_max_instances_past_the_machines_mapping_limit_is_lowered_with_a_warning() {
+    // A hundred million instances would need 800 million mappings; the kernel allows a process
+    // `vm.max_map_count` (65,530 by default), and past it every instantiation fails and its
+    // mail is dead-lettered. The host serves with what fits and says how to have more.
+    let (town, probe, agents) = big_town(3, 6, 30_000);
+    let config = town.read_config();
+    town.write_config(&config.replace("[host]\n", "[host]\nmax_instances = 100000000\n"));
+    let sent = send_each(&probe, &agents, 2);
+    let mut host = Host::start(&town, "h1", 1);
+    all_forwarded(
+        &mut host,
+        &probe,
+        &agents,
+        &sent,
+        Duration::from_millis(20),
+        || {},
+    );
+    let log = host.log();
+    assert!(
+        log.contains("[host] max_instances = 100000000")
+            && log.contains("a host keeps at most")
+            && log.contains("sudo sysctl -w vm.max_map_count=800"),
+        "the host names the bound it lowered and the fixes: {log}"
+    );
+    host.sigterm(Duration::from_secs(60));
+}
+
 /// The applier calls Redis has run so far.
 fn applier_calls(town: &TestTown) -> u64 {
     let stats = town.redis(&["INFO", "commandstats"]);

@@ -35,6 +35,7 @@ mod mailboxes;
 pub mod replay;
 mod runner;
 mod slots;
+pub use slots::{fit as fit_instances, Fit as InstanceFit};
 mod supervisor;
 pub mod swap;
 mod upkeep;
@@ -166,7 +167,7 @@ pub async fn run_until(
         reported: HashMap::new(),
         mailboxes,
         peers: Default::default(),
-        slots: Arc::new(slots::Slots::new(town.config.host.max_instances)),
+        slots: Arc::new(slots::Slots::new(max_instances(&town.config.host))),
         changes,
         upkeep: Default::default(),
         served: Default::default(),
@@ -210,4 +211,18 @@ pub async fn run_until(
     let _ = town.db.release_host(&sup.opts.name, &sup.instance).await;
     tracing::info!(host = %sup.opts.name, "host stopped");
     outcome
+}
+
+/// `[host] max_instances`, lowered (with a warning naming the fixes) to what this machine's
+/// mapping limit holds (see [`slots`]).
+fn max_instances(host: &crate::store::config::HostSection) -> usize {
+    let fit = slots::fit(host.max_instances);
+    if fit.lowered(host.max_instances) {
+        let (what, fix) = fit.explain(host.max_instances);
+        tracing::warn!(
+            "[host] max_instances = {}: {what}; {fix}",
+            host.max_instances
+        );
+    }
+    fit.max
 }

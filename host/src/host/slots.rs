@@ -11,10 +11,85 @@
 //! up ([`Slots::take`]): the agents waiting in their shared read are the least recently busy, so
 //! the instances kept are those of the agents at work. A shadow's instance and a swapped-in
 //! instance made ready beside the old one are not counted: they are few and short-lived.
+//!
+//! A `max_instances` the machine's mapping limit cannot hold is lowered to what it can
+//! ([`fit`]), with a warning that names both fixes, and `tt doctor` reports it: past the limit
+//! every instantiation fails, and the mail of the agents it fails for is dead-lettered.
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Memory mappings one live instance holds: 7 measured (5,000 relay instances added 34,920
+/// lines to `/proc/PID/maps`: the linear memory's reservation, its accessible part and its
+/// copy-on-write image, the async stack and its guard, ...), and one to spare.
+const MAPS_PER_INSTANCE: usize = 8;
+/// Mappings left for everything else a host maps: threads, compiled code, the allocator's
+/// arenas, shadows' and swaps' instances.
+const MAPS_KEPT: usize = 4_096;
+
+/// How many live instances a host may keep on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fit {
+    /// `[host] max_instances`, or fewer when the mapping limit cannot hold that many.
+    pub max: usize,
+    /// `vm.max_map_count`, when this system says it.
+    pub limit: Option<usize>,
+    /// The `vm.max_map_count` the configured number would need.
+    pub needed: usize,
+}
+
+impl Fit {
+    /// Whether `configured` was lowered.
+    pub fn lowered(&self, configured: usize) -> bool {
+        self.max < configured
+    }
+
+    /// What a lowered bound means, and the two ways to fix it.
+    pub fn explain(&self, configured: usize) -> (String, String) {
+        (
+            format!(
+                "{configured} live instances need about {} memory mappings \
+                 ({MAPS_PER_INSTANCE} each, and the host's own); this machine allows a process \
+                 {} (vm.max_map_count), so a host keeps at most {} alive",
+                self.needed,
+                self.limit.unwrap_or_default(),
+                self.max
+            ),
+            format!(
+                "lower [host] max_instances to {} or less, or raise the limit: \
+                 sudo sysctl -w vm.max_map_count={}",
+                self.max, self.needed
+            ),
+        )
+    }
+}
+
+/// The instances that fit this process's mapping limit, given `configured`
+/// (`[host] max_instances`). Where `/proc` does not say the limit, `configured` stands.
+pub fn fit(configured: usize) -> Fit {
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    let in_use = std::fs::read_to_string("/proc/self/maps")
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    bound(configured, limit, in_use)
+}
+
+fn bound(configured: usize, limit: Option<usize>, in_use: usize) -> Fit {
+    let needed = configured
+        .saturating_mul(MAPS_PER_INSTANCE)
+        .saturating_add(in_use + MAPS_KEPT);
+    let max = match limit {
+        Some(limit) => {
+            let room = limit.saturating_sub(in_use + MAPS_KEPT) / MAPS_PER_INSTANCE;
+            configured.min(room.max(1))
+        }
+        None => configured,
+    };
+    Fit { max, limit, needed }
+}
 
 pub(super) struct Slots {
     max: usize,
@@ -67,6 +142,31 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_bound_past_the_mapping_limit_is_lowered_to_what_fits() {
+        // The default fits the default limit with room to spare.
+        let f = bound(1_000, Some(65_530), 100);
+        assert_eq!((f.max, f.lowered(1_000)), (1_000, false));
+        // Ten thousand do not: (65,530 - 100 - 4,096) / 8 = 7,666.
+        let f = bound(10_000, Some(65_530), 100);
+        assert_eq!(f.max, 7_666);
+        assert!(f.lowered(10_000));
+        assert_eq!(f.needed, 10_000 * 8 + 100 + 4_096);
+        let (what, fix) = f.explain(10_000);
+        assert!(
+            what.starts_with("10000 live instances") && what.contains("65530"),
+            "{what}"
+        );
+        assert!(
+            what.contains("at most 7666") && fix.contains("vm.max_map_count=84196"),
+            "{what}; {fix}"
+        );
+        // A limit too small for anything still leaves one instance; no limit known leaves the
+        // configured number.
+        assert_eq!(bound(10, Some(1_000), 900).max, 1);
+        assert_eq!(bound(usize::MAX, None, 100).max, usize::MAX);
+    }
 
     #[tokio::test]
     async fn a_waiter_gets_the_slot_an_idle_holder_gives_up() {

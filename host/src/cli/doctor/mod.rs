@@ -3,9 +3,10 @@
 //! It works anywhere: outside a town it checks what `tt` itself needs (`redis-server`) and
 //! says how to make a town. Inside one it checks the config, the embedded server's private
 //! directories, that Redis answers with the configured credentials, the compiled-code cache,
-//! every program the town may run, the guest toolchains of plugin projects in the town, and
-//! every agent's plugin as a host would load it (compiled, linked with its grants, `init`
-//! passed), with its programs' confinement. A check that cannot run because an earlier one
+//! that `[host] max_instances` fits the machine's limit on memory mappings, every program the
+//! town may run, the guest toolchains of plugin projects in the town, and every agent's plugin
+//! as a host would load it (compiled, linked with its grants, `init` passed), with its
+//! programs' confinement. A check that cannot run because an earlier one
 //! failed (no config, no Redis) is not reported: its cause is. The exit status is 1 unless
 //! every check passed. The checks themselves are in [`checks`].
 
@@ -145,6 +146,7 @@ async fn diagnose(town: &Option<PathBuf>) -> Vec<Check> {
         out.extend(checks::private_dirs(&config));
     }
     out.push(checks::cache(&config));
+    out.push(checks::instances(&config));
     out.extend(checks::programs(&config));
     out.extend(checks::toolchains(&config));
     if let Some(town) = town {
