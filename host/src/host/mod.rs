@@ -35,7 +35,7 @@ mod mailboxes;
 pub mod replay;
 mod runner;
 mod slots;
-pub use slots::{fit as fit_instances, Fit as InstanceFit};
+pub use slots::fit as fit_instances;
 mod supervisor;
 pub mod swap;
 mod upkeep;
