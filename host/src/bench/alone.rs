@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::redis_stats::{redis_cpu, settled};
-use super::scratch::{Scratch, FILL_OPS};
+use super::scratch::{fill_order, Scratch, FILL_OPS};
 use super::{median_by, turn_ratios, BenchOptions};
 use crate::store::streams;
 
@@ -131,20 +131,16 @@ impl Server {
     async fn append(&mut self, total: usize) -> Result<u32> {
         let per = total.div_ceil(self.streams.len());
         let mut pipe = Batch::new(self.s.town.db.conn.clone());
-        for block in (0..per).collect::<Vec<_>>().chunks(500) {
-            for (name, stream) in &self.streams {
-                for _ in block {
-                    self.seq += 1;
-                    pipe.cmd("XADD")
-                        .arg(stream)
-                        .arg("*")
-                        .arg(&["id", &format!("m{}", self.seq), "from", "conductor", "to"])
-                        .arg(name)
-                        .arg(&["kind", "task", "body", "x", "prio", "normal", "task", ""])
-                        .arg(&["corr", "", "ts", "0"]);
-                    pipe.sent().await?;
-                }
-            }
+        for (name, stream) in fill_order(&self.streams, per) {
+            self.seq += 1;
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg(&["id", &format!("m{}", self.seq), "from", "conductor", "to"])
+                .arg(name)
+                .arg(&["kind", "task", "body", "x", "prio", "normal", "task", ""])
+                .arg(&["corr", "", "ts", "0"]);
+            pipe.sent().await?;
         }
         pipe.flush().await?;
         Ok((per * self.streams.len()) as u32)

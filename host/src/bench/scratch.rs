@@ -18,6 +18,17 @@ use crate::town::Town;
 /// The most messages [`Scratch::fill`] sends in one applier call.
 pub(super) const FILL_OPS: usize = 500;
 
+/// The recipient of each of `n` messages to every one of `agents`, in the order
+/// [`Scratch::fill`] sends them: blocks of 500 messages to each agent in turn.
+pub(super) fn fill_order<T>(agents: &[T], n: usize) -> impl Iterator<Item = &T> {
+    (0..n).step_by(500).flat_map(move |start| {
+        let block = (n - start).min(500);
+        agents
+            .iter()
+            .flat_map(move |a| std::iter::repeat_n(a, block))
+    })
+}
+
 /// An agent of a scratch town: name, plugin (file stem in plugins/dist; empty for a
 /// mailbox-only agent), init config.
 pub(super) type Spec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
@@ -98,17 +109,13 @@ impl Scratch {
     /// the same size as one of 10, so its first agents do not wait for the last one's mail.
     pub(super) async fn fill(&self, agents: &[String], n: usize, body: &str) -> Result<()> {
         let mut ops = Vec::new();
-        for block in (0..n).collect::<Vec<_>>().chunks(500) {
-            for a in agents {
-                for _ in block {
-                    ops.push(Op::send(a, Kind::Task, body));
-                    if ops.len() == FILL_OPS {
-                        self.town
-                            .db
-                            .apply_human("conductor", std::mem::take(&mut ops))
-                            .await?;
-                    }
-                }
+        for a in fill_order(agents, n) {
+            ops.push(Op::send(a, Kind::Task, body));
+            if ops.len() == FILL_OPS {
+                self.town
+                    .db
+                    .apply_human("conductor", std::mem::take(&mut ops))
+                    .await?;
             }
         }
         if !ops.is_empty() {
@@ -155,4 +162,34 @@ pub(super) fn start_named_host(
     };
     let handle = tokio::spawn(host::run_until(town.clone(), opts, tx.clone(), rx));
     (tx, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_order;
+
+    #[test]
+    fn the_fill_sends_blocks_of_500_to_each_agent_in_turn() {
+        let order = |n| fill_order(&['a', 'b'], n).collect::<String>();
+        assert_eq!(order(3), "aaabbb");
+        let long = order(1_200);
+        let runs: Vec<(char, usize)> = long.chars().fold(Vec::new(), |mut runs, c| {
+            match runs.last_mut() {
+                Some((last, k)) if *last == c => *k += 1,
+                _ => runs.push((c, 1)),
+            }
+            runs
+        });
+        assert_eq!(
+            runs,
+            [
+                ('a', 500),
+                ('b', 500),
+                ('a', 500),
+                ('b', 500),
+                ('a', 200),
+                ('b', 200)
+            ]
+        );
+    }
 }
