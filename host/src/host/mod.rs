@@ -217,12 +217,9 @@ pub async fn run_until(
 /// mapping limit holds (see [`slots`]).
 fn max_instances(host: &crate::store::config::HostSection) -> usize {
     let fit = slots::fit(host.max_instances);
-    if fit.lowered(host.max_instances) {
-        let (what, fix) = fit.explain(host.max_instances);
-        tracing::warn!(
-            "[host] max_instances = {}: {what}; {fix}",
-            host.max_instances
-        );
+    if fit.lowered() {
+        let (what, fix) = fit.explain();
+        tracing::warn!("[host] max_instances = {}: {what}; {fix}", fit.configured);
     }
     fit.max
 }

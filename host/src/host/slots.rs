@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::store::procfs;
+
 /// Memory mappings one live instance holds: 7 measured (5,000 relay instances added 34,920
 /// lines to `/proc/PID/maps`: the linear memory's reservation, its accessible part and its
 /// copy-on-write image, the async stack and its guard, ...), and one to spare.
@@ -31,27 +33,30 @@ const MAPS_KEPT: usize = 4_096;
 /// How many live instances a host may keep on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fit {
-    /// `[host] max_instances`, or fewer when the mapping limit cannot hold that many.
+    /// `[host] max_instances`.
+    pub configured: usize,
+    /// `configured`, or fewer when the mapping limit cannot hold that many.
     pub max: usize,
     /// `vm.max_map_count`, when this system says it.
     pub limit: Option<usize>,
-    /// The `vm.max_map_count` the configured number would need.
+    /// The `vm.max_map_count` that `configured` would need.
     pub needed: usize,
 }
 
 impl Fit {
-    /// Whether `configured` was lowered.
-    pub fn lowered(&self, configured: usize) -> bool {
-        self.max < configured
+    /// Whether the configured number was lowered.
+    pub fn lowered(&self) -> bool {
+        self.max < self.configured
     }
 
     /// What a lowered bound means, and the two ways to fix it.
-    pub fn explain(&self, configured: usize) -> (String, String) {
+    pub fn explain(&self) -> (String, String) {
         (
             format!(
-                "{configured} live instances need about {} memory mappings \
+                "{} live instances need about {} memory mappings \
                  ({MAPS_PER_INSTANCE} each, and the host's own); this machine allows a process \
                  {} (vm.max_map_count), so a host keeps at most {} alive",
+                self.configured,
                 self.needed,
                 self.limit.unwrap_or_default(),
                 self.max
@@ -68,13 +73,8 @@ impl Fit {
 /// The instances that fit this process's mapping limit, given `configured`
 /// (`[host] max_instances`). Where `/proc` does not say the limit, `configured` stands.
 pub fn fit(configured: usize) -> Fit {
-    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|t| t.trim().parse().ok());
-    let in_use = std::fs::read_to_string("/proc/self/maps")
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
-    bound(configured, limit, in_use)
+    let in_use = procfs::maps("self").unwrap_or(0);
+    bound(configured, procfs::max_map_count(), in_use)
 }
 
 fn bound(configured: usize, limit: Option<usize>, in_use: usize) -> Fit {
@@ -88,7 +88,12 @@ fn bound(configured: usize, limit: Option<usize>, in_use: usize) -> Fit {
         }
         None => configured,
     };
-    Fit { max, limit, needed }
+    Fit {
+        configured,
+        max,
+        limit,
+        needed,
+    }
 }
 
 pub(super) struct Slots {
@@ -147,13 +152,13 @@ mod tests {
     fn a_bound_past_the_mapping_limit_is_lowered_to_what_fits() {
         // The default fits the default limit with room to spare.
         let f = bound(1_000, Some(65_530), 100);
-        assert_eq!((f.max, f.lowered(1_000)), (1_000, false));
+        assert_eq!((f.max, f.lowered()), (1_000, false));
         // Ten thousand do not: (65,530 - 100 - 4,096) / 8 = 7,666.
         let f = bound(10_000, Some(65_530), 100);
         assert_eq!(f.max, 7_666);
-        assert!(f.lowered(10_000));
+        assert!(f.lowered());
         assert_eq!(f.needed, 10_000 * 8 + 100 + 4_096);
-        let (what, fix) = f.explain(10_000);
+        let (what, fix) = f.explain();
         assert!(
             what.starts_with("10000 live instances") && what.contains("65530"),
             "{what}"

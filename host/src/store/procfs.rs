@@ -1,7 +1,8 @@
 //! A process's `/proc` entries, read in one place: whether the embedded Redis or a host's
 //! process still runs (a zombie does not), when it started (a reused pid is another process),
-//! and its CPU time, memory and time spent waiting for a CPU (`tt bench`). `pid` is a number
-//! or `self`.
+//! and its CPU time, memory and time spent waiting for a CPU (`tt bench`), and its memory
+//! mappings against the system's limit on them (`[host] max_instances`). `pid` is a number or
+//! `self`.
 
 use std::fmt::Display;
 
@@ -38,6 +39,21 @@ pub fn schedstat(pid: impl Display) -> Option<(u64, u64)> {
     Some((f.next()??, f.next()??))
 }
 
+/// How many memory mappings a process has (the lines of `/proc/PID/maps`).
+pub fn maps(pid: impl Display) -> Option<usize> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    Some(text.lines().count())
+}
+
+/// The most memory mappings a process may have (`vm.max_map_count`).
+pub fn max_map_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -55,5 +71,8 @@ mod tests {
         assert!(super::status(me, "Threads").unwrap() >= 1);
         assert!(super::stat(u32::MAX).is_none());
         assert!(super::status("self", "NoSuchField").is_none());
+        assert!(super::maps("self").unwrap() > 0);
+        assert!(super::maps(u32::MAX).is_none());
+        assert!(super::max_map_count().unwrap() > super::maps("self").unwrap());
     }
 }

@@ -169,21 +169,26 @@ pub fn cache(config: &Config) -> Check {
 /// `[host] max_instances` fits this machine's limit on a process's memory mappings; past it,
 /// a host keeps fewer instances alive (see `host::slots`).
 pub fn instances(config: &Config) -> Check {
-    let configured = config.host.max_instances;
-    let fit = crate::host::fit_instances(configured);
+    let fit = crate::host::fit_instances(config.host.max_instances);
     let name = "[host] max_instances";
-    if fit.lowered(configured) {
-        let (what, fix) = fit.explain(configured);
+    if fit.lowered() {
+        let (what, fix) = fit.explain();
         return Check::fail(name, what, fix);
     }
     match fit.limit {
         Some(limit) => Check::pass(
             name,
-            format!("{configured} live instances fit vm.max_map_count = {limit}"),
+            format!(
+                "{} live instances fit vm.max_map_count = {limit}",
+                fit.configured
+            ),
         ),
         None => Check::pass(
             name,
-            format!("{configured} (this system does not say its mapping limit)"),
+            format!(
+                "{} (this system does not say its mapping limit)",
+                fit.configured
+            ),
         ),
     }
 }
