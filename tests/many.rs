@@ -505,6 +505,21 @@ fn lost_bell(idle_ms: Option<u64>, messages: usize) {
     host.sigterm(Duration::from_secs(60));
 }
 
+/// Sets `[host] max_instances` to `max`, sends each agent `each` messages and one urgent one
+/// ([`send_each`]), and starts host `h1`.
+fn serve_with_max_instances(
+    town: &TestTown,
+    probe: &Probe,
+    agents: &[String],
+    max: u64,
+    each: usize,
+) -> (Sent, Host) {
+    let config = town.read_config();
+    town.write_config(&config.replace("[host]\n", &format!("[host]\nmax_instances = {max}\n")));
+    let sent = send_each(probe, agents, each);
+    (sent, Host::start(town, "h1", 1))
+}
+
 /// The live instances host `host`'s last heartbeat counted.
 fn live_instances(probe: &Probe, host: &str) -> u64 {
     let (beat,): (Option<String>,) =
@@ -522,10 +537,7 @@ fn more_busy_agents_than_instance_slots_all_get_their_mail_within_the_bound() {
     // (it held all forty agents' when every agent woken read its mail before queueing).
     let (max, each) = (4, 20);
     let (town, probe, agents) = big_town(40, 6, 30_000);
-    let config = town.read_config();
-    town.write_config(&config.replace("[host]\n", &format!("[host]\nmax_instances = {max}\n")));
-    let sent = send_each(&probe, &agents, each);
-    let mut host = Host::start(&town, "h1", 1);
+    let (sent, mut host) = serve_with_max_instances(&town, &probe, &agents, max, each);
     let (mut most, mut most_in_hand) = (0u64, 0u64);
     all_forwarded(
         &mut host,
@@ -574,10 +586,7 @@ fn a_max_instances_past_the_machines_mapping_limit_is_lowered_with_a_warning() {
     // `vm.max_map_count` (65,530 by default), and past it every instantiation fails and its
     // mail is dead-lettered. The host serves with what fits and says how to have more.
     let (town, probe, agents) = big_town(3, 6, 30_000);
-    let config = town.read_config();
-    town.write_config(&config.replace("[host]\n", "[host]\nmax_instances = 100000000\n"));
-    let sent = send_each(&probe, &agents, 2);
-    let mut host = Host::start(&town, "h1", 1);
+    let (sent, mut host) = serve_with_max_instances(&town, &probe, &agents, 100_000_000, 2);
     all_forwarded(
         &mut host,
         &probe,
