@@ -179,9 +179,15 @@ unsafe fn drop_capabilities() -> libc::c_long {
     libc::syscall(libc::SYS_capset, &header as *const CapHeader, none.as_ptr())
 }
 
+/// An `RLIMIT_*` constant: glibc gives it a type of its own, musl an `int`.
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
 /// `resource` at `value` (soft), never above the current hard limit: an unprivileged host
 /// cannot raise it, and the lower one already holds.
-fn limit(resource: libc::__rlimit_resource_t, value: u64, slack: u64) -> libc::rlimit {
+fn limit(resource: Resource, value: u64, slack: u64) -> libc::rlimit {
     let mut now = libc::rlimit {
         rlim_cur: 0,
         rlim_max: libc::RLIM_INFINITY,
