@@ -3,6 +3,8 @@ use clap::Parser;
 use tinytown::cli::{self, Cli};
 use tinytown::store::error::user_error;
 
+mod mem;
+
 /// jemalloc, not glibc's malloc. A host serving thousands of agents frees and allocates
 /// buffers of every size (mailbox reads, applier calls, instances); glibc spent over a third of
 /// a busy 10,000-agent host's CPU in its free-list upkeep (`_int_malloc`, `unlink_chunk`,
