@@ -7,11 +7,15 @@
 //! `tt send` 5.34 ms against 4.50 (medians of 160, alternating; README "Big towns"). The cost
 //! is the executable's own address being fixed: its libraries, heap, stacks and the guests'
 //! memory are still placed at random. Build with `TT_PIE=1` to keep the default.
+//!
+//! This is for a glibc build (`--target x86_64-unknown-linux-gnu`). The default build is a
+//! static musl one, fixed in place by `relocation-model=static` in `.cargo/config.toml`.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=TT_PIE");
     let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    if linux && std::env::var_os("TT_PIE").is_none() {
+    let gnu = std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
+    if linux && gnu && std::env::var_os("TT_PIE").is_none() {
         println!("cargo:rustc-link-arg-bin=tt=-no-pie");
     }
 }

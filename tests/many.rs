@@ -362,6 +362,26 @@ fn tt_starts_without_relocating_itself() {
     );
 }
 
+/// The default build of `tt` is static (`.cargo/config.toml`): no program interpreter, so a
+/// command starts without the dynamic loader's work (README "Big towns").
+#[test]
+#[cfg(all(target_os = "linux", target_env = "musl"))]
+fn tt_is_one_static_executable() {
+    let exe = std::fs::read(env!("CARGO_BIN_EXE_tt")).unwrap();
+    let word = |at: usize| u16::from_le_bytes([exe[at], exe[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(exe[32..40].try_into().unwrap()) as usize;
+    let (size, count) = (word(54), word(56));
+    // p_type 3 is PT_INTERP: the path of the dynamic loader that would start the program.
+    let interp = (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(exe[at..at + 4].try_into().unwrap()) == 3
+    });
+    assert!(
+        !interp,
+        "tt names a dynamic loader: it was linked dynamically"
+    );
+}
+
 /// One applier call rings the bell once for each agent it gives mail, however many messages
 /// it gives: the bell is read only after the call, and a host reads the whole mailbox.
 #[test]

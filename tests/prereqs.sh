@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and running tinytown needs and a fresh machine lacks:
-# redis-server, python3, git, chromium and chromedriver (Debian packages) and Rust's wasm32-wasip2 target. Idempotent and quiet when
+# redis-server, python3, git, chromium, chromedriver and musl-gcc (Debian packages) and Rust's
+# wasm32-wasip2 and x86_64-unknown-linux-musl targets (`tt` is a static musl build:
+# .cargo/config.toml says why). Idempotent and quiet when
 # everything is there. Guest toolchains (Python, JavaScript, C) are installed by the plugin
 # folders' own build.sh scripts, into plugins/.toolchains/.
 set -euo pipefail
@@ -11,9 +13,11 @@ as_root() {
 
 # command -> the Debian package that provides it. python3 is a program the confinement tests run
 # (and componentize-py's toolchain needs); git is for the repository tests; chromium and
-# chromedriver (package chromium-driver) drive the dashboard's browser test (tests/browser.rs).
+# chromedriver (package chromium-driver) drive the dashboard's browser test (tests/browser.rs);
+# musl-gcc (package musl-tools) compiles the C inside tt's dependencies for musl.
 missing=()
-for pair in redis-server:redis-server python3:python3 git:git chromium:chromium chromedriver:chromium-driver; do
+for pair in redis-server:redis-server python3:python3 git:git chromium:chromium \
+    chromedriver:chromium-driver musl-gcc:musl-tools; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -30,4 +34,9 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     echo "prereqs: adding the wasm32-wasip2 Rust target"
     rustup target add wasm32-wasip2 >/dev/null
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    echo "prereqs: adding the x86_64-unknown-linux-musl Rust target"
+    rustup target add x86_64-unknown-linux-musl >/dev/null
 fi
