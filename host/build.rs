@@ -8,8 +8,8 @@
 //! is the executable's own address being fixed: its libraries, heap, stacks and the guests'
 //! memory are still placed at random. Build with `TT_PIE=1` to keep the default.
 //!
-//! This is for a glibc build (`--target x86_64-unknown-linux-gnu`). The default build is a
-//! static musl one, fixed in place by `relocation-model=static` in `.cargo/config.toml`.
+//! This is for a glibc build. The musl build `tt` ships as on x86_64 Linux is static, and
+//! `relocation-model=static` in `.cargo/config.toml` fixes it in place.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=TT_PIE");

@@ -30,8 +30,7 @@ export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION"
-  # From /: the repository's .cargo/config.toml (tt's musl target) is not for a tool of this machine.
-  (cd / && cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION")
+  cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
 # The fuzz crate is its own workspace; it builds tinytown with the versions the tests use.

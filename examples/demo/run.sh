@@ -13,7 +13,7 @@ bash "$root/tests/prereqs.sh"
 echo "building tt and the plugins (the first build takes a few minutes)..."
 cargo build -q --manifest-path "$root/Cargo.toml" -p tinytown
 bash "$root/plugins/build.sh" --rust-only >/dev/null
-tt="${CARGO_TARGET_DIR:-$root/target}/x86_64-unknown-linux-musl/debug/tt"
+tt="${CARGO_TARGET_DIR:-$root/target}/debug/tt"
 export TT_TOWN="$demo"
 
 # A fresh town every run.

@@ -16,7 +16,7 @@ command -v git >/dev/null || { echo "run.sh: git is not installed" >&2; exit 1; 
 echo "building tt and the plugins (the first build takes a few minutes)..."
 cargo build -q --manifest-path "$root/Cargo.toml" -p tinytown
 bash "$root/plugins/build.sh" --rust-only >/dev/null
-tt="${CARGO_TARGET_DIR:-$root/target}/x86_64-unknown-linux-musl/debug/tt"
+tt="${CARGO_TARGET_DIR:-$root/target}/debug/tt"
 dist="$root/plugins/dist"
 
 repo="$(mktemp -d /tmp/tt-repo.XXXXXX)"

@@ -3,6 +3,8 @@ use clap::Parser;
 use tinytown::cli::{self, Cli};
 use tinytown::store::error::user_error;
 
+// musl's string functions replaced (a glibc build keeps its own, tested here all the same).
+#[cfg(all(target_arch = "x86_64", any(target_env = "musl", test)))]
 mod mem;
 
 /// jemalloc, not glibc's malloc. A host serving thousands of agents frees and allocates

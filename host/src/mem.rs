@@ -1,20 +1,25 @@
-//! `memcpy` and `memmove` for the static musl build of `tt`.
+//! `memcpy`, `memmove` and `memcmp` for the static musl build of `tt`.
 //!
-//! `tt` is built against musl and linked statically (`.cargo/config.toml` says why: a command
-//! starts in half the time). musl's x86_64 `memcpy` copies with `rep movsq` between byte-at-a-
-//! time loops for the unaligned head and the tail, and its `memmove` calls it: cheap in code,
-//! slow for the short and medium copies a host makes by the million (Redis replies, JSON,
-//! moved values). In a busy 10,000-agent town (`tt bench scale`) it was a quarter of the
-//! host's CPU samples, and the host's CPU per message was 51-54 µs against 41-43 with glibc.
+//! On x86_64 Linux `tt` ships built against musl and linked statically (`.cargo/config.toml`
+//! says why: a command starts in half the time). musl's x86_64 `memcpy` copies with `rep
+//! movsq` between byte-at-a-time loops for the unaligned head and the tail, and its `memmove`
+//! calls it: cheap in code, slow for the short and medium copies a host makes by the million
+//! (Redis replies, JSON, moved values). In a busy 10,000-agent town (`tt bench scale`) it was a
+//! quarter of the host's CPU samples, and the host's CPU per message was 51-54 µs against 39-44
+//! with glibc. musl's `memcmp` is a byte loop.
 //!
 //! These replace musl's (a static link takes the first definition, and musl's `memmove` is
 //! only linked when nothing else defines it): up to 64 bytes are copied with unaligned loads
 //! that all happen before the stores (so overlapping copies are right too), longer ones with
 //! `rep movsb`, which CPUs with ERMS/FSRM (Intel since Ivy Bridge, AMD since Zen 3) run at
 //! full speed. A backward `memmove` (the destination overlaps the source from above) uses
-//! `rep movsb` with the direction flag set, as musl does.
+//! `rep movsb` with the direction flag set, as musl does. `memcmp` compares eight bytes a step
+//! where musl compares one.
 //!
-//! The bodies use no loops, so the compiler cannot turn them back into calls to themselves.
+//! The copies use no loops, so the compiler cannot turn them back into calls to themselves.
+//! `memcmp`'s loops are not an idiom LLVM replaces with a call: in the release build it calls
+//! nothing (`objdump -d` of `tt`). Were that to change, every comparison would recurse until
+//! the stack overflowed, so look there first if an optimised `tt` dies at once.
 
 use core::arch::asm;
 use core::ptr::{read_unaligned as load, write_unaligned as store};
@@ -104,6 +109,35 @@ pub(crate) unsafe fn copy_overlapping(dst: *mut u8, src: *const u8, n: usize) ->
     dst
 }
 
+/// `memcmp`: the first differing byte decides, as unsigned; 0 when the `n` bytes are equal.
+/// Eight bytes a step (musl's compares one at a time, ~3% of a busy host's samples).
+///
+/// # Safety
+/// `a` and `b` are readable for `n` bytes.
+pub(crate) unsafe fn compare(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i + 8 <= n {
+        let (x, y) = (load(a.add(i) as *const u64), load(b.add(i) as *const u64));
+        if x != y {
+            // Loaded little-endian: swapped, the first byte is the most significant.
+            return if x.swap_bytes() < y.swap_bytes() {
+                -1
+            } else {
+                1
+            };
+        }
+        i += 8;
+    }
+    while i < n {
+        let (x, y) = (*a.add(i), *b.add(i));
+        if x != y {
+            return x as i32 - y as i32;
+        }
+        i += 1;
+    }
+    0
+}
+
 #[cfg(target_env = "musl")]
 mod exported {
     /// # Safety
@@ -119,11 +153,47 @@ mod exported {
     pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
         super::copy_overlapping(dst, src, n)
     }
+
+    /// # Safety
+    /// The C contract of `memcmp` (musl's `bcmp` calls it).
+    #[no_mangle]
+    pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+        super::compare(a, b, n)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{copy, copy_overlapping};
+    use super::{compare, copy, copy_overlapping};
+
+    /// Every length up to 40 with the first difference at every position and in both
+    /// directions, against the slices' own ordering.
+    #[test]
+    fn compare_orders_by_the_first_differing_byte_as_unsigned() {
+        let sign = |o: std::cmp::Ordering| o as i32;
+        for n in 0..40usize {
+            let a: Vec<u8> = (0..n as u32).map(|i| (i * 31 + 7) as u8).collect();
+            assert_eq!(
+                unsafe { compare(a.as_ptr(), a.clone().as_ptr(), n) },
+                0,
+                "n={n}"
+            );
+            for at in 0..n {
+                for delta in [1u8, 0x80, 0xFF] {
+                    let mut b = a.clone();
+                    b[at] = b[at].wrapping_add(delta);
+                    // A later byte differing the other way must not decide.
+                    if at + 1 < n {
+                        b[at + 1] = b[at + 1].wrapping_sub(1);
+                    }
+                    let ours = unsafe { compare(a.as_ptr(), b.as_ptr(), n) }.signum();
+                    assert_eq!(ours, sign(a.cmp(&b)), "n={n} at={at} delta={delta}");
+                    let back = unsafe { compare(b.as_ptr(), a.as_ptr(), n) }.signum();
+                    assert_eq!(back, sign(b.cmp(&a)), "n={n} at={at} delta={delta}");
+                }
+            }
+        }
+    }
 
     /// Every length up to 300 at every offset up to 16 of both buffers, against a byte loop.
     #[test]
