@@ -340,8 +340,9 @@ fn bench_scale_refuses_zero_turns() {
     assert!(r.hint.contains("--turns 15"), "{}", r.stderr);
 }
 
-/// `tt` is linked position-dependent on Linux (`host/build.rs`): a command then starts without
-/// the loader rewriting ~1 MB of relocated data, about a millisecond of every `tt send`.
+/// `tt` is linked position-dependent on Linux (`host/build.rs` for glibc, `.cargo/config.toml`
+/// for musl): a command then starts without rewriting ~1 MB of relocated data, about a
+/// millisecond of every `tt send`.
 #[test]
 #[cfg(target_os = "linux")]
 fn tt_starts_without_relocating_itself() {
@@ -362,7 +363,7 @@ fn tt_starts_without_relocating_itself() {
     );
 }
 
-/// The default build of `tt` is static (`.cargo/config.toml`): no program interpreter, so a
+/// A musl build of `tt` (how it ships on x86_64 Linux) is static: no program interpreter, so a
 /// command starts without the dynamic loader's work (README "Big towns").
 #[test]
 #[cfg(all(target_os = "linux", target_env = "musl"))]

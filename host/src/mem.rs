@@ -38,27 +38,26 @@ unsafe fn short(dst: *mut u8, src: *const u8, n: usize) {
         store(dst.add(n - 32) as *mut u128, c);
         store(dst.add(n - 16) as *mut u128, d);
     } else if n >= 16 {
-        let (a, b) = (
-            load(src as *const u128),
-            load(src.add(n - 16) as *const u128),
-        );
-        store(dst as *mut u128, a);
-        store(dst.add(n - 16) as *mut u128, b);
+        two::<u128>(dst, src, n);
     } else if n >= 8 {
-        let (a, b) = (load(src as *const u64), load(src.add(n - 8) as *const u64));
-        store(dst as *mut u64, a);
-        store(dst.add(n - 8) as *mut u64, b);
+        two::<u64>(dst, src, n);
     } else if n >= 4 {
-        let (a, b) = (load(src as *const u32), load(src.add(n - 4) as *const u32));
-        store(dst as *mut u32, a);
-        store(dst.add(n - 4) as *mut u32, b);
+        two::<u32>(dst, src, n);
     } else if n >= 2 {
-        let (a, b) = (load(src as *const u16), load(src.add(n - 2) as *const u16));
-        store(dst as *mut u16, a);
-        store(dst.add(n - 2) as *mut u16, b);
+        two::<u16>(dst, src, n);
     } else if n == 1 {
         *dst = *src;
     }
+}
+
+/// Copies `n` bytes, `size_of::<T>() <= n <= 2 * size_of::<T>()`, as two `T`s that may
+/// overlap, both read before either is written.
+#[inline(always)]
+unsafe fn two<T>(dst: *mut u8, src: *const u8, n: usize) {
+    let k = core::mem::size_of::<T>();
+    let (a, b) = (load(src as *const T), load(src.add(n - k) as *const T));
+    store(dst as *mut T, a);
+    store(dst.add(n - k) as *mut T, b);
 }
 
 /// Copies `n` bytes from the lowest address up: right unless `dst` overlaps `src` from above.
